@@ -1,0 +1,280 @@
+
+-- Dumped from database version 15.20 (Debian 15.20-0+deb12u1)
+-- Dumped by pg_dump version 15.20 (Debian 15.20-0+deb12u1)
+
+SET statement_timeout = 0;
+SET lock_timeout = 0;
+SET idle_in_transaction_session_timeout = 0;
+SET client_encoding = 'UTF8';
+SET standard_conforming_strings = on;
+SELECT pg_catalog.set_config('search_path', '', false);
+SET check_function_bodies = false;
+SET xmloption = content;
+SET client_min_messages = warning;
+SET row_security = off;
+
+--
+-- Name: taskgate_notify_pending_task(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.taskgate_notify_pending_task() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    PERFORM pg_notify('taskgate_tasks', NEW.id::text);
+    RETURN NULL;
+END;
+$$;
+
+
+--
+-- Name: FUNCTION taskgate_notify_pending_task(); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.taskgate_notify_pending_task() IS 'pg_notify(''taskgate_tasks'', task id) for tasks that became pending.';
+
+
+SET default_tablespace = '';
+
+SET default_table_access_method = heap;
+
+--
+-- Name: schema_migrations; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.schema_migrations (
+    version character varying NOT NULL
+);
+
+
+--
+-- Name: tasks; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.tasks (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    user_id uuid NOT NULL,
+    status text DEFAULT 'pending'::text NOT NULL,
+    filters jsonb NOT NULL,
+    output_format text NOT NULL,
+    input_image bytea NOT NULL,
+    input_content_type text NOT NULL,
+    result_image bytea,
+    result_content_type text,
+    result_width integer,
+    result_height integer,
+    error text,
+    attempts integer DEFAULT 0 NOT NULL,
+    max_attempts integer DEFAULT 3 NOT NULL,
+    idempotency_key text,
+    cancel_requested boolean DEFAULT false NOT NULL,
+    run_after timestamp with time zone DEFAULT now() NOT NULL,
+    lease_owner text,
+    lease_expires_at timestamp with time zone,
+    heartbeat_at timestamp with time zone,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    started_at timestamp with time zone,
+    finished_at timestamp with time zone,
+    CONSTRAINT tasks_attempts_check CHECK ((attempts >= 0)),
+    CONSTRAINT tasks_filters_array_check CHECK ((jsonb_typeof(filters) = 'array'::text)),
+    CONSTRAINT tasks_max_attempts_check CHECK ((max_attempts > 0)),
+    CONSTRAINT tasks_output_format_check CHECK ((output_format = ANY (ARRAY['png'::text, 'jpeg'::text, 'webp'::text]))),
+    CONSTRAINT tasks_running_has_lease_check CHECK (((status <> 'running'::text) OR ((lease_owner IS NOT NULL) AND (lease_expires_at IS NOT NULL)))),
+    CONSTRAINT tasks_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'running'::text, 'completed'::text, 'failed'::text, 'cancelled'::text])))
+);
+
+
+--
+-- Name: TABLE tasks; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.tasks IS 'Image-processing tasks; claimed by processors with FOR UPDATE SKIP LOCKED and held under a lease.';
+
+
+--
+-- Name: COLUMN tasks.filters; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.tasks.filters IS 'JSON array of filter operations, applied in order.';
+
+
+--
+-- Name: COLUMN tasks.attempts; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.tasks.attempts IS 'Number of times the task has been claimed; incremented on each claim. When a lease expires and attempts >= max_attempts the task becomes failed instead of pending.';
+
+
+--
+-- Name: COLUMN tasks.max_attempts; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.tasks.max_attempts IS 'Upper bound on attempts before an expired lease marks the task failed.';
+
+
+--
+-- Name: COLUMN tasks.idempotency_key; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.tasks.idempotency_key IS 'Optional client-supplied key; a repeated submission with the same (user_id, idempotency_key) returns the existing task.';
+
+
+--
+-- Name: COLUMN tasks.cancel_requested; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.tasks.cancel_requested IS 'Set when the user cancels a running task; the lease holder observes it and finishes the task as cancelled.';
+
+
+--
+-- Name: COLUMN tasks.run_after; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.tasks.run_after IS 'Earliest time a pending task may be claimed (used for retry backoff).';
+
+
+--
+-- Name: COLUMN tasks.lease_owner; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.tasks.lease_owner IS 'Identifier of the processor holding the lease; finishing updates are fenced on it. Required while running.';
+
+
+--
+-- Name: COLUMN tasks.lease_expires_at; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.tasks.lease_expires_at IS 'When the current lease lapses unless extended by a heartbeat; after that the task is reclaimable. Required while running.';
+
+
+--
+-- Name: COLUMN tasks.heartbeat_at; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.tasks.heartbeat_at IS 'Last time the lease holder extended the lease.';
+
+
+--
+-- Name: users; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.users (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    username text NOT NULL,
+    password_hash text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT users_username_length_check CHECK (((char_length(username) >= 3) AND (char_length(username) <= 32)))
+);
+
+
+--
+-- Name: TABLE users; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.users IS 'Registered accounts; sessions live in Redis.';
+
+
+--
+-- Name: COLUMN users.password_hash; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.users.password_hash IS 'argon2id encoded hash (argon2-cffi); never the plain password.';
+
+
+--
+-- Name: schema_migrations schema_migrations_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.schema_migrations
+    ADD CONSTRAINT schema_migrations_pkey PRIMARY KEY (version);
+
+
+--
+-- Name: tasks tasks_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.tasks
+    ADD CONSTRAINT tasks_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: users users_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.users
+    ADD CONSTRAINT users_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: users users_username_key; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.users
+    ADD CONSTRAINT users_username_key UNIQUE (username);
+
+
+--
+-- Name: tasks_claimable_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX tasks_claimable_idx ON public.tasks USING btree (run_after, created_at) WHERE (status = 'pending'::text);
+
+
+--
+-- Name: tasks_lease_expiry_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX tasks_lease_expiry_idx ON public.tasks USING btree (lease_expires_at) WHERE (status = 'running'::text);
+
+
+--
+-- Name: tasks_user_created_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX tasks_user_created_idx ON public.tasks USING btree (user_id, created_at DESC, id DESC);
+
+
+--
+-- Name: tasks_user_idempotency_key; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE UNIQUE INDEX tasks_user_idempotency_key ON public.tasks USING btree (user_id, idempotency_key) WHERE (idempotency_key IS NOT NULL);
+
+
+--
+-- Name: tasks tasks_notify_pending_insert; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER tasks_notify_pending_insert AFTER INSERT ON public.tasks FOR EACH ROW WHEN ((new.status = 'pending'::text)) EXECUTE FUNCTION public.taskgate_notify_pending_task();
+
+
+--
+-- Name: tasks tasks_notify_pending_update; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER tasks_notify_pending_update AFTER UPDATE ON public.tasks FOR EACH ROW WHEN (((new.status = 'pending'::text) AND (old.status IS DISTINCT FROM 'pending'::text))) EXECUTE FUNCTION public.taskgate_notify_pending_task();
+
+
+--
+-- Name: tasks tasks_user_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.tasks
+    ADD CONSTRAINT tasks_user_id_fkey FOREIGN KEY (user_id) REFERENCES public.users(id) ON DELETE CASCADE;
+
+
+--
+-- PostgreSQL database dump complete
+--
+
+
+
+--
+-- Dbmate schema migrations
+--
+
+INSERT INTO public.schema_migrations (version) VALUES
+    ('20261122000001'),
+    ('20261122000002'),
+    ('20261122000003');

@@ -1,0 +1,154 @@
+"""The composition root: settings in, a running server out.
+
+The only module that knows the concrete classes: it opens the pools, builds
+repositories, services and servicers, chains the interceptors, and shuts it
+all down in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+from psycopg_pool import AsyncConnectionPool
+from redis.asyncio import Redis
+
+from server.config import Settings
+from server.health import DependencyMonitor
+from server.interceptors.auth import AuthInterceptor
+from server.interceptors.errors import ErrorInterceptor
+from server.interceptors.request_log import RequestLogInterceptor
+from server.passwords import PasswordHasher
+from server.rpc.sessions import SessionServicer
+from server.rpc.tasks import TaskServicer
+from server.rpc.users import UserServicer
+from server.services.sessions import SessionService
+from server.services.users import UserService
+from server.storage.postgres.database import Database, create_pool
+from server.storage.postgres.users import UserRepository
+from server.storage.redis.client import create_client
+from server.storage.redis.keys import RedisKeys
+from server.storage.redis.sessions import SessionRepository
+from taskgate.v1 import session_service_pb2, task_service_pb2, user_service_pb2
+from taskgate.v1 import session_service_pb2_grpc as session_grpc
+from taskgate.v1 import task_service_pb2_grpc as task_grpc
+from taskgate.v1 import user_service_pb2_grpc as user_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = {
+    "user": user_service_pb2.DESCRIPTOR.services_by_name["UserService"].full_name,
+    "session": session_service_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name,
+    "task": task_service_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name,
+}
+# Every service needs both: users live in Postgres, sessions (hence auth) in Redis.
+DEPENDENCIES = frozenset({"postgres", "redis"})
+
+
+class App:
+    """A built server; ``start`` binds and serves, ``stop`` drains and closes."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.pool: AsyncConnectionPool = create_pool(
+            settings.database_url.reveal(),
+            min_size=settings.db_pool_min_size,
+            max_size=settings.db_pool_max_size,
+            timeout=settings.db_timeout,
+        )
+        self.redis: Redis = create_client(
+            settings.redis_url.reveal(), timeout=settings.redis_timeout
+        )
+        database = Database(pool=self.pool, timeout=settings.db_timeout)
+        user_repository = UserRepository(database=database)
+        session_repository = SessionRepository(
+            redis=self.redis,
+            keys=RedisKeys(settings.redis_key_prefix),
+            timeout=settings.redis_timeout,
+        )
+        hasher = PasswordHasher(
+            time_cost=settings.argon2_time_cost,
+            memory_kib=settings.argon2_memory_kib,
+            parallelism=settings.argon2_parallelism,
+        )
+        self.sessions = SessionService(
+            users=user_repository,
+            sessions=session_repository,
+            hasher=hasher,
+            ttl=settings.session_ttl,
+            login_limit=settings.login_rate_limit,
+            login_window=settings.login_rate_window,
+        )
+        users = UserService(users=user_repository, sessions=session_repository, hasher=hasher)
+        self.health = health_aio.HealthServicer()
+        self.monitor = DependencyMonitor(
+            health=self.health,
+            probes={"postgres": database.ping, "redis": session_repository.ping},
+            needs={name: DEPENDENCIES for name in SERVICE_NAMES.values()},
+            interval=settings.health_check_interval,
+        )
+        self.server = grpc.aio.server(
+            interceptors=[
+                RequestLogInterceptor(),
+                ErrorInterceptor(),
+                AuthInterceptor(authenticate=self.sessions.authenticate),
+            ],
+            options=[
+                ("grpc.max_receive_message_length", settings.max_message_bytes),
+                ("grpc.max_send_message_length", settings.max_message_bytes),
+            ],
+        )
+        user_grpc.add_UserServiceServicer_to_server(UserServicer(users=users), self.server)
+        session_grpc.add_SessionServiceServicer_to_server(
+            SessionServicer(sessions=self.sessions), self.server
+        )
+        task_grpc.add_TaskServiceServicer_to_server(TaskServicer(), self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            [
+                *SERVICE_NAMES.values(),
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ],
+            self.server,
+        )
+        self._monitor_task: asyncio.Task[None] | None = None
+        self.port = 0
+
+    async def start(self) -> int:
+        """Opens the pools, runs a first health check, binds and serves; returns the port."""
+        await self.pool.open(wait=False)
+        await self.monitor.check_once()
+        self._monitor_task = asyncio.create_task(self.monitor.run(), name="health-monitor")
+        self.port = self.server.add_insecure_port(self.settings.grpc_addr)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {self.settings.grpc_addr}")
+        await self.server.start()
+        log.info(
+            "serving gRPC on %s",
+            self._listen_addr(),
+            extra={"fields": {"addr": self._listen_addr()}},
+        )
+        return self.port
+
+    async def stop(self, grace: float | None = None) -> None:
+        """NOT_SERVING first, then in-flight calls get ``grace`` seconds, then the pools close."""
+        grace = self.settings.shutdown_grace if grace is None else grace
+        if self._monitor_task is not None:
+            self._monitor_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._monitor_task
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        await self.pool.close()
+        await self.redis.aclose()
+        log.info("stopped")
+
+    def _listen_addr(self) -> str:
+        host = self.settings.grpc_addr.rpartition(":")[0]
+        return f"{host}:{self.port}"

@@ -1,0 +1,172 @@
+"""Settings, read once from the environment (and nowhere else).
+
+Every variable has the ``TASKGATE_`` prefix. Values are cast explicitly and a
+bad value fails at start-up with a message naming the variable. Secrets (the
+DSNs, which may hold passwords) are wrapped in :class:`Secret` so that they
+never show in a repr or a log line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_T = TypeVar("_T")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed."""
+
+
+class Secret:
+    """A string that keeps itself out of reprs and logs."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    def __str__(self) -> str:
+        return "**********"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def parse_duration(text: str) -> float:
+    """Parse ``"24h"``, ``"90s"``, ``"250ms"``, ``"1.5m"`` or plain seconds."""
+    match = _DURATION.match(text)
+    if match is None:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 500ms, 30s, 5m, 24h)")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"not a boolean: {text!r} (use true or false)")
+
+
+def parse_addr(text: str) -> tuple[str, int]:
+    """Split ``host:port`` (``[::1]:port`` for IPv6)."""
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"not a host:port address: {text!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 - ":port" means all interfaces
+
+
+class _Env:
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+
+    def get(self, name: str, default: str) -> str:
+        return self._environ.get(f"TASKGATE_{name}", default)
+
+    def cast(self, name: str, default: str, cast: Callable[[str], _T]) -> _T:
+        raw = self.get(name, default)
+        try:
+            return cast(raw)
+        except ValueError as exc:
+            raise ConfigError(f"TASKGATE_{name}: {exc}") from None
+
+    def positive(self, name: str, default: str, cast: Callable[[str], float]) -> float:
+        value = self.cast(name, default, cast)
+        if value <= 0:
+            raise ConfigError(f"TASKGATE_{name}: must be greater than 0, got {value}")
+        return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Everything the server reads from its environment."""
+
+    database_url: Secret
+    redis_url: Secret
+    redis_key_prefix: str = "taskgate:"
+    grpc_addr: str = "127.0.0.1:50051"
+    metrics_addr: str = "127.0.0.1:9464"
+    log_level: str = "info"
+    log_format: str = "json"
+    session_ttl: float = 24 * 3600.0
+    login_rate_limit: int = 10
+    login_rate_window: float = 60.0
+    db_pool_min_size: int = 1
+    db_pool_max_size: int = 10
+    db_timeout: float = 2.0
+    redis_timeout: float = 2.0
+    health_check_interval: float = 2.0
+    shutdown_grace: float = 10.0
+    max_image_bytes: int = 10 * 1024 * 1024
+    embedded_processor: bool = True
+    argon2_time_cost: int = 3
+    argon2_memory_kib: int = 64 * 1024
+    argon2_parallelism: int = 4
+
+    @property
+    def max_message_bytes(self) -> int:
+        """gRPC message limit: one image of the largest size, plus its envelope."""
+        return self.max_image_bytes + 64 * 1024
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = _Env(os.environ if environ is None else environ)
+        settings = cls(
+            database_url=Secret(
+                env.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/taskgate")
+            ),
+            redis_url=Secret(env.get("REDIS_URL", "redis://127.0.0.1:6379/0")),
+            redis_key_prefix=env.get("REDIS_KEY_PREFIX", "taskgate:"),
+            grpc_addr=env.get("GRPC_ADDR", "127.0.0.1:50051"),
+            metrics_addr=env.get("SERVER_METRICS_ADDR", "127.0.0.1:9464"),
+            log_level=env.get("LOG_LEVEL", "info").lower(),
+            log_format=env.get("LOG_FORMAT", "json").lower(),
+            session_ttl=env.positive("SESSION_TTL", "24h", parse_duration),
+            login_rate_limit=int(env.positive("LOGIN_RATE_LIMIT", "10", int)),
+            login_rate_window=env.positive("LOGIN_RATE_WINDOW", "60s", parse_duration),
+            db_pool_min_size=int(env.positive("DB_POOL_MIN_SIZE", "1", int)),
+            db_pool_max_size=int(env.positive("DB_POOL_MAX_SIZE", "10", int)),
+            db_timeout=env.positive("DB_TIMEOUT", "2s", parse_duration),
+            redis_timeout=env.positive("REDIS_TIMEOUT", "2s", parse_duration),
+            health_check_interval=env.positive("HEALTH_CHECK_INTERVAL", "2s", parse_duration),
+            shutdown_grace=env.positive("SHUTDOWN_GRACE", "10s", parse_duration),
+            max_image_bytes=int(env.positive("MAX_IMAGE_BYTES", str(10 * 1024 * 1024), int)),
+            embedded_processor=env.cast("EMBEDDED_PROCESSOR", "true", parse_bool),
+            argon2_time_cost=int(env.positive("ARGON2_TIME_COST", "3", int)),
+            argon2_memory_kib=int(env.positive("ARGON2_MEMORY_KIB", "65536", int)),
+            argon2_parallelism=int(env.positive("ARGON2_PARALLELISM", "4", int)),
+        )
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        addrs = {"GRPC_ADDR": self.grpc_addr, "SERVER_METRICS_ADDR": self.metrics_addr}
+        for name, addr in addrs.items():
+            try:
+                parse_addr(addr)
+            except ValueError as exc:
+                raise ConfigError(f"TASKGATE_{name}: {exc}") from None
+        if self.log_level not in {"debug", "info", "warning", "error"}:
+            raise ConfigError("TASKGATE_LOG_LEVEL: use debug, info, warning or error")
+        if self.log_format not in {"json", "text"}:
+            raise ConfigError("TASKGATE_LOG_FORMAT: use json or text")
+        if self.db_pool_min_size > self.db_pool_max_size:
+            raise ConfigError(
+                "TASKGATE_DB_POOL_MIN_SIZE: must not exceed TASKGATE_DB_POOL_MAX_SIZE"
+            )

@@ -1,0 +1,85 @@
+"""Domain errors, each knowing its gRPC status code.
+
+::
+
+    TaskgateError                   INTERNAL (never raised as such)
+    ├── InvalidArgument             INVALID_ARGUMENT, with field violations
+    ├── Unauthenticated             UNAUTHENTICATED
+    ├── NotFound                    NOT_FOUND
+    ├── AlreadyExists               ALREADY_EXISTS
+    ├── FailedPrecondition          FAILED_PRECONDITION
+    ├── ResourceExhausted           RESOURCE_EXHAUSTED, with a retry delay
+    ├── Unavailable                 UNAVAILABLE (Postgres or Redis unreachable)
+    └── Unimplemented               UNIMPLEMENTED
+
+Services raise these; one interceptor (``server.interceptors.errors``) turns
+them into statuses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    """One bad field of a request: its path (``filters[2].blur.radius``) and why."""
+
+    field: str
+    description: str
+
+
+class TaskgateError(Exception):
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(TaskgateError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+    def __init__(self, violations: list[FieldViolation], message: str | None = None) -> None:
+        if message is None:
+            message = "; ".join(f"{v.field}: {v.description}" for v in violations)
+        super().__init__(message)
+        self.violations = violations
+
+    @classmethod
+    def field(cls, field: str, description: str) -> InvalidArgument:
+        return cls([FieldViolation(field, description)])
+
+
+class Unauthenticated(TaskgateError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class NotFound(TaskgateError):
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class AlreadyExists(TaskgateError):
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class FailedPrecondition(TaskgateError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class ResourceExhausted(TaskgateError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Unavailable(TaskgateError):
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class Unimplemented(TaskgateError):
+    code = grpc.StatusCode.UNIMPLEMENTED

@@ -1,0 +1,86 @@
+"""Logging in and out, and resolving bearer tokens to users."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from uuid import UUID
+
+from server.errors import NotFound, ResourceExhausted, Unauthenticated
+from server.models import Session
+from server.passwords import PasswordHasher
+from server.services import rules
+from server.storage.postgres.users import UserRepository
+from server.storage.redis.sessions import SessionRepository
+
+BAD_LOGIN = "wrong username or password"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class SessionService:
+    def __init__(
+        self,
+        *,
+        users: UserRepository,
+        sessions: SessionRepository,
+        hasher: PasswordHasher,
+        ttl: float,
+        login_limit: int,
+        login_window: float,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._users = users
+        self._sessions = sessions
+        self._hasher = hasher
+        self._ttl = timedelta(seconds=ttl)
+        self._login_limit = login_limit
+        self._login_window = login_window
+        self._clock = clock
+
+    async def login(self, username: str, password: str) -> Session:
+        rules.check_login(username, password)
+        attempts, retry_after = await self._sessions.count_login_attempt(
+            username, self._login_window
+        )
+        if attempts > self._login_limit:
+            raise ResourceExhausted(
+                f"too many login attempts for {username!r}; try again in {retry_after:.0f}s",
+                retry_after=retry_after,
+            )
+        credentials = await self._users.get_credentials(username)
+        password_hash = credentials.password_hash if credentials else None
+        if not await self._hasher.verify(password_hash, password) or credentials is None:
+            raise Unauthenticated(BAD_LOGIN)
+        now = self._clock()
+        session = Session(
+            id=secrets.token_urlsafe(32),
+            user_id=credentials.id,
+            created_at=now,
+            expires_at=now + self._ttl,
+        )
+        await self._sessions.create(session)
+        return session
+
+    async def authenticate(self, token: str) -> UUID:
+        """The user a bearer token belongs to; UNAUTHENTICATED if it is not a live session."""
+        session = None
+        if rules.looks_like_session_id(token):
+            session = await self._sessions.get(token)
+        if session is None:
+            raise Unauthenticated("the session is invalid or has expired; log in again")
+        return session.user_id
+
+    async def get(self, caller: UUID, session_id: str) -> Session:
+        rules.check_session_id(session_id)
+        session = await self._sessions.get(session_id)
+        if session is None or session.user_id != caller:
+            raise NotFound("session not found")
+        return session
+
+    async def logout(self, caller: UUID, session_id: str) -> None:
+        session = await self.get(caller, session_id)
+        await self._sessions.delete(session)

@@ -1,0 +1,39 @@
+"""The Redis client and the one place redis errors are translated."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from redis import exceptions as redis_errors
+from redis.asyncio import Redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from server.context import time_budget
+from server.storage.errors import StorageUnavailable
+
+
+def create_client(url: str, *, timeout: float) -> Redis:
+    return Redis.from_url(
+        url,
+        decode_responses=True,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        # One immediate retry replaces a connection the server closed; an outage
+        # is reported at once instead of being retried past the caller's budget.
+        retry=Retry(NoBackoff(), 1),
+    )
+
+
+@asynccontextmanager
+async def redis_call(limit: float) -> AsyncIterator[None]:
+    """Bound a Redis call by the time budget; connection trouble → StorageUnavailable."""
+    try:
+        async with asyncio.timeout(time_budget(limit)):
+            yield
+    except (TimeoutError, redis_errors.TimeoutError) as exc:
+        raise StorageUnavailable("redis did not answer in time") from exc
+    except (redis_errors.ConnectionError, redis_errors.BusyLoadingError, OSError) as exc:
+        raise StorageUnavailable("redis is unavailable") from exc

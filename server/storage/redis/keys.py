@@ -1,0 +1,23 @@
+"""Every Redis key taskgate writes, in one place, under one prefix."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from uuid import UUID
+
+
+@dataclass(frozen=True, slots=True)
+class RedisKeys:
+    prefix: str = "taskgate:"
+
+    def session(self, session_id: str) -> str:
+        """Hash: user_id, created_at, expires_at, is_active; expires with the session."""
+        return f"{self.prefix}session:{session_id}"
+
+    def user_sessions(self, user_id: UUID) -> str:
+        """Set of the user's session ids, for revoking them all."""
+        return f"{self.prefix}user-sessions:{user_id}"
+
+    def login_attempts(self, username: str) -> str:
+        """Counter of login attempts in the current rate-limit window."""
+        return f"{self.prefix}login-attempts:{username}"

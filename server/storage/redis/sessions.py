@@ -1,0 +1,92 @@
+"""Sessions and login-attempt counters in Redis."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from uuid import UUID
+
+from redis.asyncio import Redis
+
+from server.models import Session
+from server.storage.redis.client import redis_call
+from server.storage.redis.keys import RedisKeys
+
+
+class SessionRepository:
+    def __init__(self, *, redis: Redis, keys: RedisKeys, timeout: float) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._timeout = timeout
+
+    async def create(self, session: Session) -> None:
+        ttl_ms = max(1, int((session.expires_at - session.created_at).total_seconds() * 1000))
+        key = self._keys.session(session.id)
+        user_key = self._keys.user_sessions(session.user_id)
+        async with redis_call(self._timeout), self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(
+                key,
+                mapping={
+                    "user_id": str(session.user_id),
+                    "created_at": session.created_at.isoformat(),
+                    "expires_at": session.expires_at.isoformat(),
+                    "is_active": "1",
+                },
+            )
+            pipe.pexpire(key, ttl_ms)
+            pipe.sadd(user_key, session.id)
+            # Every session lives as long as the newest: the set outlives them all.
+            pipe.pexpire(user_key, ttl_ms)
+            await pipe.execute()
+
+    async def get(self, session_id: str) -> Session | None:
+        """The session, or None when it is unknown, expired or inactive."""
+        async with redis_call(self._timeout):
+            fields = await self._redis.hgetall(self._keys.session(session_id))
+        if fields.get("is_active") != "1":
+            return None
+        return Session(
+            id=session_id,
+            user_id=UUID(_text(fields["user_id"])),
+            created_at=datetime.fromisoformat(_text(fields["created_at"])),
+            expires_at=datetime.fromisoformat(_text(fields["expires_at"])),
+        )
+
+    async def delete(self, session: Session) -> bool:
+        async with redis_call(self._timeout), self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(self._keys.session(session.id))
+            pipe.srem(self._keys.user_sessions(session.user_id), session.id)
+            deleted, _ = await pipe.execute()
+        return bool(deleted)
+
+    async def delete_all(self, user_id: UUID) -> int:
+        """Revokes every session of the user; returns how many were still alive."""
+        user_key = self._keys.user_sessions(user_id)
+        async with redis_call(self._timeout):
+            session_ids = await self._redis.smembers(user_key)
+            keys = [self._keys.session(_text(sid)) for sid in session_ids]
+            # One key per DEL: the keys may live on different cluster slots.
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.delete(key)
+                pipe.delete(user_key)
+                results = await pipe.execute()
+        return sum(results[:-1])
+
+    async def count_login_attempt(self, username: str, window: float) -> tuple[int, float]:
+        """Counts one attempt; returns the attempts in this window and its seconds left."""
+        key = self._keys.login_attempts(username)
+        async with redis_call(self._timeout), self._redis.pipeline(transaction=True) as pipe:
+            pipe.incr(key)
+            pipe.pexpire(key, max(1, int(window * 1000)), nx=True)
+            pipe.pttl(key)
+            count, _, ttl_ms = await pipe.execute()
+        return int(count), max(0.0, int(ttl_ms) / 1000)
+
+    async def ping(self) -> None:
+        async with redis_call(self._timeout):
+            await self._redis.ping()
+
+
+def _text(value: str | bytes) -> str:
+    """The client decodes replies; this only convinces the type checker."""
+    return value if isinstance(value, str) else value.decode()
