@@ -1,0 +1,86 @@
+# taskgate — the targets a newcomer would guess.
+#   make run     migrate the database and start the gRPC server
+#   make test    install everything into .venv, lint, check, and run the tests
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DBMATE := $(BIN)/dbmate
+TASKGATE_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/taskgate
+TASKGATE_REDIS_URL ?= redis://127.0.0.1:6379/0
+export TASKGATE_DATABASE_URL TASKGATE_REDIS_URL
+
+.PHONY: help install run migrate migrate-check migrate-schema proto proto-check buf-lint \
+        lint fmt test test-only bench bench-auth clean
+
+help:
+	@echo "make run            migrate, then start the server (Ctrl-C stops it)"
+	@echo "make test           install into .venv, then lint + checks + all tests"
+	@echo "make lint           buf lint, gen/ drift, ruff, mypy"
+	@echo "make fmt            ruff format + autofix"
+	@echo "make proto          regenerate gen/ from proto/"
+	@echo "make migrate        apply db/migrations to TASKGATE_DATABASE_URL"
+	@echo "make migrate-check  migrations vs db/schema.sql, up -> down -> up"
+	@echo "make migrate-schema rewrite db/schema.sql from the migrations"
+	@echo "make bench-auth     GetUser (through auth) vs health Check, calls/s"
+
+install: $(VENV)/.installed node_modules/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+run: $(VENV)/.installed migrate
+	$(BIN)/python -m server
+
+migrate: $(VENV)/.installed
+	scripts/migrate.sh up
+
+migrate-check: $(VENV)/.installed
+	scripts/check_migrations.sh
+
+migrate-schema: $(VENV)/.installed
+	scripts/dump_schema.sh
+
+proto: $(VENV)/.installed
+	scripts/gen_protos.sh gen
+
+proto-check: $(VENV)/.installed
+	rm -rf build/gen-check
+	scripts/gen_protos.sh build/gen-check
+	diff -r --exclude=__pycache__ gen build/gen-check \
+	  || { echo "gen/ is stale: run 'make proto' and commit gen/"; exit 1; }
+
+buf-lint: install
+	scripts/third_party_protos.sh build/third_party
+	node_modules/.bin/buf lint
+
+lint: install buf-lint proto-check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+fmt: $(VENV)/.installed
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: install lint migrate-check test-only
+
+test-only: $(VENV)/.installed
+	$(BIN)/pytest --cov --cov-report=term --cov-fail-under=85 $(PYTEST_ARGS)
+
+bench: bench-auth
+
+bench-auth: $(VENV)/.installed
+	$(BIN)/python -m bench.auth $(BENCH_ARGS)
+
+clean:
+	rm -rf build .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov

@@ -1,0 +1,117 @@
+"""Test harness: a database and a Redis key space of this run's own, on the
+real servers named by TASKGATE_TEST_DATABASE_URL / TASKGATE_TEST_REDIS_URL
+(the local ones by default), dropped afterwards.
+
+- One Postgres database per run, migrated with dbmate; tables are emptied
+  before each test that asks for ``database_url``.
+- One Redis key prefix per run, and a sub-prefix per test; every key under
+  the run's prefix is deleted at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import grpc
+import psycopg
+import pytest
+import redis
+
+from server.app import App
+from server.config import Secret, Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+ADMIN_DATABASE_URL = os.environ.get(
+    "TASKGATE_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+TEST_REDIS_URL = os.environ.get("TASKGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+RUN_ID = secrets.token_hex(4)
+
+
+def with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+@pytest.fixture(scope="session")
+def migrated_database_url() -> Iterator[str]:
+    name = f"taskgate_test_{RUN_ID}"
+    url = with_database(ADMIN_DATABASE_URL, name)
+    subprocess.run(
+        [str(ROOT / "scripts" / "migrate.sh"), "up"],
+        env={**os.environ, "TASKGATE_DATABASE_URL": url},
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    yield url
+    with psycopg.connect(ADMIN_DATABASE_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def database_url(migrated_database_url: str) -> str:
+    """The run's database, emptied for this test."""
+    with psycopg.connect(migrated_database_url, autocommit=True) as conn:
+        conn.execute("TRUNCATE users, tasks CASCADE")
+    return migrated_database_url
+
+
+@pytest.fixture(scope="session")
+def redis_run_prefix() -> Iterator[str]:
+    prefix = f"taskgate-test-{RUN_ID}:"
+    yield prefix
+    client = redis.Redis.from_url(TEST_REDIS_URL)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def redis_prefix(redis_run_prefix: str) -> str:
+    """A key prefix of this test's own."""
+    return f"{redis_run_prefix}{secrets.token_hex(4)}:"
+
+
+@pytest.fixture
+def settings(database_url: str, redis_prefix: str) -> Settings:
+    """Settings for a server on a free port, with cheap password hashing."""
+    return Settings(
+        database_url=Secret(database_url),
+        redis_url=Secret(TEST_REDIS_URL),
+        redis_key_prefix=redis_prefix,
+        grpc_addr="127.0.0.1:0",
+        metrics_addr="127.0.0.1:0",
+        log_level="warning",
+        db_timeout=1.0,
+        redis_timeout=1.0,
+        health_check_interval=0.2,
+        shutdown_grace=1.0,
+        argon2_time_cost=1,
+        argon2_memory_kib=1024,
+        argon2_parallelism=1,
+    )
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[App]:
+    server = App(settings)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop(grace=0.5)
+
+
+@pytest.fixture
+async def channel(app: App) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as chan:
+        yield chan
