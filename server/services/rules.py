@@ -51,17 +51,6 @@ def check_credentials(username: str, password: str) -> None:
         raise InvalidArgument(violations)
 
 
-def check_login(username: str, password: str) -> None:
-    """Login input: the shape only. A password is checked for length, nothing more."""
-    violations = username_violations(username)
-    if not password:
-        violations.append(FieldViolation("password", "is required"))
-    elif len(password) > PASSWORD_MAX:
-        violations.append(FieldViolation("password", f"must be at most {PASSWORD_MAX} characters"))
-    if violations:
-        raise InvalidArgument(violations)
-
-
 def parse_user_id(value: str, caller: UUID, field: str = "user_id") -> UUID:
     """A user id or ``me``, as a UUID."""
     if value == SELF:

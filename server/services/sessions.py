@@ -42,7 +42,7 @@ class SessionService:
         self._clock = clock
 
     async def login(self, username: str, password: str) -> Session:
-        rules.check_login(username, password)
+        rules.check_credentials(username, password)
         attempts, retry_after = await self._sessions.count_login_attempt(
             username, self._login_window
         )

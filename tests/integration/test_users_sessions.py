@@ -107,7 +107,7 @@ async def test_calls_without_a_valid_session_are_unauthenticated(client: Client)
 
 async def test_another_users_resources_are_not_found(client: Client) -> None:
     alice, alice_token = await client.register_and_login()
-    bob, bob_token = await client.register_and_login()
+    _, bob_token = await client.register_and_login()
     as_bob = bearer(bob_token)
     calls = [
         client.users.GetUser(user_pb.GetUserRequest(user_id=alice.user_id), metadata=as_bob),

@@ -1,0 +1,1 @@
+"""Benchmarks for taskgate (``python -m bench.auth``)."""

@@ -1,0 +1,141 @@
+"""Postgres or Redis unreachable: calls answer UNAVAILABLE within the timeout,
+health turns NOT_SERVING, and both recover by themselves."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
+from urllib.parse import urlsplit, urlunsplit
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2
+from taskgate.v1 import user_service_pb2 as user_pb
+
+from server.app import App
+from server.config import Secret, Settings
+from tests.support.clients import Client, bearer
+from tests.support.proxy import TcpProxy
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def via(url: str, port: int) -> str:
+    parts = urlsplit(url)
+    netloc = parts.netloc.rsplit("@", 1)
+    host = f"127.0.0.1:{port}"
+    return urlunsplit(parts._replace(netloc=f"{netloc[0]}@{host}" if len(netloc) > 1 else host))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+async def proxies(settings: Settings) -> AsyncIterator[dict[str, TcpProxy]]:
+    found = {}
+    for name, url in (("postgres", settings.database_url), ("redis", settings.redis_url)):
+        parts = urlsplit(url.reveal())
+        proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 0)
+        await proxy.start()
+        found[name] = proxy
+    yield found
+    for proxy in found.values():
+        await proxy.close()
+
+
+@pytest.fixture
+async def proxied(
+    settings: Settings, proxies: dict[str, TcpProxy]
+) -> AsyncIterator[tuple[App, Client]]:
+    app = App(
+        replace(
+            settings,
+            database_url=Secret(via(settings.database_url.reveal(), proxies["postgres"].port)),
+            redis_url=Secret(via(settings.redis_url.reveal(), proxies["redis"].port)),
+            db_timeout=0.5,
+            redis_timeout=0.5,
+        )
+    )
+    await app.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+            yield app, Client(channel)
+    finally:
+        await app.stop(grace=0.5)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
+    while not await check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.05)
+
+
+async def health_is(client: Client, status: int, service: str = "") -> bool:
+    return await client.health_status(service) == status
+
+
+@pytest.mark.parametrize("dependency", ["postgres", "redis"])
+async def test_outage_is_unavailable_then_recovers(
+    proxied: tuple[App, Client], proxies: dict[str, TcpProxy], dependency: str
+) -> None:
+    _, client = proxied
+    user, token = await client.register_and_login()
+    request = user_pb.GetUserRequest(user_id="me")
+    await client.users.GetUser(request, metadata=bearer(token))
+
+    await proxies[dependency].cut()
+    calls = [client.users.GetUser(request, metadata=bearer(token)), client.login(user.username)]
+    if dependency == "postgres":  # registering needs no Redis
+        calls.append(client.register())
+    for call in calls:
+        started = time.monotonic()
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await call
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE, info.value.details()
+        assert time.monotonic() - started < 1.5  # the 0.5 s timeout, and some slack
+    for service in ("", "taskgate.v1.UserService", "taskgate.v1.SessionService"):
+        await eventually(lambda s=service: health_is(client, NOT_SERVING, s))  # type: ignore[misc]
+
+    await proxies[dependency].start()
+    await eventually(lambda: health_is(client, SERVING, "taskgate.v1.UserService"))
+
+    async def works() -> bool:
+        try:
+            await client.users.GetUser(request, metadata=bearer(token))
+        except grpc.aio.AioRpcError as error:
+            assert error.code() == grpc.StatusCode.UNAVAILABLE
+            return False
+        return True
+
+    await eventually(works)
+
+
+async def test_server_starts_with_postgres_unreachable(settings: Settings) -> None:
+    app = App(
+        replace(
+            settings,
+            database_url=Secret(via(settings.database_url.reveal(), free_port())),
+            db_timeout=0.5,
+        )
+    )
+    await app.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+            client = Client(channel)
+            assert await client.health_status() == NOT_SERVING
+            assert await client.health_status("taskgate.v1.UserService") == NOT_SERVING
+            started = time.monotonic()
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await client.register()
+            assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert time.monotonic() - started < 1.5
+    finally:
+        await app.stop(grace=0.5)
