@@ -19,7 +19,6 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 from urllib.parse import urlsplit, urlunsplit
 
 import grpc
@@ -70,7 +69,7 @@ class BenchEnv:
     tag: str = field(default_factory=lambda: secrets.token_hex(4))
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
-    _log_file: IO[bytes] | None = None
+    _log_path: Path | None = None
     _database_created: bool = False
 
     @property
@@ -116,18 +115,20 @@ class BenchEnv:
             "TASKGATE_ARGON2_MEMORY_KIB": "8192",
             "TASKGATE_ARGON2_PARALLELISM": "1",
         }
-        self._log_file = tempfile.TemporaryFile()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "server"],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log_file,
-            stderr=subprocess.STDOUT,
-        )
+        fd, name = tempfile.mkstemp(prefix="taskgate-bench-server-", suffix=".log")
+        self._log_path = Path(name)
+        with os.fdopen(fd, "wb") as log_file:  # the child keeps its own copy of the fd
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "server"],
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
 
-    async def wait_serving(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
+    async def wait_serving(self, within: float = 30.0) -> None:
+        deadline = time.monotonic() + within
         last_error = "no answer yet"
         async with grpc.aio.insecure_channel(self.target) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
@@ -147,20 +148,20 @@ class BenchEnv:
                     last_error = f"status {response.status}"
                 await asyncio.sleep(0.1)
         raise BenchError(
-            f"server not SERVING after {timeout:.0f}s ({last_error}):\n" + self.server_log_tail()
+            f"server not SERVING after {within:.0f}s ({last_error}):\n" + self.server_log_tail()
         )
 
     def server_cpu_seconds(self) -> float | None:
         return None if self.process is None else process_cpu_seconds(self.process.pid)
 
     def server_log_tail(self, limit: int = 4000) -> str:
-        if self._log_file is None:
+        if self._log_path is None:
             return ""
-        self._log_file.flush()
-        self._log_file.seek(0, os.SEEK_END)
-        size = self._log_file.tell()
-        self._log_file.seek(max(0, size - limit))
-        return self._log_file.read().decode(errors="replace")
+        try:
+            data = self._log_path.read_bytes()
+        except OSError:
+            return ""
+        return data[-limit:].decode(errors="replace")
 
     # -- tear-down ------------------------------------------------------------
 
@@ -170,11 +171,11 @@ class BenchEnv:
         for step in (self._stop_server, self._drop_database, self._delete_redis_keys):
             try:
                 step()
-            except Exception as exc:  # noqa: BLE001 - report every clean-up failure, go on
+            except Exception as exc:  # report every clean-up failure, then go on
                 problems.append(f"{step.__name__.strip('_')}: {exc}")
-        if self._log_file is not None:
-            self._log_file.close()
-            self._log_file = None
+        if self._log_path is not None:
+            self._log_path.unlink(missing_ok=True)
+            self._log_path = None
         return problems
 
     def _stop_server(self) -> None:

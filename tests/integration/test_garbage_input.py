@@ -7,10 +7,10 @@ from typing import Any
 
 import grpc
 import pytest
-from taskgate.v1 import session_service_pb2 as session_pb
-from taskgate.v1 import user_service_pb2 as user_pb
 
 from server.services.rules import PASSWORD_MAX, USERNAME_MAX, USERNAME_MIN
+from taskgate.v1 import session_service_pb2 as session_pb
+from taskgate.v1 import user_service_pb2 as user_pb
 from tests.support.clients import PASSWORD, Client, bearer, field_violations
 
 GARBAGE = {
@@ -112,8 +112,13 @@ async def test_username_limits(channel: grpc.aio.Channel, username: str, ok: boo
 @pytest.mark.usefixtures("app")
 @pytest.mark.parametrize(
     ("password", "ok"),
-    [("p" * 7, False), ("p" * 8, True), ("p" * PASSWORD_MAX, True), ("p" * 129, False),
-     ("pässwörd ünïcode", True)],
+    [
+        ("p" * 7, False),
+        ("p" * 8, True),
+        ("p" * PASSWORD_MAX, True),
+        ("p" * 129, False),
+        ("pässwörd ünïcode", True),
+    ],
 )
 async def test_password_limits(channel: grpc.aio.Channel, password: str, ok: bool) -> None:
     client = Client(channel)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable
 
 import grpc
 import pytest
@@ -109,7 +110,7 @@ async def test_another_users_resources_are_not_found(client: Client) -> None:
     alice, alice_token = await client.register_and_login()
     _, bob_token = await client.register_and_login()
     as_bob = bearer(bob_token)
-    calls = [
+    calls: list[Awaitable[object]] = [
         client.users.GetUser(user_pb.GetUserRequest(user_id=alice.user_id), metadata=as_bob),
         client.users.DeleteUser(user_pb.DeleteUserRequest(user_id=alice.user_id), metadata=as_bob),
         client.sessions.GetSession(

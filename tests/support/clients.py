@@ -56,7 +56,7 @@ class Client:
 
     async def health_status(self, service: str = "") -> int:
         response = await self.health.Check(health_pb2.HealthCheckRequest(service=service))
-        return response.status
+        return int(response.status)
 
 
 def rich_status(error: grpc.aio.AioRpcError) -> status_pb2.Status:

@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import pytest
+
+from server.config import ConfigError, Secret, Settings, parse_addr, parse_bool, parse_duration
+
+
+def test_defaults_match_the_design() -> None:
+    settings = Settings.from_env({})
+    assert settings.grpc_addr == "127.0.0.1:50051"
+    assert settings.metrics_addr == "127.0.0.1:9464"
+    assert settings.session_ttl == 24 * 3600
+    assert settings.embedded_processor is True
+    assert settings.log_level == "info"
+    assert settings.log_format == "json"
+
+
+def test_values_are_read_and_cast() -> None:
+    settings = Settings.from_env(
+        {
+            "TASKGATE_DATABASE_URL": "postgresql://u:hunter2@db/x",
+            "TASKGATE_SESSION_TTL": "90m",
+            "TASKGATE_DB_TIMEOUT": "250ms",
+            "TASKGATE_LOGIN_RATE_LIMIT": "3",
+            "TASKGATE_EMBEDDED_PROCESSOR": "false",
+            "TASKGATE_LOG_LEVEL": "DEBUG",
+        }
+    )
+    assert settings.session_ttl == 5400
+    assert settings.db_timeout == 0.25
+    assert settings.login_rate_limit == 3
+    assert settings.embedded_processor is False
+    assert settings.log_level == "debug"
+    assert settings.database_url.reveal() == "postgresql://u:hunter2@db/x"
+
+
+def test_secrets_stay_out_of_reprs() -> None:
+    settings = Settings.from_env({"TASKGATE_DATABASE_URL": "postgresql://u:hunter2@db/x"})
+    assert "hunter2" not in repr(settings)
+    assert "hunter2" not in str(settings.database_url)
+    assert Secret("a") == Secret("a") != Secret("b")
+    assert hash(Secret("a")) == hash(Secret("a"))
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("SESSION_TTL", "forever"),
+        ("SESSION_TTL", "0s"),
+        ("SESSION_TTL", "-5s"),
+        ("DB_TIMEOUT", ""),
+        ("LOGIN_RATE_LIMIT", "many"),
+        ("LOGIN_RATE_LIMIT", "0"),
+        ("EMBEDDED_PROCESSOR", "maybe"),
+        ("GRPC_ADDR", "localhost"),
+        ("GRPC_ADDR", "host:99999"),
+        ("SERVER_METRICS_ADDR", "nope"),
+        ("LOG_LEVEL", "loud"),
+        ("LOG_FORMAT", "xml"),
+        ("DB_POOL_MIN_SIZE", "20"),
+    ],
+)
+def test_bad_values_fail_naming_the_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=f"TASKGATE_{name}"):
+        Settings.from_env({f"TASKGATE_{name}": value})
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("24h", 86400), ("30s", 30), ("1.5m", 90), ("250ms", 0.25), ("2d", 172800), ("7", 7)],
+)
+def test_parse_duration(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+def test_parse_addr_and_bool() -> None:
+    assert parse_addr("127.0.0.1:50051") == ("127.0.0.1", 50051)
+    assert parse_addr("[::1]:80") == ("::1", 80)
+    assert parse_addr(":8080") == ("0.0.0.0", 8080)  # noqa: S104
+    assert parse_bool("Yes") is True
+    assert parse_bool("off") is False
