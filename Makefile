@@ -35,7 +35,8 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 node_modules/.installed: package.json package-lock.json
-	npm ci --no-audit --no-fund --loglevel=error
+	# npm ci refuses this lock file: it lists only the platform package npm resolved here
+	npm install --no-audit --no-fund --loglevel=error
 	touch $@
 
 run: $(VENV)/.installed migrate

@@ -260,9 +260,9 @@ def report(driver: Driver, load: Load, rounds: list[tuple[RunResult, RunResult]]
     check_mean = statistics.fmean(c.calls_per_s for c, _ in rounds)
     get_user_mean = statistics.fmean(g.calls_per_s for _, g in rounds)
     ratio = get_user_mean / check_mean
-    print(f"{'mean':<7}{check_mean:>15,.0f}{get_user_mean:>17,.0f}{ratio:>14.1%} ")
+    print(f"{'mean':<7}{check_mean:>15,.0f}{get_user_mean:>17,.0f}{ratio:>15.1%}")
     print(
-        f"{'server CPU us/call':<22}{cpu_per_call([c for c, _ in rounds]):>10}"
+        f"{'server CPU us/call':<18}{cpu_per_call([c for c, _ in rounds]):>4}"
         f"{cpu_per_call([g for _, g in rounds]):>17}"
     )
     print()
