@@ -75,7 +75,10 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         except grpc.aio.AbortError:
             raise
         except TaskgateError as error:
-            await abort_with(context, error)
+            if error.code != grpc.StatusCode.INTERNAL:
+                await abort_with(context, error)
+            log.exception("internal error")
+            await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
         except Exception:
             log.exception("unexpected error")
             await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)

@@ -4,7 +4,6 @@ health turns NOT_SERVING, and both recover by themselves."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
@@ -18,6 +17,7 @@ from server.app import App
 from server.config import Secret, Settings
 from taskgate.v1 import user_service_pb2 as user_pb
 from tests.support.clients import Client, bearer
+from tests.support.net import free_port
 from tests.support.proxy import TcpProxy
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -29,12 +29,6 @@ def via(url: str, port: int) -> str:
     netloc = parts.netloc.rsplit("@", 1)
     host = f"127.0.0.1:{port}"
     return urlunsplit(parts._replace(netloc=f"{netloc[0]}@{host}" if len(netloc) > 1 else host))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,12 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from server.config import Settings
 from tests.conftest import ROOT, TEST_REDIS_URL
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.support.net import free_port
 
 
 @pytest.fixture
