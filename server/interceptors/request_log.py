@@ -87,6 +87,8 @@ class RequestLogInterceptor(grpc.aio.ServerInterceptor):
                         "code": code.name,
                         "duration_ms": round((time.perf_counter() - started) * 1000, 3),
                         "peer": context.peer(),
+                        "request_id": request_id,
+                        "user_id": str(call_context.user_id.get() or "") or None,
                     }
                 },
             )

@@ -180,4 +180,8 @@ async def test_access_log_line_has_method_code_and_user(
             await call_unary(channel, b"invalid")
     lines = [r for r in caplog.records if r.name == "taskgate.access"]
     assert [r.fields["code"] for r in lines] == ["OK", "INVALID_ARGUMENT"]  # type: ignore[attr-defined]
-    assert all(r.fields["method"] == "/test.T/Unary" for r in lines)  # type: ignore[attr-defined]
+    for line in lines:
+        assert line.fields["method"] == "/test.T/Unary"  # type: ignore[attr-defined]
+        assert line.fields["user_id"] == str(USER)  # type: ignore[attr-defined]
+        assert len(line.fields["request_id"]) == 32  # type: ignore[attr-defined]
+        assert line.fields["duration_ms"] >= 0  # type: ignore[attr-defined]
