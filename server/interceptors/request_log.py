@@ -8,6 +8,7 @@ initial metadata. The caller's deadline is bound too, for the storage layer.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import time
@@ -23,6 +24,8 @@ from server.interceptors.wrap import Context, Continuation, Handler, metadata_va
 log = logging.getLogger("taskgate.access")
 
 REQUEST_ID_KEY = "x-request-id"
+# Probed every few seconds by orchestrators: logged at debug level unless they fail.
+QUIET_METHODS = frozenset({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"})
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
 
@@ -45,20 +48,16 @@ def final_code(context: Context, error: BaseException | None) -> grpc.StatusCode
 
 
 class RequestLogInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, *, quiet: frozenset[str] = QUIET_METHODS) -> None:
+        self._quiet = quiet
+
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
     ) -> Handler | None:
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        method = handler_call_details.method
-
-        @asynccontextmanager
-        async def scope(context: Context) -> AsyncIterator[None]:
-            async with self._logged(method, context):
-                yield
-
-        return wrap_handler(handler, scope)
+        return wrap_handler(handler, functools.partial(self._logged, handler_call_details.method))
 
     @asynccontextmanager
     async def _logged(self, method: str, context: Context) -> AsyncIterator[None]:
@@ -77,18 +76,33 @@ class RequestLogInterceptor(grpc.aio.ServerInterceptor):
             raise
         finally:
             code = final_code(context, error)
-            log.info(
-                "%s %s",
-                method,
-                code.name,
-                extra={
-                    "fields": {
-                        "method": method,
-                        "code": code.name,
-                        "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-                        "peer": context.peer(),
-                        "request_id": request_id,
-                        "user_id": str(call_context.user_id.get() or "") or None,
-                    }
-                },
-            )
+            quiet = code == grpc.StatusCode.OK and method in self._quiet
+            level = logging.DEBUG if quiet else logging.INFO
+            if log.isEnabledFor(level):
+                self._log(level, method, code, context, request_id, started)
+
+    @staticmethod
+    def _log(
+        level: int,
+        method: str,
+        code: grpc.StatusCode,
+        context: Context,
+        request_id: str,
+        started: float,
+    ) -> None:
+        log.log(
+            level,
+            "%s %s",
+            method,
+            code.name,
+            extra={
+                "fields": {
+                    "method": method,
+                    "code": code.name,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                    "peer": context.peer(),
+                    "request_id": request_id,
+                    "user_id": str(call_context.user_id.get() or "") or None,
+                }
+            },
+        )
