@@ -239,7 +239,12 @@ def cpu_per_call(results: list[RunResult]) -> str:
     return f"{total / sum(r.calls for r in results) * 1e6:.0f}"
 
 
-def report(driver: Driver, load: Load, rounds: list[tuple[RunResult, RunResult]]) -> None:
+def report(
+    driver: Driver,
+    load: Load,
+    rounds: list[tuple[RunResult, RunResult]],
+    load_before: tuple[float, float, float],
+) -> None:
     print()
     print(f"driver:      {driver.description}")
     print(
@@ -250,20 +255,28 @@ def report(driver: Driver, load: Load, rounds: list[tuple[RunResult, RunResult]]
         f"server:      python -m server, TASKGATE_LOG_LEVEL={SERVER_LOG_LEVEL} "
         f"(access logs off), {os.cpu_count()} CPUs on this machine"
     )
+    print(f"load avg:    {' / '.join(f'{x:.2f}' for x in load_before)} (1/5/15 min, at start)")
     print()
-    print(f"{'round':<7}{'Check calls/s':>15}{'GetUser calls/s':>17}{'GetUser/Check':>15}")
+    row = "{:<20}{:>15}{:>17}{:>15}"
+    print(row.format("round", "Check calls/s", "GetUser calls/s", "GetUser/Check"))
     for number, (check, get_user) in enumerate(rounds, 1):
         ratio = get_user.calls_per_s / check.calls_per_s
         print(
-            f"{number:<7}{check.calls_per_s:>15,.0f}{get_user.calls_per_s:>17,.0f}{ratio:>14.1%} "
+            row.format(
+                number, f"{check.calls_per_s:,.0f}", f"{get_user.calls_per_s:,.0f}", f"{ratio:.1%}"
+            )
         )
     check_mean = statistics.fmean(c.calls_per_s for c, _ in rounds)
     get_user_mean = statistics.fmean(g.calls_per_s for _, g in rounds)
     ratio = get_user_mean / check_mean
-    print(f"{'mean':<7}{check_mean:>15,.0f}{get_user_mean:>17,.0f}{ratio:>15.1%}")
+    print(row.format("mean", f"{check_mean:,.0f}", f"{get_user_mean:,.0f}", f"{ratio:.1%}"))
     print(
-        f"{'server CPU us/call':<18}{cpu_per_call([c for c, _ in rounds]):>4}"
-        f"{cpu_per_call([g for _, g in rounds]):>17}"
+        row.format(
+            "server CPU us/call",
+            cpu_per_call([c for c, _ in rounds]),
+            cpu_per_call([g for _, g in rounds]),
+            "",
+        )
     )
     print()
     verdict = "MET" if ratio >= AIM else "NOT MET"
@@ -272,6 +285,7 @@ def report(driver: Driver, load: Load, rounds: list[tuple[RunResult, RunResult]]
 
 async def bench(args: argparse.Namespace, env: BenchEnv) -> None:
     driver, connections = pick_driver(args)
+    load_before = os.getloadavg()
     print(f"database {env.database_name}, redis prefix {env.redis_prefix!r}", flush=True)
     await asyncio.to_thread(env.migrate)
     env.start_server()
@@ -301,7 +315,7 @@ async def bench(args: argparse.Namespace, env: BenchEnv) -> None:
                 )
                 pair.append(result)
             rounds.append((pair[0], pair[1]))
-    report(driver, load, rounds)
+    report(driver, load, rounds, load_before)
 
 
 def main(argv: list[str] | None = None) -> int:
