@@ -28,6 +28,7 @@ from server.rpc.sessions import SessionServicer
 from server.rpc.tasks import TaskServicer
 from server.rpc.users import UserServicer
 from server.services.sessions import SessionService
+from server.services.user_cache import UserCache
 from server.services.users import UserService
 from server.storage.postgres.database import Database, create_pool
 from server.storage.postgres.users import UserRepository
@@ -84,7 +85,12 @@ class App:
             login_limit=settings.login_rate_limit,
             login_window=settings.login_rate_window,
         )
-        users = UserService(users=user_repository, sessions=session_repository, hasher=hasher)
+        users = UserService(
+            users=user_repository,
+            sessions=session_repository,
+            hasher=hasher,
+            cache=UserCache(max_size=settings.user_cache_size),
+        )
         self.health = health_aio.HealthServicer()
         self.monitor = DependencyMonitor(
             health=self.health,

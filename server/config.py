@@ -72,6 +72,13 @@ def parse_addr(text: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 - ":port" means all interfaces
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"must be 0 or more, got {value}")
+    return value
+
+
 class _Env:
     def __init__(self, environ: Mapping[str, str]) -> None:
         self._environ = environ
@@ -115,6 +122,7 @@ class Settings:
     shutdown_grace: float = 10.0
     max_image_bytes: int = 10 * 1024 * 1024
     embedded_processor: bool = True
+    user_cache_size: int = 10_000
     argon2_time_cost: int = 3
     argon2_memory_kib: int = 64 * 1024
     argon2_parallelism: int = 4
@@ -148,6 +156,7 @@ class Settings:
             shutdown_grace=env.positive("SHUTDOWN_GRACE", "10s", parse_duration),
             max_image_bytes=int(env.positive("MAX_IMAGE_BYTES", str(10 * 1024 * 1024), int)),
             embedded_processor=env.cast("EMBEDDED_PROCESSOR", "true", parse_bool),
+            user_cache_size=env.cast("USER_CACHE_SIZE", "10000", _non_negative_int),
             argon2_time_cost=int(env.positive("ARGON2_TIME_COST", "3", int)),
             argon2_memory_kib=int(env.positive("ARGON2_MEMORY_KIB", "65536", int)),
             argon2_parallelism=int(env.positive("ARGON2_PARALLELISM", "4", int)),

@@ -67,12 +67,12 @@ class SessionService:
 
     async def authenticate(self, token: str) -> UUID:
         """The user a bearer token belongs to; UNAUTHENTICATED if it is not a live session."""
-        session = None
+        owner = None
         if rules.looks_like_session_id(token):
-            session = await self._sessions.get(token)
-        if session is None:
+            owner = await self._sessions.owner(token)
+        if owner is None:
             raise Unauthenticated("the session is invalid or has expired; log in again")
-        return session.user_id
+        return owner
 
     async def get(self, caller: UUID, session_id: str) -> Session:
         rules.check_session_id(session_id)

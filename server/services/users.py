@@ -8,6 +8,7 @@ from server.errors import AlreadyExists, NotFound
 from server.models import User
 from server.passwords import PasswordHasher
 from server.services import rules
+from server.services.user_cache import UserCache
 from server.storage.errors import UniqueViolation
 from server.storage.postgres.users import UserRepository
 from server.storage.redis.sessions import SessionRepository
@@ -15,11 +16,17 @@ from server.storage.redis.sessions import SessionRepository
 
 class UserService:
     def __init__(
-        self, *, users: UserRepository, sessions: SessionRepository, hasher: PasswordHasher
+        self,
+        *,
+        users: UserRepository,
+        sessions: SessionRepository,
+        hasher: PasswordHasher,
+        cache: UserCache,
     ) -> None:
         self._users = users
         self._sessions = sessions
         self._hasher = hasher
+        self._cache = cache
 
     async def register(self, username: str, password: str) -> User:
         rules.check_credentials(username, password)
@@ -32,13 +39,18 @@ class UserService:
             raise
 
     async def get(self, caller: UUID, user_id: str) -> User:
-        user = await self._users.get(self._own_id(caller, user_id))
+        target = self._own_id(caller, user_id)
+        user = self._cache.get(target)
         if user is None:
-            raise NotFound(f"user {user_id!r} not found")
+            user = await self._users.get(target)
+            if user is None:
+                raise NotFound(f"user {user_id!r} not found")
+            self._cache.put(user)
         return user
 
     async def delete(self, caller: UUID, user_id: str) -> None:
         target = self._own_id(caller, user_id)
+        self._cache.evict(target)
         await self._sessions.delete_all(target)
         if not await self._users.delete(target):
             raise NotFound(f"user {user_id!r} not found")

@@ -147,6 +147,28 @@ async def test_deleting_a_user_revokes_all_their_sessions(client: Client) -> Non
     await client.register(user.username)
 
 
+async def test_a_user_deleted_through_one_replica_is_gone_from_another(
+    client: Client, settings: Settings
+) -> None:
+    user, token = await client.register_and_login()
+    request = user_pb.GetUserRequest(user_id="me")
+    other = App(settings)
+    await other.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{other.port}") as chan:
+            replica = Client(chan)
+            got = await replica.users.GetUser(request, metadata=bearer(token))  # now cached there
+            assert got.user == user
+            await client.users.DeleteUser(
+                user_pb.DeleteUserRequest(user_id="me"), metadata=bearer(token)
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await replica.users.GetUser(request, metadata=bearer(token))
+            assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        await other.stop(grace=0.5)
+
+
 async def test_task_methods_answer_unimplemented(client: Client) -> None:
     _, token = await client.register_and_login()
     with pytest.raises(grpc.aio.AioRpcError) as info:

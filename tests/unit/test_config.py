@@ -58,6 +58,7 @@ def test_secrets_stay_out_of_reprs() -> None:
         ("LOG_LEVEL", "loud"),
         ("LOG_FORMAT", "xml"),
         ("DB_POOL_MIN_SIZE", "20"),
+        ("USER_CACHE_SIZE", "-1"),
     ],
 )
 def test_bad_values_fail_naming_the_variable(name: str, value: str) -> None:

@@ -51,6 +51,16 @@ class SessionRepository:
             expires_at=datetime.fromisoformat(_text(fields["expires_at"])),
         )
 
+    async def owner(self, session_id: str) -> UUID | None:
+        """The user of a live session, or None: the one lookup of every authenticated call."""
+        async with redis_call(self._timeout):
+            user_id, is_active = await self._redis.hmget(
+                self._keys.session(session_id), ["user_id", "is_active"]
+            )
+        if is_active != "1" or user_id is None:
+            return None
+        return UUID(_text(user_id))
+
     async def delete(self, session: Session) -> bool:
         async with redis_call(self._timeout), self._redis.pipeline(transaction=True) as pipe:
             pipe.delete(self._keys.session(session.id))
