@@ -19,7 +19,10 @@ def create_client(url: str, *, timeout: float) -> Redis:
     return Redis.from_url(
         url,
         decode_responses=True,
-        socket_timeout=timeout,
+        # Every call runs inside redis_call's time budget, which cancels a stalled
+        # read (the client then drops that connection); a second per-read timer
+        # would only cost time on the hot path.
+        socket_timeout=None,
         socket_connect_timeout=timeout,
         # One immediate retry replaces a connection the server closed; an outage
         # is reported at once instead of being retried past the caller's budget.
