@@ -65,7 +65,7 @@ class App:
         self.redis: Redis = create_client(
             settings.redis_url.reveal(), timeout=settings.redis_timeout
         )
-        database = Database(pool=self.pool, timeout=settings.db_timeout)
+        self.database = database = Database(pool=self.pool, timeout=settings.db_timeout)
         user_repository = UserRepository(database=database)
         session_repository = SessionRepository(
             redis=self.redis,
@@ -151,7 +151,7 @@ class App:
                 await self._monitor_task
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
-        await self.pool.close()
+        await self.database.close()
         await self.redis.aclose()
         log.info("stopped")
 

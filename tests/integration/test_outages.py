@@ -118,6 +118,35 @@ async def test_outage_is_unavailable_then_recovers(
     await eventually(works)
 
 
+@pytest.mark.parametrize("dependency", ["postgres", "redis"])
+async def test_a_hanging_dependency_is_unavailable_not_a_hang(
+    proxied: tuple[App, Client], proxies: dict[str, TcpProxy], dependency: str
+) -> None:
+    _, client = proxied
+    user, token = await client.register_and_login()
+    proxies[dependency].stall()
+    started = time.monotonic()
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await client.login(user.username)  # needs both
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE, info.value.details()
+    assert time.monotonic() - started < 1.5
+    await eventually(lambda: health_is(client, NOT_SERVING))
+
+    proxies[dependency].resume()
+    await eventually(lambda: health_is(client, SERVING), within=10)
+
+    async def logs_in() -> bool:
+        try:
+            await client.login(user.username)
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.UNAVAILABLE:
+                raise
+            return False
+        return True
+
+    await eventually(logs_in, within=10)
+
+
 async def test_server_starts_with_postgres_unreachable(settings: Settings) -> None:
     app = App(
         replace(

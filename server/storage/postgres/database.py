@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import psycopg
+from psycopg import AsyncConnection
 from psycopg import errors as pg_errors
 from psycopg.rows import class_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
@@ -55,33 +56,67 @@ async def translate_errors() -> AsyncIterator[None]:
 
 
 class Database:
-    """Runs the named queries of ``queries.sql`` on the pool."""
+    """Runs the named queries of ``queries.sql`` on the pool.
+
+    Each statement runs in a task of its own that the caller waits for at most
+    its time budget. Past it the caller gets UNAVAILABLE at once, while the
+    task is cancelled in the background: psycopg then spends up to ten seconds
+    asking a hung server to cancel the query before it drops the connection,
+    and no caller should wait for that.
+    """
 
     def __init__(self, *, pool: AsyncConnectionPool, timeout: float) -> None:
         self._pool = pool
         self._timeout = timeout
+        self._abandoned: set[asyncio.Task[Any]] = set()
 
     async def fetch_one(self, query: str, params: Params, row: type[T]) -> T | None:
-        budget = time_budget(self._timeout)
-        async with (
-            translate_errors(),
-            asyncio.timeout(budget),
-            self._pool.connection(timeout=budget) as conn,
-        ):
+        async def run(conn: AsyncConnection[Any]) -> T | None:
             cursor = conn.cursor(row_factory=class_row(row))
             await cursor.execute(QUERIES[query], params)
             return await cursor.fetchone()
 
+        return await self._run(run)
+
     async def execute(self, query: str, params: Params) -> int:
         """Runs a statement; returns the number of rows it touched."""
-        budget = time_budget(self._timeout)
-        async with (
-            translate_errors(),
-            asyncio.timeout(budget),
-            self._pool.connection(timeout=budget) as conn,
-        ):
+
+        async def run(conn: AsyncConnection[Any]) -> int:
             cursor = await conn.execute(QUERIES[query], params)
             return cursor.rowcount
 
+        return await self._run(run)
+
     async def ping(self) -> None:
         await self.execute("ping", {})
+
+    async def close(self) -> None:
+        """Waits for the statements given up on to be cleaned away, then closes the pool."""
+        for task in list(self._abandoned):
+            task.cancel()  # a second cancellation: psycopg closes the connection at once
+        await asyncio.gather(*self._abandoned, return_exceptions=True)
+        await self._pool.close()
+
+    async def _run(self, statement: Callable[[AsyncConnection[Any]], Awaitable[T]]) -> T:
+        budget = time_budget(self._timeout)
+        task = asyncio.create_task(self._on_connection(statement, budget))
+        try:
+            async with translate_errors():
+                done, _ = await asyncio.wait((task,), timeout=budget)
+                if not done:
+                    raise TimeoutError
+                return task.result()
+        finally:
+            if not task.done():
+                self._abandon(task)
+
+    async def _on_connection(
+        self, statement: Callable[[AsyncConnection[Any]], Awaitable[T]], budget: float
+    ) -> T:
+        async with self._pool.connection(timeout=budget) as conn:
+            return await statement(conn)
+
+    def _abandon(self, task: asyncio.Task[Any]) -> None:
+        task.cancel()
+        self._abandoned.add(task)
+        task.add_done_callback(self._abandoned.discard)
