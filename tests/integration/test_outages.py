@@ -123,7 +123,7 @@ async def test_a_hanging_dependency_is_unavailable_not_a_hang(
     proxied: tuple[App, Client], proxies: dict[str, TcpProxy], dependency: str
 ) -> None:
     _, client = proxied
-    user, token = await client.register_and_login()
+    user, _ = await client.register_and_login()
     proxies[dependency].stall()
     started = time.monotonic()
     with pytest.raises(grpc.aio.AioRpcError) as info:
