@@ -28,6 +28,11 @@ def current_user() -> UUID:
     return caller
 
 
+def deadline_passed() -> bool:
+    end = deadline.get()
+    return end is not None and asyncio.get_running_loop().time() >= end
+
+
 def time_budget(limit: float) -> float:
     """``limit`` seconds, or less when the caller's deadline comes sooner."""
     end = deadline.get()

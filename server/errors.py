@@ -10,6 +10,7 @@
     ├── FailedPrecondition          FAILED_PRECONDITION
     ├── ResourceExhausted           RESOURCE_EXHAUSTED, with a retry delay
     ├── Unavailable                 UNAVAILABLE (Postgres or Redis unreachable)
+    ├── DeadlineExceeded            DEADLINE_EXCEEDED (the caller's deadline came first)
     └── Unimplemented               UNIMPLEMENTED
 
 Services raise these; one interceptor (``server.interceptors.errors``) turns
@@ -79,6 +80,10 @@ class ResourceExhausted(TaskgateError):
 
 class Unavailable(TaskgateError):
     code = grpc.StatusCode.UNAVAILABLE
+
+
+class DeadlineExceeded(TaskgateError):
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
 class Unimplemented(TaskgateError):

@@ -4,6 +4,7 @@ health turns NOT_SERVING, and both recover by themselves."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
@@ -145,6 +146,42 @@ async def test_a_hanging_dependency_is_unavailable_not_a_hang(
         return True
 
     await eventually(logs_in, within=10)
+
+
+async def test_the_callers_deadline_bounds_the_wait(
+    settings: Settings, proxies: dict[str, TcpProxy], caplog: pytest.LogCaptureFixture
+) -> None:
+    patient = App(
+        replace(
+            settings,
+            database_url=Secret(via(settings.database_url.reveal(), proxies["postgres"].port)),
+            db_timeout=10.0,
+            log_level="info",
+        )
+    )
+    await patient.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{patient.port}") as channel:
+            client = Client(channel)
+            proxies["postgres"].stall()
+            with caplog.at_level(logging.INFO, logger="taskgate.access"):
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await client.users.CreateUser(
+                        user_pb.CreateUserRequest(username="hasty", password="long enough"),
+                        timeout=0.3,
+                    )
+                assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+                await eventually(
+                    lambda: asyncio.sleep(
+                        0, any(r.name == "taskgate.access" for r in caplog.records)
+                    )
+                )
+            (line,) = [r for r in caplog.records if r.name == "taskgate.access"]
+            assert line.fields["code"] == "DEADLINE_EXCEEDED"  # type: ignore[attr-defined]
+            assert line.fields["duration_ms"] < 1000  # type: ignore[attr-defined]
+    finally:
+        proxies["postgres"].resume()
+        await patient.stop(grace=0.5)
 
 
 async def test_server_starts_with_postgres_unreachable(settings: Settings) -> None:

@@ -20,7 +20,7 @@ from psycopg.rows import class_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from server.context import time_budget
-from server.storage.errors import StorageUnavailable, UniqueViolation
+from server.storage.errors import StorageUnavailable, UniqueViolation, timed_out
 from server.storage.postgres.queries import QUERIES
 
 T = TypeVar("T")
@@ -50,7 +50,7 @@ async def translate_errors() -> AsyncIterator[None]:
     except pg_errors.UniqueViolation as exc:
         raise UniqueViolation(exc.diag.constraint_name) from exc
     except (PoolTimeout, TimeoutError) as exc:
-        raise StorageUnavailable("the database did not answer in time") from exc
+        raise timed_out("the database") from exc
     except (psycopg.OperationalError, pg_errors.AdminShutdown, OSError) as exc:
         raise StorageUnavailable("the database is unavailable") from exc
 

@@ -12,7 +12,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from server.context import time_budget
-from server.storage.errors import StorageUnavailable
+from server.storage.errors import StorageUnavailable, timed_out
 
 
 def create_client(url: str, *, timeout: float) -> Redis:
@@ -37,6 +37,6 @@ async def redis_call(limit: float) -> AsyncIterator[None]:
         async with asyncio.timeout(time_budget(limit)):
             yield
     except (TimeoutError, redis_errors.TimeoutError) as exc:
-        raise StorageUnavailable("redis did not answer in time") from exc
+        raise timed_out("redis") from exc
     except (redis_errors.ConnectionError, redis_errors.BusyLoadingError, OSError) as exc:
         raise StorageUnavailable("redis is unavailable") from exc
