@@ -7,15 +7,13 @@ user to :data:`server.context.user_id` for the rest of the call.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+import functools
+from collections.abc import Awaitable, Callable
 from uuid import UUID
-
-import grpc
 
 from server import context as call_context
 from server.errors import Unauthenticated
-from server.interceptors.wrap import Context, Continuation, Handler, metadata_value, wrap_handler
+from server.interceptors.wrap import Context, Scope, ScopedInterceptor, metadata_value
 
 Authenticate = Callable[[str], Awaitable[UUID]]
 
@@ -41,23 +39,32 @@ def bearer_token(header: str | None) -> str:
     return token.strip()
 
 
-class AuthInterceptor(grpc.aio.ServerInterceptor):
+class AuthInterceptor(ScopedInterceptor):
     def __init__(
         self, *, authenticate: Authenticate, public: frozenset[str] = PUBLIC_METHODS
     ) -> None:
+        super().__init__()
         self._authenticate = authenticate
         self._public = public
 
-    async def intercept_service(
-        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> Handler | None:
-        handler = await continuation(handler_call_details)
-        if handler is None or handler_call_details.method in self._public:
-            return handler
-        return wrap_handler(handler, self._scope)
+    def scope(self, method: str) -> Scope | None:
+        if method in self._public:
+            return None
+        return functools.partial(_Authenticated, self._authenticate)
 
-    @asynccontextmanager
-    async def _scope(self, context: Context) -> AsyncIterator[None]:
-        token = bearer_token(metadata_value(context, "authorization"))
+
+class _Authenticated:
+    """Binds the caller for the call, or raises UNAUTHENTICATED before it starts."""
+
+    __slots__ = ("_authenticate", "_context")
+
+    def __init__(self, authenticate: Authenticate, context: Context) -> None:
+        self._authenticate = authenticate
+        self._context = context
+
+    async def __aenter__(self) -> None:
+        token = bearer_token(metadata_value(self._context, "authorization"))
         call_context.user_id.set(await self._authenticate(token))
-        yield
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        return None

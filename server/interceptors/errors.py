@@ -9,15 +9,13 @@ message, and the traceback goes to the log.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from server.errors import InvalidArgument, ResourceExhausted, TaskgateError
-from server.interceptors.wrap import Context, Continuation, Handler, wrap_handler
+from server.interceptors.wrap import Context, Scope, ScopedInterceptor
 
 log = logging.getLogger(__name__)
 
@@ -61,24 +59,30 @@ async def abort_with(context: Context, error: TaskgateError) -> None:
     await context.abort(error.code, error.message, trailing)
 
 
-class ErrorInterceptor(grpc.aio.ServerInterceptor):
-    async def intercept_service(
-        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> Handler | None:
-        handler = await continuation(handler_call_details)
-        return None if handler is None else wrap_handler(handler, self._scope)
+class ErrorInterceptor(ScopedInterceptor):
+    def scope(self, method: str) -> Scope:
+        return _ErrorsMapped
 
-    @asynccontextmanager
-    async def _scope(self, context: Context) -> AsyncIterator[None]:
-        try:
-            yield
-        except grpc.aio.AbortError:
-            raise
-        except TaskgateError as error:
-            if error.code != grpc.StatusCode.INTERNAL:
-                await abort_with(context, error)
-            log.exception("internal error")
-            await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
-        except Exception:
-            log.exception("unexpected error")
-            await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
+
+class _ErrorsMapped:
+    """Turns what escapes the call into a status: its own, or a generic INTERNAL."""
+
+    __slots__ = ("_context",)
+
+    def __init__(self, context: Context) -> None:
+        self._context = context
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, error: BaseException | None, tb: object
+    ) -> bool:
+        if error is None or not isinstance(error, Exception):
+            return False  # success, or cancellation: nothing to map
+        if isinstance(error, grpc.aio.AbortError):
+            return False
+        if isinstance(error, TaskgateError) and error.code != grpc.StatusCode.INTERNAL:
+            await abort_with(self._context, error)
+        log.error("internal error", exc_info=error)
+        await self._context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)  # raises

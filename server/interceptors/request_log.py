@@ -13,13 +13,11 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import grpc
 
 from server import context as call_context
-from server.interceptors.wrap import Context, Continuation, Handler, metadata_value, wrap_handler
+from server.interceptors.wrap import Context, Scope, ScopedInterceptor, metadata_value
 
 log = logging.getLogger("taskgate.access")
 
@@ -47,62 +45,57 @@ def final_code(context: Context, error: BaseException | None) -> grpc.StatusCode
     return grpc.StatusCode.OK if error is None else grpc.StatusCode.UNKNOWN
 
 
-class RequestLogInterceptor(grpc.aio.ServerInterceptor):
+class RequestLogInterceptor(ScopedInterceptor):
     def __init__(self, *, quiet: frozenset[str] = QUIET_METHODS) -> None:
+        super().__init__()
         self._quiet = quiet
 
-    async def intercept_service(
-        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> Handler | None:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        return wrap_handler(handler, functools.partial(self._logged, handler_call_details.method))
+    def scope(self, method: str) -> Scope:
+        return functools.partial(_Logged, method, method in self._quiet)
 
-    @asynccontextmanager
-    async def _logged(self, method: str, context: Context) -> AsyncIterator[None]:
-        started = time.perf_counter()
-        request_id = request_id_from(metadata_value(context, REQUEST_ID_KEY))
-        call_context.request_id.set(request_id)
-        remaining = context.time_remaining()
+
+class _Logged:
+    """Binds the request id and deadline; logs the call's outcome when it ends."""
+
+    __slots__ = ("_context", "_method", "_quiet", "_request_id", "_started")
+
+    def __init__(self, method: str, quiet: bool, context: Context) -> None:
+        self._method = method
+        self._quiet = quiet
+        self._context = context
+        self._started = time.perf_counter()
+        self._request_id = request_id_from(metadata_value(context, REQUEST_ID_KEY))
+
+    async def __aenter__(self) -> None:
+        call_context.request_id.set(self._request_id)
+        remaining = self._context.time_remaining()
         if remaining is not None:
             call_context.deadline.set(asyncio.get_running_loop().time() + remaining)
-        await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
-        error: BaseException | None = None
-        try:
-            yield
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            code = final_code(context, error)
-            quiet = code == grpc.StatusCode.OK and method in self._quiet
-            level = logging.DEBUG if quiet else logging.INFO
-            if log.isEnabledFor(level):
-                self._log(level, method, code, context, request_id, started)
+        await self._context.send_initial_metadata(((REQUEST_ID_KEY, self._request_id),))
 
-    @staticmethod
-    def _log(
-        level: int,
-        method: str,
-        code: grpc.StatusCode,
-        context: Context,
-        request_id: str,
-        started: float,
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, error: BaseException | None, tb: object
     ) -> None:
+        code = final_code(self._context, error)
+        level = logging.DEBUG if self._quiet and code == grpc.StatusCode.OK else logging.INFO
+        if log.isEnabledFor(level):
+            self._log(level, code)
+
+    def _log(self, level: int, code: grpc.StatusCode) -> None:
+        user = call_context.user_id.get()
         log.log(
             level,
             "%s %s",
-            method,
+            self._method,
             code.name,
             extra={
                 "fields": {
-                    "method": method,
+                    "method": self._method,
                     "code": code.name,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-                    "peer": context.peer(),
-                    "request_id": request_id,
-                    "user_id": str(call_context.user_id.get() or "") or None,
+                    "duration_ms": round((time.perf_counter() - self._started) * 1000, 3),
+                    "peer": self._context.peer(),
+                    "request_id": self._request_id,
+                    "user_id": None if user is None else str(user),
                 }
             },
         )

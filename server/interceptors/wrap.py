@@ -1,8 +1,9 @@
-"""Wrapping an RPC method handler in a per-call scope, for every call shape.
+"""Wrapping RPC method handlers in a per-call scope, for every call shape.
 
-An interceptor supplies a *scope*: an async context manager entered around the
-call. Unary and streaming handlers, coroutine or async-generator style, all
-run inside it, so each interceptor is written once.
+An interceptor supplies a *scope* for each call: an async context manager
+entered around it. Unary and streaming handlers, coroutine or async-generator
+style, all run inside it, so each interceptor is written once. The wrapped
+handler of a method is built once and reused: only the scope is per call.
 """
 
 from __future__ import annotations
@@ -25,6 +26,31 @@ _FACTORIES = {
     "stream_unary": grpc.stream_unary_rpc_method_handler,
     "stream_stream": grpc.stream_stream_rpc_method_handler,
 }
+
+
+class ScopedInterceptor(grpc.aio.ServerInterceptor):
+    """Base of the interceptors: runs each call of a method inside ``scope(method)``."""
+
+    def __init__(self) -> None:
+        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
+
+    def scope(self, method: str) -> Scope | None:
+        """The scope factory for a method's calls, or None to leave it alone."""
+        raise NotImplementedError
+
+    async def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> Handler | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is None or cached[0] is not handler:
+            scope = self.scope(method)
+            cached = (handler, handler if scope is None else wrap_handler(handler, scope))
+            self._wrapped[method] = cached
+        return cached[1]
 
 
 def wrap_handler(handler: Handler, scope: Scope) -> Handler:
