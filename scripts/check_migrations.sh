@@ -41,7 +41,7 @@ with_database() {
 # pg_dump (Debian / PostgreSQL >= 15.14) writes \restrict / \unrestrict lines
 # carrying a random token; they are not part of the schema.
 strip_restrict() {
-    sed -i -e '/^\\restrict\b/d' -e '/^\\unrestrict\b/d' "$1"
+    sed -i -e '/^\\restrict\b/d' -e '/^\\unrestrict\b/d' -e '/^-- Dumped \(from\|by\) /d' "$1"
 }
 
 DB_NAME="taskgate_migcheck_$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')"

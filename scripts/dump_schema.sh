@@ -58,6 +58,6 @@ dbmate --schema-file "$WORK_DIR/schema.sql" up >"$WORK_DIR/up.log" 2>&1 || {
     cat "$WORK_DIR/up.log" >&2
     exit 1
 }
-sed -i -e '/^\\restrict\b/d' -e '/^\\unrestrict\b/d' "$WORK_DIR/schema.sql"
+sed -i -e '/^\\restrict\b/d' -e '/^\\unrestrict\b/d' -e '/^-- Dumped \(from\|by\) /d' "$WORK_DIR/schema.sql"
 cp "$WORK_DIR/schema.sql" "$SCHEMA_FILE"
 echo "Wrote $SCHEMA_FILE"
