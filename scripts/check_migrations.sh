@@ -39,7 +39,8 @@ with_database() {
 }
 
 # pg_dump (Debian / PostgreSQL >= 15.14) writes \restrict / \unrestrict lines
-# carrying a random token; they are not part of the schema.
+# carrying a random token, and "-- Dumped from/by" version lines; neither is
+# part of the schema.
 strip_restrict() {
     sed -i -e '/^\\restrict\b/d' -e '/^\\unrestrict\b/d' -e '/^-- Dumped \(from\|by\) /d' "$1"
 }
