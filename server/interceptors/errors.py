@@ -27,7 +27,7 @@ INTERNAL_MESSAGE = (
 
 def status_details(error: TaskgateError) -> list[any_pb2.Any]:
     details = []
-    if isinstance(error, InvalidArgument):
+    if isinstance(error, InvalidArgument) and error.violations:
         bad_request = error_details_pb2.BadRequest(
             field_violations=[
                 error_details_pb2.BadRequest.FieldViolation(

@@ -4,6 +4,11 @@ An interceptor supplies a *scope* for each call: an async context manager
 entered around it. Unary and streaming handlers, coroutine or async-generator
 style, all run inside it, so each interceptor is written once. The wrapped
 handler of a method is built once and reused: only the scope is per call.
+
+The innermost wrapper also makes a request that does not parse an
+INVALID_ARGUMENT inside the scopes (grpc would answer UNKNOWN and show the
+parser's message): its deserializer hands a :class:`Malformed` on, and the
+wrapper raises it as a domain error where the error interceptor can map it.
 """
 
 from __future__ import annotations
@@ -14,6 +19,9 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeAlias
 
 import grpc
+from google.protobuf.message import DecodeError
+
+from server.errors import InvalidArgument
 
 Context = grpc.aio.ServicerContext[Any, Any]
 Scope = Callable[[Context], AbstractAsyncContextManager[None]]
@@ -53,32 +61,83 @@ class ScopedInterceptor(grpc.aio.ServerInterceptor):
         return cached[1]
 
 
+class Malformed:
+    """What the deserializer returns for bytes that are not the request message."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: DecodeError) -> None:
+        self.error = error
+
+    def raise_invalid(self) -> None:
+        raise InvalidArgument(
+            [], "the request body is not a valid protobuf message of the method's request type"
+        ) from self.error
+
+
+class _TolerantDeserializer:
+    __slots__ = ("_parse",)
+
+    def __init__(self, parse: Callable[[bytes], Any]) -> None:
+        self._parse = parse
+
+    def __call__(self, data: bytes) -> Any:
+        try:
+            return self._parse(data)
+        except DecodeError as error:
+            return Malformed(error)
+
+
 def wrap_handler(handler: Handler, scope: Scope) -> Handler:
+    deserializer = handler.request_deserializer
+    innermost = False
+    if deserializer is not None and not isinstance(deserializer, _TolerantDeserializer):
+        deserializer = _TolerantDeserializer(deserializer)
+        innermost = True
     for kind, factory in _FACTORIES.items():
         behavior = getattr(handler, kind)
         if behavior is not None:
-            wrapped = _wrap(behavior, scope, streams=kind.endswith("stream"))
+            check = ("stream" if kind.startswith("stream") else "unary") if innermost else None
+            wrapped = _wrap(behavior, scope, streams=kind.endswith("stream"), check=check)
             return factory(
                 wrapped,
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
     return handler  # pragma: no cover - grpc always sets one behavior
 
 
-def _wrap(behavior: Callable[..., Any], scope: Scope, *, streams: bool) -> Callable[..., Any]:
+def _checked(request: Any, check: str | None) -> Any:
+    """The request, with any Malformed message raised as INVALID_ARGUMENT."""
+    if check == "unary" and isinstance(request, Malformed):
+        request.raise_invalid()
+    if check == "stream":
+        return _checked_stream(request)
+    return request
+
+
+async def _checked_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for request in requests:
+        if isinstance(request, Malformed):
+            request.raise_invalid()
+        yield request
+
+
+def _wrap(
+    behavior: Callable[..., Any], scope: Scope, *, streams: bool, check: str | None
+) -> Callable[..., Any]:
     if streams and inspect.isasyncgenfunction(behavior):
 
         async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
             async with scope(context):
-                async for response in behavior(request, context):
+                async for response in behavior(_checked(request, check), context):
                     yield response
 
         return stream
 
     async def call(request: Any, context: Context) -> Any:
         async with scope(context):
-            return await behavior(request, context)
+            return await behavior(_checked(request, check), context)
 
     return call
 

@@ -129,3 +129,39 @@ async def test_password_limits(channel: grpc.aio.Channel, password: str, ok: boo
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await client.register(password=password)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.usefixtures("app")
+@pytest.mark.parametrize(
+    "body",
+    [b"\x0a\x02\xff\xfe\x12\x0bpassword123", b"\xff\xff\xff", b"\x0a\x80"],
+    ids=["bad-utf8", "corrupt", "truncated"],
+)
+@pytest.mark.parametrize(
+    "method", ["/taskgate.v1.UserService/CreateUser", "/taskgate.v1.UserService/GetUser"]
+)
+async def test_bytes_that_do_not_parse_are_invalid_argument(
+    channel: grpc.aio.Channel, method: str, body: bytes
+) -> None:
+    client = Client(channel)
+    _, token = await client.register_and_login()
+    call = channel.unary_unary(method, request_serializer=bytes, response_deserializer=bytes)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await call(body, metadata=bearer(token))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not a valid protobuf message" in (info.value.details() or "")
+
+
+@pytest.mark.usefixtures("app")
+async def test_a_stream_message_that_does_not_parse_is_invalid_argument(
+    channel: grpc.aio.Channel,
+) -> None:
+    reflection = channel.stream_stream(
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        request_serializer=bytes,
+        response_deserializer=bytes,
+    )
+    call = reflection(iter([b"\xff\xff\xff"]))
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await call.read()
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
