@@ -51,6 +51,10 @@ SERVICE_NAMES = {
 DEPENDENCIES = frozenset({"postgres", "redis"})
 
 
+class ListenError(Exception):
+    """The gRPC address cannot be bound."""
+
+
 class App:
     """A built server; ``start`` binds and serves, ``stop`` drains and closes."""
 
@@ -107,6 +111,9 @@ class App:
             options=[
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
                 ("grpc.max_send_message_length", settings.max_message_bytes),
+                # grpc's default SO_REUSEPORT lets a second server share a busy
+                # port without a word; a taken address must be an error.
+                ("grpc.so_reuseport", 0),
             ],
         )
         user_grpc.add_UserServiceServicer_to_server(UserServicer(users=users), self.server)
@@ -127,13 +134,21 @@ class App:
         self.port = 0
 
     async def start(self) -> int:
-        """Opens the pools, runs a first health check, binds and serves; returns the port."""
+        """Binds, opens the pools, runs a first health check and serves; returns the port.
+
+        Raises ListenError, with nothing left open, when the address cannot be bound.
+        """
+        try:
+            self.port = self.server.add_insecure_port(self.settings.grpc_addr)
+        except RuntimeError:
+            await self.redis.aclose()
+            raise ListenError(
+                f"cannot listen on {self.settings.grpc_addr}: the port is taken "
+                "or the host is not an address of this machine"
+            ) from None
         await self.pool.open(wait=False)
         await self.monitor.check_once()
         self._monitor_task = asyncio.create_task(self.monitor.run(), name="health-monitor")
-        self.port = self.server.add_insecure_port(self.settings.grpc_addr)
-        if self.port == 0:
-            raise OSError(f"cannot listen on {self.settings.grpc_addr}")
         await self.server.start()
         log.info(
             "serving gRPC on %s",

@@ -83,6 +83,31 @@ async def test_sigterm_drains_and_exits_cleanly(
     assert '"message": "stopped"' in log
 
 
+async def test_a_taken_port_is_a_clear_error(
+    server_process: tuple[subprocess.Popen[bytes], int], settings: Settings
+) -> None:
+    _, port = server_process
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        await wait_serving(health_pb2_grpc.HealthStub(channel))
+    env = {
+        **os.environ,
+        "TASKGATE_DATABASE_URL": settings.database_url.reveal(),
+        "TASKGATE_GRPC_ADDR": f"127.0.0.1:{port}",
+    }
+    second = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "server"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert second.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}".encode() in second.stderr
+    assert b"Traceback" not in second.stderr
+
+
 def test_bad_configuration_fails_fast_with_the_variable_named() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "server"],
