@@ -68,4 +68,7 @@ class DependencyMonitor:
             await self._probes[name]()
         except Unavailable:
             return False
+        except Exception:  # a probe that breaks must not stop the monitor
+            log.exception("probing %s failed", name)
+            return False
         return True
