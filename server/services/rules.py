@@ -72,7 +72,7 @@ def parse_uuid(value: str, field: str) -> UUID:
 def check_session_id(value: str, field: str = "session_id") -> None:
     if not value:
         raise InvalidArgument.field(field, "is required")
-    if len(value) != SESSION_ID_LENGTH or _SESSION_ID.fullmatch(value) is None:
+    if not looks_like_session_id(value):
         raise InvalidArgument.field(field, "is not a session id")
 
 

@@ -3,29 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import replace
 
 import grpc
 import pytest
 
-from server.app import App
 from server.config import Settings
 from taskgate.v1 import user_service_pb2 as user_pb
 from tests.support.clients import PASSWORD, Client
+from tests.support.servers import serving
 
 
 @pytest.fixture
 async def small_client(settings: Settings) -> AsyncIterator[tuple[Client, int]]:
-    app = App(replace(settings, max_image_bytes=1000))
-    await app.start()
-    try:
-        async with grpc.aio.insecure_channel(
-            f"127.0.0.1:{app.port}",
-            options=[("grpc.max_send_message_length", 1 << 22)],
-        ) as channel:
-            yield Client(channel), app.settings.max_message_bytes
-    finally:
-        await app.stop(grace=0.5)
+    async with serving(settings, max_image_bytes=1000) as (app, client):
+        yield client, app.settings.max_message_bytes
 
 
 def request_of_size(size: int) -> user_pb.CreateUserRequest:

@@ -7,7 +7,6 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import replace
 from urllib.parse import urlsplit, urlunsplit
 
 import grpc
@@ -20,6 +19,7 @@ from taskgate.v1 import user_service_pb2 as user_pb
 from tests.support.clients import Client, bearer
 from tests.support.net import free_port
 from tests.support.proxy import TcpProxy
+from tests.support.servers import serving
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -49,21 +49,14 @@ async def proxies(settings: Settings) -> AsyncIterator[dict[str, TcpProxy]]:
 async def proxied(
     settings: Settings, proxies: dict[str, TcpProxy]
 ) -> AsyncIterator[tuple[App, Client]]:
-    app = App(
-        replace(
-            settings,
-            database_url=Secret(via(settings.database_url.reveal(), proxies["postgres"].port)),
-            redis_url=Secret(via(settings.redis_url.reveal(), proxies["redis"].port)),
-            db_timeout=0.5,
-            redis_timeout=0.5,
-        )
-    )
-    await app.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
-            yield app, Client(channel)
-    finally:
-        await app.stop(grace=0.5)
+    async with serving(
+        settings,
+        database_url=Secret(via(settings.database_url.reveal(), proxies["postgres"].port)),
+        redis_url=Secret(via(settings.redis_url.reveal(), proxies["redis"].port)),
+        db_timeout=0.5,
+        redis_timeout=0.5,
+    ) as (app, client):
+        yield app, client
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], within: float = 5.0) -> None:
@@ -75,6 +68,17 @@ async def eventually(check: Callable[[], Awaitable[bool]], within: float = 5.0) 
 
 async def health_is(client: Client, status: int, service: str = "") -> bool:
     return await client.health_status(service) == status
+
+
+async def succeeds(call: Callable[[], Awaitable[object]]) -> bool:
+    """True if the call works, False while it is UNAVAILABLE; anything else fails the test."""
+    try:
+        await call()
+    except grpc.aio.AioRpcError as error:
+        if error.code() != grpc.StatusCode.UNAVAILABLE:
+            raise
+        return False
+    return True
 
 
 @pytest.mark.parametrize("dependency", ["postgres", "redis"])
@@ -106,17 +110,9 @@ async def test_outage_is_unavailable_then_recovers(
 
     await proxies[dependency].start()
     await eventually(lambda: health_is(client, SERVING, "taskgate.v1.UserService"))
-
-    async def works() -> bool:
-        try:
-            await client.users.GetUser(request, metadata=bearer(token))
-        except grpc.aio.AioRpcError as error:
-            if error.code() != grpc.StatusCode.UNAVAILABLE:
-                raise
-            return False
-        return True
-
-    await eventually(works)
+    await eventually(
+        lambda: succeeds(lambda: client.users.GetUser(request, metadata=bearer(token)))
+    )
 
 
 @pytest.mark.parametrize("dependency", ["postgres", "redis"])
@@ -135,34 +131,19 @@ async def test_a_hanging_dependency_is_unavailable_not_a_hang(
 
     proxies[dependency].resume()
     await eventually(lambda: health_is(client, SERVING), within=10)
-
-    async def logs_in() -> bool:
-        try:
-            await client.login(user.username)
-        except grpc.aio.AioRpcError as error:
-            if error.code() != grpc.StatusCode.UNAVAILABLE:
-                raise
-            return False
-        return True
-
-    await eventually(logs_in, within=10)
+    await eventually(lambda: succeeds(lambda: client.login(user.username)), within=10)
 
 
 async def test_the_callers_deadline_bounds_the_wait(
     settings: Settings, proxies: dict[str, TcpProxy], caplog: pytest.LogCaptureFixture
 ) -> None:
-    patient = App(
-        replace(
-            settings,
-            database_url=Secret(via(settings.database_url.reveal(), proxies["postgres"].port)),
-            db_timeout=10.0,
-            log_level="info",
-        )
+    patient = serving(
+        settings,
+        database_url=Secret(via(settings.database_url.reveal(), proxies["postgres"].port)),
+        db_timeout=10.0,
     )
-    await patient.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{patient.port}") as channel:
-            client = Client(channel)
+    async with patient as (_, client):
+        try:
             proxies["postgres"].stall()
             with caplog.at_level(logging.INFO, logger="taskgate.access"):
                 with pytest.raises(grpc.aio.AioRpcError) as info:
@@ -171,37 +152,29 @@ async def test_the_callers_deadline_bounds_the_wait(
                         timeout=0.3,
                     )
                 assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-                await eventually(
-                    lambda: asyncio.sleep(
-                        0, any(r.name == "taskgate.access" for r in caplog.records)
-                    )
-                )
+
+                async def logged() -> bool:  # the server logs once it has given up too
+                    return any(r.name == "taskgate.access" for r in caplog.records)
+
+                await eventually(logged)
             (line,) = [r for r in caplog.records if r.name == "taskgate.access"]
             assert line.fields["code"] == "DEADLINE_EXCEEDED"  # type: ignore[attr-defined]
             assert line.fields["duration_ms"] < 1000  # type: ignore[attr-defined]
-    finally:
-        proxies["postgres"].resume()
-        await patient.stop(grace=0.5)
+        finally:
+            proxies["postgres"].resume()
 
 
 async def test_server_starts_with_postgres_unreachable(settings: Settings) -> None:
-    app = App(
-        replace(
-            settings,
-            database_url=Secret(via(settings.database_url.reveal(), free_port())),
-            db_timeout=0.5,
-        )
+    unreachable = serving(
+        settings,
+        database_url=Secret(via(settings.database_url.reveal(), free_port())),
+        db_timeout=0.5,
     )
-    await app.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
-            client = Client(channel)
-            assert await client.health_status() == NOT_SERVING
-            assert await client.health_status("taskgate.v1.UserService") == NOT_SERVING
-            started = time.monotonic()
-            with pytest.raises(grpc.aio.AioRpcError) as info:
-                await client.register()
-            assert info.value.code() == grpc.StatusCode.UNAVAILABLE
-            assert time.monotonic() - started < 1.5
-    finally:
-        await app.stop(grace=0.5)
+    async with unreachable as (_, client):
+        assert await client.health_status() == NOT_SERVING
+        assert await client.health_status("taskgate.v1.UserService") == NOT_SERVING
+        started = time.monotonic()
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await client.register()
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert time.monotonic() - started < 1.5

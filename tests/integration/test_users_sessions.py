@@ -10,12 +10,12 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 
-from server.app import App
 from server.config import Settings
 from taskgate.v1 import session_service_pb2 as session_pb
 from taskgate.v1 import task_service_pb2 as task_pb
 from taskgate.v1 import user_service_pb2 as user_pb
 from tests.support.clients import PASSWORD, Client, bearer, field_violations, rich_status
+from tests.support.servers import serving
 
 pytestmark = pytest.mark.usefixtures("app")
 
@@ -152,21 +152,15 @@ async def test_a_user_deleted_through_one_replica_is_gone_from_another(
 ) -> None:
     user, token = await client.register_and_login()
     request = user_pb.GetUserRequest(user_id="me")
-    other = App(settings)
-    await other.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{other.port}") as chan:
-            replica = Client(chan)
-            got = await replica.users.GetUser(request, metadata=bearer(token))  # now cached there
-            assert got.user == user
-            await client.users.DeleteUser(
-                user_pb.DeleteUserRequest(user_id="me"), metadata=bearer(token)
-            )
-            with pytest.raises(grpc.aio.AioRpcError) as info:
-                await replica.users.GetUser(request, metadata=bearer(token))
-            assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    finally:
-        await other.stop(grace=0.5)
+    async with serving(settings) as (_, replica):
+        got = await replica.users.GetUser(request, metadata=bearer(token))  # now cached there
+        assert got.user == user
+        await client.users.DeleteUser(
+            user_pb.DeleteUserRequest(user_id="me"), metadata=bearer(token)
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await replica.users.GetUser(request, metadata=bearer(token))
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
 async def test_task_methods_answer_unimplemented(client: Client) -> None:
@@ -197,21 +191,13 @@ async def test_request_id_is_echoed_or_made(client: Client) -> None:
     assert set(field_violations(info.value)) == {"username", "password"}
 
 
-@pytest.mark.parametrize("settings_ttl", [1.0])
-async def test_a_session_expires_by_ttl(settings: Settings, settings_ttl: float) -> None:
-    from dataclasses import replace
-
-    short = App(replace(settings, session_ttl=settings_ttl))
-    await short.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{short.port}") as chan:
-            client = Client(chan)
-            _, token = await client.register_and_login()
-            request = user_pb.GetUserRequest(user_id="me")
+async def test_a_session_expires_by_ttl(settings: Settings) -> None:
+    ttl = 1.0
+    async with serving(settings, session_ttl=ttl) as (_, client):
+        _, token = await client.register_and_login()
+        request = user_pb.GetUserRequest(user_id="me")
+        await client.users.GetUser(request, metadata=bearer(token))
+        await asyncio.sleep(ttl + 0.2)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
             await client.users.GetUser(request, metadata=bearer(token))
-            await asyncio.sleep(settings_ttl + 0.2)
-            with pytest.raises(grpc.aio.AioRpcError) as info:
-                await client.users.GetUser(request, metadata=bearer(token))
-            assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    finally:
-        await short.stop(grace=0.5)
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
