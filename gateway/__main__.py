@@ -1,0 +1,93 @@
+"""``python -m gateway``: settings → channel → app → serve until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+import grpc
+from aiohttp import web
+
+from gateway.app import create_app
+from gateway.config import Settings
+from gateway.metrics import HttpMetrics, metrics_app
+from server import logs
+from server.config import ConfigError, parse_addr
+
+log = logging.getLogger("taskgate.gateway")
+
+
+def channel_for(settings: Settings) -> grpc.aio.Channel:
+    return grpc.aio.insecure_channel(
+        settings.upstream,
+        options=[
+            ("grpc.max_receive_message_length", settings.max_message_bytes),
+            ("grpc.max_send_message_length", settings.max_message_bytes),
+            ("grpc.keepalive_time_ms", 30_000),
+        ],
+    )
+
+
+async def _site(app: web.Application, addr: str) -> web.AppRunner:
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    host, port = parse_addr(addr)
+    await web.TCPSite(runner, host, port, reuse_address=True).start()
+    return runner
+
+
+async def serve(settings: Settings) -> bool:
+    """Serves until SIGTERM or SIGINT; False when an address could not be bound."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    metrics = HttpMetrics()
+    async with channel_for(settings) as channel:
+        runners: list[web.AppRunner] = []
+        try:
+            runners.append(
+                await _site(create_app(settings, channel, metrics=metrics), settings.addr)
+            )
+            runners.append(await _site(metrics_app(metrics), settings.metrics_addr))
+        except OSError as exc:
+            log.error("cannot listen: %s", exc)
+            for runner in runners:
+                await runner.cleanup()
+            return False
+        log.info(
+            "serving HTTP on %s for %s (metrics on %s)",
+            settings.addr,
+            settings.upstream,
+            settings.metrics_addr,
+        )
+        await stop.wait()
+        log.info("shutting down")
+        for runner in reversed(runners):
+            await runner.cleanup()
+    return True
+
+
+def _install_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def main() -> int:
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"taskgate gateway: configuration error: {exc}", file=sys.stderr)
+        return 2
+    logs.configure(service="taskgate-gateway", level=settings.log_level, fmt=settings.log_format)
+    _install_uvloop()
+    return 0 if asyncio.run(serve(settings)) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,498 @@
+"""The gateway's aiohttp application: ``create_app(settings, channel)``.
+
+One handler serves every request. It finds the route (:mod:`gateway.routes`),
+builds the request message (:mod:`gateway.transcode`), calls the method over
+the shared channel with a generic multicallable made once per method, and
+writes the answer: JSON, raw bytes for ``google.api.HttpBody``, or a stream
+(newline-delimited JSON, or Server-Sent Events when the client asks for
+``text/event-stream``). Errors become grpc-gateway's JSON body
+(:mod:`gateway.errors`). ``/live``, ``/ready``, ``/openapi.json`` and ``/docs``
+are served beside the API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import swagger_ui_bundle
+from aiohttp import web
+from google.api import httpbody_pb2
+from google.protobuf import descriptor
+
+from gateway import errors, headers, routes, transcode
+from gateway.config import Settings
+from gateway.errors import GatewayError
+from gateway.health import HealthWatcher
+from gateway.metrics import UNMATCHED, HttpMetrics
+from gateway.openapi import build_document, product_comments
+from taskgate.v1 import session_service_pb2, task_service_pb2, user_service_pb2
+
+log = logging.getLogger("taskgate.gateway")
+access_log = logging.getLogger("taskgate.gateway.access")
+
+PRODUCT_SERVICES: tuple[descriptor.ServiceDescriptor, ...] = (
+    user_service_pb2.DESCRIPTOR.services_by_name["UserService"],
+    session_service_pb2.DESCRIPTOR.services_by_name["SessionService"],
+    task_service_pb2.DESCRIPTOR.services_by_name["TaskService"],
+)
+JSON = "application/json"
+NDJSON = "application/x-ndjson"
+EVENT_STREAM = "text/event-stream"
+_KNOWN_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+_SWAGGER_FILES = (
+    "swagger-ui.css",
+    "swagger-ui-bundle.js",
+    "swagger-ui-standalone-preset.js",
+    "favicon-32x32.png",
+    "favicon-16x16.png",
+)
+_DOCS_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <title>taskgate API</title>
+  <link rel="stylesheet" href="/docs/swagger-ui.css">
+  <link rel="icon" type="image/png" href="/docs/favicon-32x32.png" sizes="32x32">
+</head>
+<body>
+  <div id="swagger-ui"></div>
+  <script src="/docs/swagger-ui-bundle.js"></script>
+  <script src="/docs/swagger-ui-standalone-preset.js"></script>
+  <script>
+    window.ui = SwaggerUIBundle({
+      url: "/openapi.json",
+      dom_id: "#swagger-ui",
+      deepLinking: true,
+      presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset],
+      layout: "StandaloneLayout"
+    });
+  </script>
+</body>
+</html>
+"""
+HEALTH_KEY = web.AppKey("health", HealthWatcher)
+GATEWAY_KEY = web.AppKey("gateway", object)
+
+
+@dataclass(frozen=True)
+class _Call:
+    """A route's method, ready to call."""
+
+    route: routes.Route
+    unary: Callable[..., Any] | None
+    stream: Callable[..., Any] | None
+
+
+Page = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Gateway:
+    """Everything a request needs, built once."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        channel: grpc.aio.Channel,
+        services: Sequence[descriptor.ServiceDescriptor],
+        comments: dict[str, str],
+        metrics: HttpMetrics,
+        health: HealthWatcher,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.health = health
+        route_list = routes.routes_of(services)
+        self.router = routes.Router(route_list)
+        self._calls = {id(route): self._callable(channel, route) for route in route_list}
+        self.openapi = transcode.dumps(build_document(route_list, comments))
+        self._cors = frozenset(settings.cors_origins)
+        self._pages: dict[str, Page] = {
+            "/live": self._live,
+            "/ready": self._ready,
+            "/openapi.json": self._openapi,
+            "/docs": self._docs,
+            "/docs/": self._docs,
+        }
+        swagger = Path(swagger_ui_bundle.swagger_ui_path)
+        for name in _SWAGGER_FILES:
+            self._pages[f"/docs/{name}"] = _static(swagger / name)
+
+    @staticmethod
+    def _callable(channel: grpc.aio.Channel, route: routes.Route) -> _Call:
+        method = route.method
+        kwargs: dict[str, Any] = {
+            "request_serializer": method.request_class.SerializeToString,
+            "response_deserializer": method.response_class.FromString,
+        }
+        if method.server_streaming:
+            return _Call(route, None, channel.unary_stream(method.grpc_path, **kwargs))
+        return _Call(route, channel.unary_unary(method.grpc_path, **kwargs), None)
+
+    # -- the one handler -----------------------------------------------------------------
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        request_id = headers.request_id_from(request.headers.get("X-Request-Id"))
+        extra = {"X-Request-Id": request_id, **self._cors_headers(request)}
+        label = UNMATCHED
+        status = 500
+        self.metrics.in_flight.inc()
+        try:
+            label, response = await self._answer(request, request_id, extra)
+            status = response.status
+            return response
+        finally:
+            self.metrics.in_flight.dec()
+            elapsed = time.perf_counter() - started
+            method = request.method if request.method in _KNOWN_METHODS else "other"
+            self.metrics.observe(method, label, status, elapsed)
+            if access_log.isEnabledFor(logging.INFO):
+                _log_access(request, label, status, elapsed, request_id)
+
+    async def _answer(
+        self, request: web.Request, request_id: str, extra: dict[str, str]
+    ) -> tuple[str, web.StreamResponse]:
+        path = request.rel_url.raw_path
+        if (
+            request.method == "OPTIONS"
+            and "Access-Control-Request-Method" in request.headers
+            and "Access-Control-Allow-Origin" in extra
+        ):
+            return path, self._preflight(request, extra)
+        page = self._pages.get(path)
+        if page is not None and request.method == "GET":
+            response = await page(request)
+            response.headers.update(extra)
+            return path, response
+        found = self.router.resolve(request.method, path)
+        if isinstance(found, int):
+            error = errors.not_found() if found == 404 else errors.method_not_allowed()
+            return UNMATCHED, _error_response(error, extra)
+        call = self._calls[id(found.route)]
+        label = found.route.template.source
+        try:
+            return label, await self._forward(request, call, found.raw_params, request_id, extra)
+        except GatewayError as error:
+            return label, _error_response(error, extra)
+        except grpc.aio.AioRpcError as exc:
+            return label, _error_response(errors.from_rpc_error(exc), extra, exc)
+        except (ConnectionError, asyncio.CancelledError):
+            raise
+        except Exception:
+            log.exception("internal error", extra={"fields": {"request_id": request_id}})
+            return label, _error_response(errors.internal(), extra)
+
+    # -- forwarding ----------------------------------------------------------------------
+
+    async def _forward(
+        self,
+        request: web.Request,
+        call: _Call,
+        raw_params: dict[str, str],
+        request_id: str,
+        extra: dict[str, str],
+    ) -> web.StreamResponse:
+        route = call.route
+        message = await self._request_message(request, route, raw_params)
+        metadata = headers.outgoing_metadata(
+            request.headers.items(), request_id=request_id, peer=request.remote, host=request.host
+        )
+        deadline = self._timeout(request, streaming=call.stream is not None)
+        if call.unary is not None:
+            rpc = call.unary(message, metadata=metadata, timeout=deadline)
+            return await self._unary(rpc, route, extra)
+        assert call.stream is not None
+        rpc = call.stream(message, metadata=metadata, timeout=deadline)
+        return await _Streamer(request, route, rpc, extra, self.settings.sse_keepalive).run()
+
+    async def _request_message(
+        self, request: web.Request, route: routes.Route, raw_params: dict[str, str]
+    ) -> Any:
+        message = route.method.request_class()
+        try:
+            if route.body:
+                body = transcode.parse_json_body(await self._read_body(request))
+                transcode.apply_body(message, route.body, body)
+            params = {
+                variable.name: routes.decode_variable(raw_params[variable.name], variable)
+                for variable in route.template.variables
+            }
+            transcode.apply_path(message, params)
+            if route.body != "*" and request.rel_url.raw_query_string:
+                query = request.rel_url.query
+                grouped = {key: query.getall(key) for key in query}
+                bound = [name.split(".") for name in route.bound_fields]
+                transcode.apply_query(message, grouped, bound)
+        except (transcode.TranscodeError, routes.PathError) as exc:
+            raise errors.invalid_argument(str(exc)) from None
+        return message
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        limit = self.settings.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise errors.too_large(limit)
+        try:
+            return await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise errors.too_large(limit) from None
+
+    def _timeout(self, request: web.Request, *, streaming: bool) -> float | None:
+        value = request.headers.get("Grpc-Timeout")
+        if value is not None:
+            return headers.parse_grpc_timeout(value)
+        if streaming:
+            return self.settings.stream_timeout or None
+        return self.settings.default_timeout
+
+    async def _unary(self, rpc: Any, route: routes.Route, extra: dict[str, str]) -> web.Response:
+        reply = await rpc
+        response_headers = headers.response_headers(
+            await rpc.initial_metadata(), await rpc.trailing_metadata()
+        )
+        if route.method.http_body_response:
+            response = web.Response(body=reply.data)
+            response.headers["Content-Type"] = reply.content_type or "application/octet-stream"
+        else:
+            body = transcode.dumps(transcode.response_value(reply, route.response_body))
+            response = web.Response(body=body)
+            response.headers["Content-Type"] = JSON
+        _add_headers(response, response_headers, extra)
+        return response
+
+    # -- the other pages -----------------------------------------------------------------
+
+    async def _live(self, request: web.Request) -> web.StreamResponse:
+        return _json_response({"status": "alive"})
+
+    async def _ready(self, request: web.Request) -> web.StreamResponse:
+        if self.health.serving:
+            return _json_response({"status": "SERVING"})
+        return _json_response({"status": "NOT_SERVING"}, status=503)
+
+    async def _openapi(self, request: web.Request) -> web.StreamResponse:
+        response = web.Response(body=self.openapi)
+        response.headers["Content-Type"] = JSON
+        return response
+
+    async def _docs(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(text=_DOCS_PAGE, content_type="text/html")
+
+    # -- CORS ----------------------------------------------------------------------------
+
+    def _cors_headers(self, request: web.Request) -> dict[str, str]:
+        origin = request.headers.get("Origin")
+        if origin is None or not self._cors or (origin not in self._cors and "*" not in self._cors):
+            return {}
+        return {
+            "Access-Control-Allow-Origin": origin,
+            "Access-Control-Expose-Headers": "X-Request-Id, WWW-Authenticate",
+            "Vary": "Origin",
+        }
+
+    def _preflight(self, request: web.Request, extra: dict[str, str]) -> web.Response:
+        allowed = self.router.allowed(request.rel_url.raw_path)
+        response = web.Response(status=204 if allowed else 404)
+        response.headers.update(extra)
+        response.headers["Access-Control-Allow-Methods"] = ", ".join(allowed or ["GET"])
+        requested = request.headers.get("Access-Control-Request-Headers")
+        if requested:
+            response.headers["Access-Control-Allow-Headers"] = requested
+        response.headers["Access-Control-Max-Age"] = "600"
+        return response
+
+
+class _Streamer:
+    """Writes a server stream: NDJSON ``{"result": …}`` lines, SSE events, or raw bytes."""
+
+    def __init__(
+        self,
+        request: web.Request,
+        route: routes.Route,
+        rpc: Any,
+        extra: dict[str, str],
+        keepalive: float,
+    ) -> None:
+        self.request = request
+        self.route = route
+        self.rpc = rpc
+        self.extra = extra
+        self.keepalive = keepalive
+        accept = request.headers.get("Accept", "")
+        self.sse = EVENT_STREAM in accept
+        self.raw = route.method.http_body_response and not self.sse
+        self.content_type = NDJSON if NDJSON in accept else JSON
+        self.sent = 0
+
+    async def run(self) -> web.StreamResponse:
+        try:
+            first = await self.rpc.read()  # an error here is answered as a plain error
+            response = await self._prepare(first)
+            await self._pump(response, first)
+            await response.write_eof()
+            return response
+        finally:
+            if not self.rpc.done():
+                self.rpc.cancel()
+
+    async def _prepare(self, first: Any) -> web.StreamResponse:
+        response = web.StreamResponse()
+        if self.sse:
+            response.headers["Content-Type"] = EVENT_STREAM
+            response.headers["Cache-Control"] = "no-cache"
+            response.headers["X-Accel-Buffering"] = "no"
+        elif self.raw and isinstance(first, httpbody_pb2.HttpBody):
+            response.headers["Content-Type"] = first.content_type or "application/octet-stream"
+        else:
+            response.headers["Content-Type"] = self.content_type
+        _add_headers(response, headers.response_headers(await self.rpc.initial_metadata()), {})
+        response.headers.update(self.extra)
+        await response.prepare(self.request)
+        return response
+
+    async def _pump(self, response: web.StreamResponse, message: Any) -> None:
+        while message is not grpc.aio.EOF:
+            await response.write(self._chunk(message))
+            try:
+                message = await self._next(response)
+            except grpc.aio.AioRpcError as exc:
+                await response.write(self._error_chunk(errors.from_rpc_error(exc)))
+                return
+        if self.sse:
+            await response.write(b"event: end\ndata: {}\n\n")
+
+    async def _next(self, response: web.StreamResponse) -> Any:
+        if not self.sse:
+            return await self.rpc.read()
+        read = asyncio.ensure_future(self.rpc.read())
+        try:
+            while True:
+                done, _ = await asyncio.wait({read}, timeout=self.keepalive)
+                if done:
+                    return read.result()
+                await response.write(b": keep-alive\n\n")
+        finally:
+            if not read.done():
+                read.cancel()
+                with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+                    await read
+
+    def _chunk(self, message: Any) -> bytes:
+        if self.raw:
+            data: bytes = message.data
+            return data
+        line = transcode.dumps(
+            {"result": transcode.response_value(message, self.route.response_body)}
+        )
+        self.sent += 1
+        if self.sse:
+            return b"id: %d\ndata: %s\n\n" % (self.sent, line)
+        return line + b"\n"
+
+    def _error_chunk(self, error: GatewayError) -> bytes:
+        line = transcode.dumps({"error": error.status_dict()})
+        if self.sse:
+            return b"event: error\ndata: %s\n\n" % line
+        if self.raw:
+            return b""
+        return line + b"\n"
+
+
+def _static(path: Path) -> Page:
+    async def serve(request: web.Request) -> web.StreamResponse:
+        response = web.FileResponse(path)
+        response.headers["Cache-Control"] = "public, max-age=3600"
+        return response
+
+    return serve
+
+
+def _json_response(value: Any, status: int = 200) -> web.Response:
+    response = web.Response(body=transcode.dumps(value), status=status)
+    response.headers["Content-Type"] = JSON
+    return response
+
+
+def _add_headers(
+    response: web.StreamResponse, pairs: Iterable[tuple[str, str]], extra: dict[str, str]
+) -> None:
+    for name, value in pairs:
+        response.headers.add(name, value)
+    response.headers.update(extra)
+
+
+def _error_response(
+    error: GatewayError, extra: dict[str, str], exc: grpc.aio.AioRpcError | None = None
+) -> web.Response:
+    response = web.Response(body=error.body(), status=error.status)
+    response.headers["Content-Type"] = JSON
+    pairs: list[tuple[str, str]] = list(error.response_headers().items())
+    if exc is not None:
+        pairs += headers.response_headers(exc.initial_metadata())
+    _add_headers(response, pairs, extra)
+    return response
+
+
+def _log_access(
+    request: web.Request, route: str, status: int, elapsed: float, request_id: str
+) -> None:
+    access_log.info(
+        "%s %s %d",
+        request.method,
+        request.rel_url.raw_path,
+        status,
+        extra={
+            "fields": {
+                "method": request.method,
+                "path": request.rel_url.raw_path,
+                "route": route,
+                "status": status,
+                "duration_ms": round(elapsed * 1000, 3),
+                "request_id": request_id,
+                "peer": request.remote,
+            }
+        },
+    )
+
+
+def create_app(
+    settings: Settings,
+    channel: grpc.aio.Channel,
+    *,
+    services: Sequence[descriptor.ServiceDescriptor] = PRODUCT_SERVICES,
+    comments: dict[str, str] | None = None,
+    metrics: HttpMetrics | None = None,
+    health_service: str = "",
+) -> web.Application:
+    """The gateway in front of ``channel``; the health watch runs while the app runs."""
+    health = HealthWatcher(channel, service=health_service)
+    gateway = Gateway(
+        settings=settings,
+        channel=channel,
+        services=services,
+        comments=product_comments() if comments is None else comments,
+        metrics=HttpMetrics() if metrics is None else metrics,
+        health=health,
+    )
+    app = web.Application(client_max_size=settings.max_body_bytes)
+    app[HEALTH_KEY] = health
+    app[GATEWAY_KEY] = gateway
+    app.router.add_route("*", "/{tail:.*}", gateway.handle)
+
+    async def start_health(_: web.Application) -> None:
+        health.start()
+
+    async def stop_health(_: web.Application) -> None:
+        await health.stop()
+
+    app.on_startup.append(start_health)
+    app.on_cleanup.append(stop_health)
+    return app

@@ -1,0 +1,109 @@
+"""Gateway settings, read once from the environment (``TASKGATE_GATEWAY_*``).
+
+Values are cast explicitly; a bad one fails at start-up with the variable named.
+The parsers are the server's (:mod:`server.config`), so durations and addresses
+read the same everywhere.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+from server.config import ConfigError, parse_addr, parse_duration
+
+_T = TypeVar("_T")
+_LOG_LEVELS = frozenset({"debug", "info", "warning", "error"})
+_LOG_FORMATS = frozenset({"json", "text"})
+
+
+def parse_origins(text: str) -> tuple[str, ...]:
+    """A comma-separated list of origins (``https://app.example.com``) or ``*``."""
+    origins = tuple(o.strip().rstrip("/") for o in text.split(",") if o.strip())
+    for origin in origins:
+        if origin != "*" and "://" not in origin:
+            raise ValueError(f"not an origin: {origin!r} (use scheme://host[:port] or *)")
+    return origins
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError(f"must be greater than 0, got {value}")
+    return value
+
+
+def _non_negative_duration(text: str) -> float:
+    value = parse_duration(text)
+    if value < 0:  # pragma: no cover - parse_duration has no sign
+        raise ValueError("must not be negative")
+    return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Everything the gateway reads from its environment."""
+
+    addr: str = "127.0.0.1:8080"
+    upstream: str = "127.0.0.1:50051"
+    metrics_addr: str = "127.0.0.1:9466"
+    cors_origins: tuple[str, ...] = ()
+    max_body_bytes: int = 14 * 1024 * 1024
+    default_timeout: float = 30.0
+    stream_timeout: float = 3600.0
+    sse_keepalive: float = 15.0
+    log_level: str = "info"
+    log_format: str = "json"
+
+    @property
+    def max_message_bytes(self) -> int:
+        """The largest gRPC message the channel accepts from the server."""
+        return max(self.max_body_bytes, 64 * 1024 * 1024)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+
+        def get(name: str, default: str, cast: Callable[[str], _T]) -> _T:
+            raw = env.get(f"TASKGATE_{name}", default)
+            try:
+                return cast(raw)
+            except ValueError as exc:
+                raise ConfigError(f"TASKGATE_{name}: {exc}") from None
+
+        settings = cls(
+            addr=get("GATEWAY_ADDR", cls.addr, str),
+            upstream=get("GATEWAY_UPSTREAM", cls.upstream, str),
+            metrics_addr=get("GATEWAY_METRICS_ADDR", cls.metrics_addr, str),
+            cors_origins=get("GATEWAY_CORS_ORIGINS", "", parse_origins),
+            max_body_bytes=get("GATEWAY_MAX_BODY_BYTES", str(cls.max_body_bytes), _positive_int),
+            default_timeout=get("GATEWAY_DEFAULT_TIMEOUT", "30s", parse_duration),
+            stream_timeout=get("GATEWAY_STREAM_TIMEOUT", "1h", _non_negative_duration),
+            sse_keepalive=get("GATEWAY_SSE_KEEPALIVE", "15s", parse_duration),
+            log_level=get("LOG_LEVEL", "info", str.lower),
+            log_format=get("LOG_FORMAT", "json", str.lower),
+        )
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        addrs = {
+            "GATEWAY_ADDR": self.addr,
+            "GATEWAY_UPSTREAM": self.upstream,
+            "GATEWAY_METRICS_ADDR": self.metrics_addr,
+        }
+        for name, addr in addrs.items():
+            try:
+                parse_addr(addr)
+            except ValueError as exc:
+                raise ConfigError(f"TASKGATE_{name}: {exc}") from None
+        if self.default_timeout <= 0:
+            raise ConfigError("TASKGATE_GATEWAY_DEFAULT_TIMEOUT: must be greater than 0")
+        if self.sse_keepalive <= 0:
+            raise ConfigError("TASKGATE_GATEWAY_SSE_KEEPALIVE: must be greater than 0")
+        if self.log_level not in _LOG_LEVELS:
+            raise ConfigError("TASKGATE_LOG_LEVEL: use debug, info, warning or error")
+        if self.log_format not in _LOG_FORMATS:
+            raise ConfigError("TASKGATE_LOG_FORMAT: use json or text")

@@ -1,0 +1,72 @@
+"""HTTP metrics of the gateway, in a registry of their own, served on their own port.
+
+- ``taskgate_gateway_http_requests_total{method, route, status}``
+- ``taskgate_gateway_http_request_duration_seconds{method, route}`` (histogram)
+- ``taskgate_gateway_http_requests_in_flight``
+
+``route`` is the path template (``/v1/users/{user_id}``), never the raw path,
+so the label values stay bounded: a request that matches no route is
+``unmatched``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+UNMATCHED = "unmatched"
+_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class HttpMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = CollectorRegistry(auto_describe=True) if registry is None else registry
+        self.requests = Counter(
+            "taskgate_gateway_http_requests",
+            "HTTP requests answered, by method, route template and status.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "taskgate_gateway_http_request_duration_seconds",
+            "Time from request to the end of the response, by method and route template.",
+            ["method", "route"],
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "taskgate_gateway_http_requests_in_flight",
+            "HTTP requests being answered now.",
+            registry=self.registry,
+        )
+        self._counters: dict[tuple[str, str, int], Any] = {}
+        self._histograms: dict[tuple[str, str], Any] = {}
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        counter = self._counters.get((method, route, status))
+        if counter is None:
+            counter = self.requests.labels(method, route, str(status))
+            self._counters[(method, route, status)] = counter
+        counter.inc()
+        histogram = self._histograms.get((method, route))
+        if histogram is None:
+            histogram = self.duration.labels(method, route)
+            self._histograms[(method, route)] = histogram
+        histogram.observe(seconds)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def metrics_app(metrics: HttpMetrics) -> web.Application:
+    async def serve(request: web.Request) -> web.Response:
+        response = web.Response(body=metrics.exposition())
+        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return response
+
+    app = web.Application()
+    app.router.add_get("/metrics", serve)
+    return app

@@ -1,0 +1,424 @@
+"""An OpenAPI 3.1 document built from the same routes and descriptors as the gateway.
+
+Paths, parameters (path, then query as grpc-gateway reads it), request bodies,
+response and error schemas come from the descriptors; descriptions are the
+proto comments, read from a descriptor set compiled with ``--include_source_info``
+(``gen/taskgate/v1/descriptor_set.binpb``, rewritten by ``make proto`` and
+checked for drift in ``make lint``), since the generated ``_pb2`` modules carry
+no comments.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from google.protobuf import descriptor, descriptor_pb2
+
+from gateway.routes import HTTP_BODY, Route
+
+FD = descriptor.FieldDescriptor
+Schema = dict[str, Any]
+
+STATUS_REF = "#/components/schemas/google.rpc.Status"
+_MAX_QUERY_DEPTH = 4
+_LINT_DIRECTIVE = re.compile(r"^\s*buf:lint:\S+.*$", re.MULTILINE)
+_INT32 = {"type": "integer", "format": "int32", "minimum": -(2**31), "maximum": 2**31 - 1}
+_UINT32 = {"type": "integer", "format": "int64", "minimum": 0, "maximum": 2**32 - 1}
+_INT64 = {"type": "string", "format": "int64", "pattern": "^-?[0-9]{1,19}$"}
+_UINT64 = {"type": "string", "format": "uint64", "pattern": "^[0-9]{1,20}$"}
+_SCALARS: dict[int, Schema] = {
+    FD.TYPE_INT32: _INT32,
+    FD.TYPE_SINT32: _INT32,
+    FD.TYPE_SFIXED32: _INT32,
+    FD.TYPE_UINT32: _UINT32,
+    FD.TYPE_FIXED32: _UINT32,
+    FD.TYPE_INT64: _INT64,
+    FD.TYPE_SINT64: _INT64,
+    FD.TYPE_SFIXED64: _INT64,
+    FD.TYPE_UINT64: _UINT64,
+    FD.TYPE_FIXED64: _UINT64,
+    FD.TYPE_DOUBLE: {"type": "number", "format": "double"},
+    FD.TYPE_FLOAT: {"type": "number", "format": "float"},
+    FD.TYPE_BOOL: {"type": "boolean"},
+    FD.TYPE_STRING: {"type": "string"},
+    FD.TYPE_BYTES: {"type": "string", "format": "byte", "contentEncoding": "base64"},
+}
+_WELL_KNOWN: dict[str, Schema] = {
+    "google.protobuf.Timestamp": {"type": "string", "format": "date-time"},
+    "google.protobuf.Duration": {"type": "string", "pattern": "^-?[0-9]+(\\.[0-9]{1,9})?s$"},
+    "google.protobuf.FieldMask": {"type": "string"},
+    "google.protobuf.Struct": {"type": "object", "additionalProperties": True},
+    "google.protobuf.Value": {},
+    "google.protobuf.ListValue": {"type": "array", "items": {}},
+    "google.protobuf.Empty": {"type": "object"},
+    "google.protobuf.Any": {
+        "type": "object",
+        "properties": {"@type": {"type": "string"}},
+        "required": ["@type"],
+        "additionalProperties": True,
+    },
+}
+_WRAPPER_TYPES = {
+    "DoubleValue": FD.TYPE_DOUBLE,
+    "FloatValue": FD.TYPE_FLOAT,
+    "Int64Value": FD.TYPE_INT64,
+    "UInt64Value": FD.TYPE_UINT64,
+    "Int32Value": FD.TYPE_INT32,
+    "UInt32Value": FD.TYPE_UINT32,
+    "BoolValue": FD.TYPE_BOOL,
+    "StringValue": FD.TYPE_STRING,
+    "BytesValue": FD.TYPE_BYTES,
+}
+for _name, _kind in _WRAPPER_TYPES.items():
+    _WELL_KNOWN[f"google.protobuf.{_name}"] = _SCALARS[_kind]
+STATUS_SCHEMA: Schema = {
+    "type": "object",
+    "description": "The error body: a google.rpc.Status in protobuf JSON.",
+    "properties": {
+        "code": {**_INT32, "description": "The gRPC status code."},
+        "message": {"type": "string", "description": "What went wrong."},
+        "details": {
+            "type": "array",
+            "items": _WELL_KNOWN["google.protobuf.Any"],
+            "description": "google.rpc error details, such as BadRequest, each with its @type.",
+        },
+    },
+    "required": ["code", "message", "details"],
+}
+
+# -- comments ---------------------------------------------------------------------------
+
+# Field numbers in descriptor.proto used by SourceCodeInfo paths.
+_FILE_MESSAGE, _FILE_ENUM, _FILE_SERVICE = 4, 5, 6
+_MESSAGE_FIELD, _MESSAGE_NESTED, _MESSAGE_ENUM = 2, 3, 4
+_ENUM_VALUE, _SERVICE_METHOD = 2, 2
+
+
+def _clean(comment: str) -> str:
+    comment = _LINT_DIRECTIVE.sub("", comment)
+    lines = [line[1:] if line.startswith(" ") else line for line in comment.splitlines()]
+    return "\n".join(lines).strip()
+
+
+def _message_names(
+    prefix: str, message: descriptor_pb2.DescriptorProto, path: tuple[int, ...], out: dict[Any, str]
+) -> None:
+    name = f"{prefix}.{message.name}"
+    out[path] = name
+    for i, field in enumerate(message.field):
+        out[(*path, _MESSAGE_FIELD, i)] = f"{name}.{field.name}"
+    for i, nested in enumerate(message.nested_type):
+        _message_names(name, nested, (*path, _MESSAGE_NESTED, i), out)
+    for i, enum in enumerate(message.enum_type):
+        _enum_names(name, enum, (*path, _MESSAGE_ENUM, i), out)
+
+
+def _enum_names(
+    prefix: str,
+    enum: descriptor_pb2.EnumDescriptorProto,
+    path: tuple[int, ...],
+    out: dict[Any, str],
+) -> None:
+    out[path] = f"{prefix}.{enum.name}"
+    for i, value in enumerate(enum.value):
+        # enum values are scoped like siblings of their enum
+        out[(*path, _ENUM_VALUE, i)] = f"{prefix}.{enum.name}.{value.name}"
+
+
+def comments_of(files: Iterable[descriptor_pb2.FileDescriptorProto]) -> dict[str, str]:
+    """Leading comments by full name (service, method, message, field, enum, value)."""
+    comments: dict[str, str] = {}
+    for file in files:
+        names: dict[Any, str] = {}
+        package = file.package
+        for i, message in enumerate(file.message_type):
+            _message_names(package, message, (_FILE_MESSAGE, i), names)
+        for i, enum in enumerate(file.enum_type):
+            _enum_names(package, enum, (_FILE_ENUM, i), names)
+        for i, service in enumerate(file.service):
+            names[(_FILE_SERVICE, i)] = f"{package}.{service.name}"
+            for j, method in enumerate(service.method):
+                names[(_FILE_SERVICE, i, _SERVICE_METHOD, j)] = (
+                    f"{package}.{service.name}.{method.name}"
+                )
+        for location in file.source_code_info.location:
+            name = names.get(tuple(location.path))
+            if name is not None and location.leading_comments:
+                comments[name] = _clean(location.leading_comments)
+    return comments
+
+
+def load_descriptor_set(data: bytes) -> dict[str, str]:
+    return comments_of(descriptor_pb2.FileDescriptorSet.FromString(data).file)
+
+
+def product_comments() -> dict[str, str]:
+    """The comments of the taskgate protos, from the descriptor set beside the stubs."""
+    resource = importlib.resources.files("taskgate.v1") / "descriptor_set.binpb"
+    try:
+        return load_descriptor_set(resource.read_bytes())
+    except FileNotFoundError:  # pragma: no cover - `make proto` writes it
+        return {}
+
+
+# -- schemas ----------------------------------------------------------------------------
+
+
+def _ref(message: descriptor.Descriptor) -> Schema:
+    return {"$ref": f"#/components/schemas/{message.full_name}"}
+
+
+class _Builder:
+    def __init__(self, comments: Mapping[str, str]) -> None:
+        self.comments = comments
+        self.schemas: dict[str, Schema] = {"google.rpc.Status": STATUS_SCHEMA}
+
+    def describe(self, schema: Schema, full_name: str) -> Schema:
+        text = self.comments.get(full_name)
+        if text:
+            return {**schema, "description": text}
+        return schema
+
+    def message(self, message: descriptor.Descriptor) -> Schema:
+        """The schema of a message: a well-known form or a $ref to a component."""
+        known = _WELL_KNOWN.get(message.full_name)
+        if known is not None:
+            return dict(known)
+        if message.full_name not in self.schemas:
+            self.schemas[message.full_name] = {}  # placeholder against recursion
+            self.schemas[message.full_name] = self.object(message, exclude=())
+        return _ref(message)
+
+    def object(self, message: descriptor.Descriptor, exclude: Sequence[str]) -> Schema:
+        properties = {
+            field.json_name: self.field(field)
+            for field in message.fields
+            if field.name not in exclude
+        }
+        schema: Schema = {"type": "object", "properties": properties}
+        return self.describe(schema, message.full_name)
+
+    def value(self, field: FD) -> Schema:
+        if field.enum_type is not None:
+            names = [v.name for v in field.enum_type.values]
+            return self.describe({"type": "string", "enum": names}, field.enum_type.full_name)
+        if field.message_type is not None:
+            return self.message(field.message_type)
+        return dict(_SCALARS[field.type])
+
+    def field(self, field: FD) -> Schema:
+        target = field.message_type
+        if target is not None and target.GetOptions().map_entry:
+            schema: Schema = {
+                "type": "object",
+                "additionalProperties": self.value(target.fields_by_name["value"]),
+            }
+        elif field.is_repeated:
+            schema = {"type": "array", "items": self.value(field)}
+        elif target is not None and not _in_oneof(field):
+            # unset message fields are written as null
+            schema = {"anyOf": [self.value(field), {"type": "null"}]}
+        else:
+            schema = self.value(field)
+        return self.describe(schema, field.full_name)
+
+
+def _in_oneof(field: FD) -> bool:
+    oneof = field.containing_oneof
+    return oneof is not None and not (len(oneof.fields) == 1 and oneof.name == "_" + field.name)
+
+
+# -- operations -------------------------------------------------------------------------
+
+
+def _summary(text: str) -> str:
+    first = text.split("\n\n", 1)[0].replace("\n", " ")
+    sentence = re.split(r"(?<=[.!?])\s", first, maxsplit=1)[0]
+    return sentence.rstrip(".")
+
+
+def _path_parameters(route: Route, builder: _Builder) -> list[Schema]:
+    parameters = []
+    for variable in route.template.variables:
+        message = route.method.descriptor.input_type
+        field = None
+        for name in variable.field_path:
+            field = message.fields_by_name[name]
+            if field.message_type is not None:
+                message = field.message_type
+        assert field is not None
+        schema = builder.value(field)
+        if "$ref" in schema:  # pragma: no cover - a path variable is a scalar
+            schema = {"type": "string"}
+        description = builder.comments.get(field.full_name, "")
+        if variable.multi_segment:
+            description = (description + " May contain '/'.").strip()
+        parameter: Schema = {
+            "name": variable.name,
+            "in": "path",
+            "required": True,
+            "schema": schema,
+        }
+        if description:
+            parameter["description"] = description
+        parameters.append(parameter)
+    return parameters
+
+
+def _query_parameters(
+    message: descriptor.Descriptor,
+    bound: frozenset[str],
+    builder: _Builder,
+    prefix: tuple[str, ...] = (),
+    json_prefix: tuple[str, ...] = (),
+) -> list[Schema]:
+    """Every leaf field a query may set: not bound by the path or the body."""
+    parameters: list[Schema] = []
+    for field in message.fields:
+        path = (*prefix, field.name)
+        json_path = (*json_prefix, field.json_name)
+        target = field.message_type
+        if ".".join(path) in bound or (target is not None and target.GetOptions().map_entry):
+            continue
+        if target is not None and target.full_name not in _WELL_KNOWN:
+            if not field.is_repeated and len(path) < _MAX_QUERY_DEPTH:
+                parameters += _query_parameters(target, bound, builder, path, json_path)
+            continue
+        schema = builder.value(field)
+        parameter: Schema = {"name": ".".join(json_path), "in": "query"}
+        if field.is_repeated:
+            parameter.update(schema={"type": "array", "items": schema}, style="form", explode=True)
+        else:
+            parameter["schema"] = schema
+        description = builder.comments.get(field.full_name)
+        if description:
+            parameter["description"] = description
+        parameters.append(parameter)
+    return parameters
+
+
+def _request_body(route: Route, builder: _Builder) -> Schema | None:
+    request = route.method.descriptor.input_type
+    if route.body == "":
+        return None
+    if route.body == "*":
+        top_level = {v.field_path[0] for v in route.template.variables if len(v.field_path) == 1}
+        if top_level:
+            schema = builder.object(request, exclude=sorted(top_level))
+        else:
+            schema = builder.message(request)
+    else:
+        schema = builder.field(request.fields_by_name[route.body])
+    return {"required": False, "content": {"application/json": {"schema": schema}}}
+
+
+def _responses(route: Route, builder: _Builder) -> Schema:
+    method = route.method
+    output = method.descriptor.output_type
+    if method.http_body_response:
+        content: Schema = {"*/*": {"schema": {"type": "string", "format": "binary"}}}
+        description = "The raw bytes, with their content type."
+    else:
+        if route.response_body:
+            schema = builder.field(output.fields_by_name[route.response_body])
+        else:
+            schema = builder.message(output)
+        description = "A successful response."
+        content = {"application/json": {"schema": schema}}
+        if method.server_streaming:
+            chunk = {
+                "type": "object",
+                "properties": {"result": schema, "error": {"$ref": STATUS_REF}},
+            }
+            description = (
+                'A stream: one JSON object a line, {"result": ...} per message and a final '
+                '{"error": ...} if the stream fails; Server-Sent Events with '
+                "Accept: text/event-stream."
+            )
+            content = {
+                "application/json": {"schema": chunk},
+                "application/x-ndjson": {"schema": chunk},
+                "text/event-stream": {"schema": {"type": "string"}},
+            }
+    return {
+        "200": {"description": description, "content": content},
+        "default": {
+            "description": "An error, with the HTTP status of its gRPC code.",
+            "content": {"application/json": {"schema": {"$ref": STATUS_REF}}},
+        },
+    }
+
+
+def _operation(route: Route, builder: _Builder) -> Schema:
+    method = route.method
+    full_name = method.descriptor.full_name
+    comment = builder.comments.get(full_name, "")
+    bound = route.bound_fields
+    parameters = _path_parameters(route, builder)
+    if route.body != "*":
+        parameters += _query_parameters(method.descriptor.input_type, bound, builder)
+    operation: Schema = {
+        "operationId": route.operation_id,
+        "tags": [method.service.name],
+        "summary": _summary(comment) if comment else method.descriptor.name,
+        "parameters": parameters,
+        "responses": _responses(route, builder),
+        "x-grpc-method": method.grpc_path,
+    }
+    if comment:
+        operation["description"] = comment
+    body = _request_body(route, builder)
+    if body is not None:
+        operation["requestBody"] = body
+    return operation
+
+
+def build_document(
+    routes: Iterable[Route],
+    comments: Mapping[str, str],
+    *,
+    title: str = "taskgate",
+    version: str = "v1",
+) -> dict[str, Any]:
+    builder = _Builder(comments)
+    paths: dict[str, dict[str, Any]] = {}
+    tags: dict[str, Schema] = {}
+    for route in sorted(routes, key=lambda r: (r.template.source, r.http_method)):
+        service = route.method.service
+        tag: Schema = {"name": service.name}
+        if comments.get(service.full_name):
+            tag["description"] = comments[service.full_name]
+        tags.setdefault(service.name, tag)
+        item = paths.setdefault(route.template.openapi_path, {})
+        item[route.http_method.lower()] = _operation(route, builder)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": title,
+            "version": version,
+            "description": (
+                "HTTP/JSON transcoding of the gRPC API, generated from the google.api.http "
+                "annotations. Errors are google.rpc.Status objects."
+            ),
+        },
+        "tags": sorted(tags.values(), key=lambda t: str(t["name"])),
+        "paths": paths,
+        "components": {
+            "schemas": dict(sorted(builder.schemas.items())),
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A session id from POST /v1/sessions.",
+                }
+            },
+        },
+        # Public methods need no session, the others do; both are allowed here.
+        "security": [{"bearer": []}, {}],
+    }
+
+
+__all__ = ["HTTP_BODY", "build_document", "load_descriptor_set", "product_comments"]

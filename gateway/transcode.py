@@ -1,0 +1,417 @@
+"""Pure transcoding: path, query and body → request message; message → JSON.
+
+The rules are grpc-gateway v2's (``runtime/query.go``, ``runtime/convert.go``,
+its JSONPb marshaler with ``EmitUnpopulated`` and ``DiscardUnknown``):
+
+- A query key is a dotted field path, by proto name or JSON name; a key that
+  names no field is ignored; a repeated field takes every value of its key; a
+  second value for a singular field is an error; ``key[k]=v`` fills a map.
+- Scalars parse as Go's ``strconv`` does (bools: ``1 t T TRUE true True`` and
+  their false twins); enums by name or number; bytes as standard or URL-safe
+  base64; Timestamps as RFC 3339; Durations as ``1.5s`` or Go's ``1h2m3.5s``;
+  wrappers as their scalar; FieldMask as comma-separated paths.
+- Bodies are protobuf JSON, both name forms, unknown fields dropped.
+- Out: lowerCamelCase names, int64 as strings, enums by name, every field
+  emitted (an unset message field as ``null``, as Go's protojson does).
+
+Every failure is a :class:`TranscodeError`, answered as INVALID_ARGUMENT.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from functools import cache
+from typing import Any
+
+from google.protobuf import descriptor, json_format
+from google.protobuf.message import Message
+
+FD = descriptor.FieldDescriptor
+_MAP_KEY = re.compile(r"^(.*)\[(.*)\]$")
+_GO_DURATION = re.compile(r"^([-+]?)((?:\d+(?:\.\d*)?|\.\d+)(?:ns|us|µs|μs|ms|s|m|h))+$")
+_GO_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+_GO_UNITS = {
+    "ns": 1,
+    "us": 1_000,
+    "µs": 1_000,
+    "μs": 1_000,
+    "ms": 1_000_000,
+    "s": 1_000_000_000,
+    "m": 60_000_000_000,
+    "h": 3_600_000_000_000,
+}
+_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
+_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
+_INT_RANGES = {
+    FD.TYPE_INT32: (-(2**31), 2**31 - 1),
+    FD.TYPE_SINT32: (-(2**31), 2**31 - 1),
+    FD.TYPE_SFIXED32: (-(2**31), 2**31 - 1),
+    FD.TYPE_INT64: (-(2**63), 2**63 - 1),
+    FD.TYPE_SINT64: (-(2**63), 2**63 - 1),
+    FD.TYPE_SFIXED64: (-(2**63), 2**63 - 1),
+    FD.TYPE_UINT32: (0, 2**32 - 1),
+    FD.TYPE_FIXED32: (0, 2**32 - 1),
+    FD.TYPE_UINT64: (0, 2**64 - 1),
+    FD.TYPE_FIXED64: (0, 2**64 - 1),
+}
+_WRAPPERS = frozenset(
+    f"google.protobuf.{name}Value"
+    for name in ("Double", "Float", "Int64", "UInt64", "Int32", "UInt32", "Bool", "String", "Bytes")
+)
+# Well-known types whose JSON form is not an object: never walked for nulls.
+_SCALAR_JSON_TYPES = _WRAPPERS | {
+    "google.protobuf.Timestamp",
+    "google.protobuf.Duration",
+    "google.protobuf.FieldMask",
+    "google.protobuf.Struct",
+    "google.protobuf.Value",
+    "google.protobuf.ListValue",
+    "google.protobuf.Any",
+    "google.protobuf.Empty",
+}
+
+
+class TranscodeError(ValueError):
+    """The HTTP request cannot become the method's request message."""
+
+
+# -- scalars --------------------------------------------------------------------------
+
+
+def _parse_int(text: str, field: FD) -> int:
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise TranscodeError(f"{text!r} is not an integer") from None
+    low, high = _INT_RANGES[field.type]
+    if not low <= value <= high:
+        raise TranscodeError(f"{text!r} is out of range for {field.name}")
+    return value
+
+
+def _parse_float(text: str, field: FD) -> float:
+    special = {"NaN": "nan", "Inf": "inf", "+Inf": "inf", "-Inf": "-inf"}
+    try:
+        return float(special.get(text, text))
+    except ValueError:
+        raise TranscodeError(f"{text!r} is not a number") from None
+
+
+def _parse_bool(text: str, field: FD) -> bool:
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise TranscodeError(f"{text!r} is not a boolean")
+
+
+def _parse_bytes(text: str, field: FD) -> bytes:
+    try:
+        data = text.encode("ascii")
+    except UnicodeEncodeError:
+        raise TranscodeError(f"{text!r} is not base64") from None
+    data += b"=" * (-len(data) % 4)
+    for altchars in (None, b"-_"):
+        try:
+            return base64.b64decode(data, altchars=altchars, validate=True)
+        except (binascii.Error, ValueError):
+            continue
+    raise TranscodeError(f"{text!r} is not base64")
+
+
+def _parse_enum(text: str, field: FD) -> int:
+    enum = field.enum_type
+    assert enum is not None
+    by_name = enum.values_by_name.get(text)
+    if by_name is not None:
+        return int(by_name.number)
+    try:
+        number = int(text, 10)
+    except ValueError:
+        number = None
+    if number is not None and number in enum.values_by_number:
+        return number
+    raise TranscodeError(f"{text!r} is not a valid {enum.full_name}")
+
+
+def _parse_string(text: str, field: FD) -> str:
+    return text
+
+
+_SCALARS: dict[int, Any] = {
+    **{kind: _parse_int for kind in _INT_RANGES},
+    FD.TYPE_DOUBLE: _parse_float,
+    FD.TYPE_FLOAT: _parse_float,
+    FD.TYPE_BOOL: _parse_bool,
+    FD.TYPE_STRING: _parse_string,
+    FD.TYPE_BYTES: _parse_bytes,
+    FD.TYPE_ENUM: _parse_enum,
+}
+
+
+def parse_go_duration(text: str) -> int:
+    """Nanoseconds of a Go duration (``1h2m3.5s``, ``300ms``) or a JSON one (``1.5s``)."""
+    if _GO_DURATION.fullmatch(text) is None:
+        raise TranscodeError(f"{text!r} is not a duration (use e.g. 1.5s or 1h30m)")
+    total = 0.0
+    for number, unit in _GO_DURATION_PART.findall(text):
+        total += float(number) * _GO_UNITS[unit]
+    return -round(total) if text.startswith("-") else round(total)
+
+
+def _fill_well_known(message: Message, text: str) -> bool:
+    """Sets a well-known message from its query form; False when it is not one."""
+    name = message.DESCRIPTOR.full_name
+    if name in _WRAPPERS:
+        value_field = message.DESCRIPTOR.fields_by_name["value"]
+        message.value = _SCALARS[value_field.type](text, value_field)  # type: ignore[attr-defined]
+    elif name == "google.protobuf.Timestamp":
+        if text != "null":
+            try:
+                message.FromJsonString(text)  # type: ignore[attr-defined]
+            except ValueError:
+                raise TranscodeError(f"{text!r} is not an RFC 3339 timestamp") from None
+    elif name == "google.protobuf.Duration":
+        if text != "null":
+            message.FromNanoseconds(parse_go_duration(text))  # type: ignore[attr-defined]
+    elif name == "google.protobuf.FieldMask":
+        message.paths.extend(p for p in text.split(",") if p)  # type: ignore[attr-defined]
+    else:
+        return False
+    return True
+
+
+def _scalar(field: FD, text: str) -> Any:
+    try:
+        return _SCALARS[field.type](text, field)
+    except TranscodeError as exc:
+        raise TranscodeError(f"field {field.name}: {exc}") from None
+
+
+# -- fields by path -------------------------------------------------------------------
+
+
+def _field_named(message: Message, name: str) -> FD | None:
+    found: FD | None = message.DESCRIPTOR.fields_by_name.get(name)  # type: ignore[assignment]
+    if found is None:
+        found = _json_names(message.DESCRIPTOR).get(name)
+    return found
+
+
+@cache
+def _json_names(message_type: descriptor.Descriptor) -> dict[str, FD]:
+    return {f.json_name: f for f in message_type.fields}
+
+
+def _check_oneof(message: Message, field: FD) -> None:
+    oneof = field.containing_oneof
+    if oneof is None or _synthetic(oneof):
+        return
+    current = message.WhichOneof(oneof.name)
+    if current is not None and (field.message_type is None or current != field.name):
+        raise TranscodeError(f"field already set for oneof {oneof.name!r}")
+
+
+def _synthetic(oneof: descriptor.OneofDescriptor) -> bool:
+    # proto3 `optional` makes a one-field oneof named "_<field>"
+    return len(oneof.fields) == 1 and oneof.name == "_" + oneof.fields[0].name
+
+
+def set_field(message: Message, path: Sequence[str], values: Sequence[str]) -> None:
+    """Sets the field at ``path`` from its textual ``values`` (query.go's rules)."""
+    field: FD | None = None
+    for depth, name in enumerate(path):
+        field = _field_named(message, name)
+        if field is None:
+            return  # a parameter that is not a field: ignored
+        _check_oneof(message, field)
+        if depth == len(path) - 1:
+            break
+        if field.message_type is None or field.is_repeated:
+            raise TranscodeError(f"invalid path: {name!r} is not a message")
+        message = getattr(message, field.name)
+    assert field is not None
+    if field.message_type is not None and field.message_type.GetOptions().map_entry:
+        _set_map(message, field, values)
+    elif field.is_repeated:
+        _set_repeated(message, field, values)
+    else:
+        if len(values) > 1:
+            raise TranscodeError(f"too many values for field {field.name!r}: {', '.join(values)}")
+        _set_singular(message, field, values[0])
+
+
+def _set_singular(message: Message, field: FD, text: str) -> None:
+    if field.message_type is not None:
+        target = getattr(message, field.name)
+        if not _fill_well_known(target, text):
+            raise TranscodeError(f"field {field.name}: a message cannot take a single value")
+        target.SetInParent()
+        return
+    setattr(message, field.name, _scalar(field, text))
+
+
+def _set_repeated(message: Message, field: FD, values: Sequence[str]) -> None:
+    container = getattr(message, field.name)
+    if field.message_type is not None:
+        for text in values:
+            item = container.add()
+            if not _fill_well_known(item, text):
+                raise TranscodeError(f"field {field.name}: messages cannot be query values")
+        return
+    container.extend(_scalar(field, text) for text in values)
+
+
+def _set_map(message: Message, field: FD, values: Sequence[str]) -> None:
+    if len(values) != 2:
+        raise TranscodeError(f"more than one value provided for key {values[0]!r} in map")
+    assert field.message_type is not None
+    key_field = field.message_type.fields_by_name["key"]
+    value_field = field.message_type.fields_by_name["value"]
+    if value_field.message_type is not None:
+        raise TranscodeError(f"map {field.name}: message values cannot be query values")
+    key = _scalar(key_field, values[0])
+    getattr(message, field.name)[key] = _scalar(value_field, values[1])
+
+
+def _has_common_prefix(path: Sequence[str], bound: Iterable[Sequence[str]]) -> bool:
+    for other in bound:
+        common = min(len(other), len(path))
+        if tuple(path[:common]) == tuple(other[:common]):
+            return True
+    return False
+
+
+def apply_query(
+    message: Message, query: Mapping[str, Sequence[str]], bound: Iterable[Sequence[str]]
+) -> None:
+    """Fills ``message`` from query parameters, skipping those under a bound field path."""
+    bound = tuple(bound)
+    for raw_key, values in query.items():
+        key = raw_key
+        match = _MAP_KEY.match(key)
+        if match is not None:
+            key = match.group(1)
+            values = [match.group(2), *values]
+        path = key.split(".")
+        if bound and _has_common_prefix(path, bound):
+            continue
+        set_field(message, path, values)
+
+
+def apply_path(message: Message, params: Mapping[str, str]) -> None:
+    """Sets the path variables (they win over anything the body said)."""
+    for name, value in params.items():
+        set_field(message, name.split("."), (value,))
+
+
+def parse_json_body(data: bytes) -> Any:
+    """The JSON value of a request body; an empty body is an empty message."""
+    if not data.strip():
+        return None
+    try:
+        return json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise TranscodeError(f"the request body is not valid JSON: {exc}") from None
+
+
+def apply_body(message: Message, body: str, value: Any) -> None:
+    """Fills ``message`` (``body: "*"``) or one of its fields from a decoded JSON body."""
+    if value is None:
+        return
+    if body != "*":
+        field = message.DESCRIPTOR.fields_by_name[body]
+        value = {field.json_name: value}
+    if not isinstance(value, dict):
+        raise TranscodeError("the request body must be a JSON object")
+    try:
+        json_format.ParseDict(value, message, ignore_unknown_fields=True)
+    except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
+        raise TranscodeError(f"the request body does not fit the request: {exc}") from None
+
+
+# -- out ------------------------------------------------------------------------------
+
+
+@cache
+def _null_fields(message_type: descriptor.Descriptor) -> tuple[tuple[FD, ...], tuple[FD, ...]]:
+    """Singular message fields outside real oneofs (null when unset), and the fields
+    whose values hold messages to walk into (singular, repeated or map values)."""
+    singular: list[FD] = []
+    nested: list[FD] = []
+    for field in message_type.fields:
+        target = field.message_type
+        if target is None:
+            continue
+        if target.GetOptions().map_entry:
+            value_type = target.fields_by_name["value"].message_type
+            if value_type is not None and value_type.full_name not in _SCALAR_JSON_TYPES:
+                nested.append(field)
+            continue
+        oneof = field.containing_oneof
+        in_oneof = oneof is not None and not _synthetic(oneof)
+        if not field.is_repeated and not in_oneof and not _synthetic_member(field):
+            singular.append(field)
+        if target.full_name not in _SCALAR_JSON_TYPES:
+            nested.append(field)
+    return tuple(singular), tuple(nested)
+
+
+def _synthetic_member(field: FD) -> bool:
+    oneof = field.containing_oneof
+    return oneof is not None and _synthetic(oneof)
+
+
+def _add_nulls(message: Message, out: dict[str, Any]) -> None:
+    singular, nested = _null_fields(message.DESCRIPTOR)
+    for field in singular:
+        if field.json_name not in out:
+            out[field.json_name] = None
+    for field in nested:
+        value = out.get(field.json_name)
+        if value is None:
+            continue
+        child = getattr(message, field.name)
+        if not field.is_repeated:
+            _add_nulls(child, value)
+        elif field.message_type is not None and field.message_type.GetOptions().map_entry:
+            for key, item in child.items():
+                _add_nulls(item, value[json_key(key)])
+        else:
+            for item, item_out in zip(child, value, strict=True):
+                _add_nulls(item, item_out)
+
+
+def json_key(key: Any) -> str:
+    if isinstance(key, bool):
+        return "true" if key else "false"
+    return str(key)
+
+
+def to_dict(message: Message) -> dict[str, Any]:
+    """The canonical JSON object of ``message``, every field emitted."""
+    out: dict[str, Any] = json_format.MessageToDict(
+        message, always_print_fields_with_no_presence=True
+    )
+    _add_nulls(message, out)
+    return out
+
+
+def dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def to_json(message: Message) -> bytes:
+    return dumps(to_dict(message))
+
+
+def response_value(message: Message, response_body: str) -> Any:
+    """What a response writes: the message, or its ``response_body`` field."""
+    if not response_body:
+        return to_dict(message)
+    field = message.DESCRIPTOR.fields_by_name[response_body]
+    return to_dict(message).get(field.json_name)
