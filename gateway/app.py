@@ -485,7 +485,7 @@ def create_app(
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[HEALTH_KEY] = health
     app[GATEWAY_KEY] = gateway
-    app.router.add_route("*", "/{tail:.*}", gateway.handle)
+    app.router.add_route("*", r"/{tail:[\s\S]*}", gateway.handle)  # any path, newlines too
 
     async def start_health(_: web.Application) -> None:
         health.start()
