@@ -41,6 +41,7 @@ from server.processor.workers import (
     Failed,
     JobControl,
     Outcome,
+    Pipeline,
     WorkerDied,
     WorkerPool,
 )
@@ -209,14 +210,8 @@ class Processor:
             progress = ProgressRecorder(self._queue, job, control, self._lose(job))
             self._metrics.claim_to_start.observe(time.perf_counter() - claimed)
             started = time.perf_counter()
-            outcome = await self._pool.run(
-                image,
-                job.filters,
-                job.output_format,
-                control=control,
-                on_progress=progress,
-                max_pixels=self._config.max_pixels,
-            )
+            pipeline = Pipeline(image, job.filters, job.output_format, self._config.max_pixels)
+            outcome = await self._pool.run(pipeline, control=control, on_progress=progress)
             await progress.flush()
             await self._finish(job, outcome, time.perf_counter() - started, fields)
         except WorkerDied as exc:

@@ -34,6 +34,19 @@ class WorkerDied(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class Pipeline:
+    """What a worker runs: an image through steps, encoded as ``output_format``."""
+
+    image: bytes
+    steps: Sequence[FilterStep]
+    output_format: str
+    max_pixels: int | None = None  # a last check at run time; validation did the first
+
+    def message(self) -> tuple[object, ...]:
+        return (self.image, steps_to_json(self.steps), self.output_format, self.max_pixels)
+
+
+@dataclass(frozen=True, slots=True)
 class Done:
     data: bytes
     content_type: str
@@ -116,18 +129,10 @@ class Worker:
         return cls(process, reader, writer)
 
     async def run(
-        self,
-        image: bytes,
-        steps: Sequence[FilterStep],
-        output_format: str,
-        *,
-        control: JobControl,
-        on_progress: Callable[[int], None],
-        max_pixels: int | None = None,
+        self, pipeline: Pipeline, *, control: JobControl, on_progress: Callable[[int], None]
     ) -> Outcome:
         seq = next(self._seq)
-        job = ("run", seq, image, steps_to_json(steps), output_format, max_pixels)
-        self._writer.write(pack(job))
+        self._writer.write(pack(("run", seq, *pipeline.message())))
         control.bind(lambda: self._writer.write(pack(("cancel", seq))))
         try:
             await self._writer.drain()
@@ -182,14 +187,7 @@ class WorkerPool:
         self._closed = False
 
     async def run(
-        self,
-        image: bytes,
-        steps: Sequence[FilterStep],
-        output_format: str,
-        *,
-        control: JobControl,
-        on_progress: Callable[[int], None],
-        max_pixels: int | None = None,
+        self, pipeline: Pipeline, *, control: JobControl, on_progress: Callable[[int], None]
     ) -> Outcome:
         """Runs a pipeline in a worker; WorkerDied if its process ends mid-job."""
         async with self._slots:
@@ -199,14 +197,7 @@ class WorkerPool:
             self._busy.add(worker)
             healthy = False
             try:
-                outcome = await worker.run(
-                    image,
-                    steps,
-                    output_format,
-                    control=control,
-                    on_progress=on_progress,
-                    max_pixels=max_pixels,
-                )
+                outcome = await worker.run(pipeline, control=control, on_progress=on_progress)
                 healthy = True
                 return outcome
             finally:

@@ -17,7 +17,7 @@ from psycopg.types.json import Jsonb
 
 from server.config import Settings
 from server.imaging.filters import FilterStep
-from server.processor.workers import Done, Failed, JobControl, WorkerDied, WorkerPool
+from server.processor.workers import Done, Failed, JobControl, Pipeline, WorkerDied, WorkerPool
 from server.storage.postgres.database import Database, create_pool
 from server.storage.postgres.queue import Output, QueueRepository
 from taskgate.v1 import task_service_pb2 as pb
@@ -200,9 +200,7 @@ async def test_a_dead_worker_process_costs_one_attempt_not_the_pool() -> None:
     try:
         running = asyncio.create_task(
             pool.run(
-                image_bytes(1200, 1200),
-                steps,
-                "png",
+                Pipeline(image_bytes(1200, 1200), steps, "png"),
                 control=JobControl(),
                 on_progress=lambda n: None,
             )
@@ -214,12 +212,16 @@ async def test_a_dead_worker_process_costs_one_attempt_not_the_pool() -> None:
         with pytest.raises(WorkerDied):
             await running
         outcome = await pool.run(
-            image_bytes(8, 8), [FilterStep("grayscale", {})], "png",
-            control=JobControl(), on_progress=lambda n: None,
-        )  # fmt: skip
+            Pipeline(image_bytes(8, 8), [FilterStep("grayscale", {})], "png"),
+            control=JobControl(),
+            on_progress=lambda n: None,
+        )
         assert isinstance(outcome, Done)
-        bad = await pool.run(b"not an image", [FilterStep("grayscale", {})], "png",
-                             control=JobControl(), on_progress=lambda n: None)  # fmt: skip
+        bad = await pool.run(
+            Pipeline(b"not an image", [FilterStep("grayscale", {})], "png"),
+            control=JobControl(),
+            on_progress=lambda n: None,
+        )
         assert isinstance(bad, Failed)
     finally:
         await pool.close()

@@ -147,38 +147,20 @@ WHERE id = %(id)s AND lease_owner = %(owner)s AND attempts = %(attempt)s
   AND status = 'running'
 RETURNING cancel_requested;
 
--- name: complete_task
-WITH done AS (
+-- name: finish_task
+-- The attempt ends the task: COMPLETED with its result, FAILED (its input
+-- cannot be processed) or CANCELLED (its owner asked, and it stopped between
+-- two filters); the attempt row is closed with the same outcome.
+WITH finished AS (
     UPDATE tasks
-    SET status = 'completed',
-        progress = jsonb_array_length(filters),
+    SET status = %(status)s::text,
+        progress = CASE WHEN %(status)s::text = 'completed'
+                        THEN jsonb_array_length(filters) ELSE progress END,
         result_image = %(image)s,
         result_content_type = %(content_type)s,
         result_width = %(width)s,
         result_height = %(height)s,
         result_size_bytes = %(size_bytes)s,
-        error = NULL,
-        lease_owner = NULL,
-        lease_expires_at = NULL,
-        finished_at = now(),
-        updated_at = now()
-    WHERE id = %(id)s AND lease_owner = %(owner)s AND attempts = %(attempt)s
-      AND status = 'running'
-    RETURNING id, attempts, finished_at
-), closed AS (
-    UPDATE task_attempts
-    SET ended_at = done.finished_at, outcome = 'completed'
-    FROM done
-    WHERE task_id = done.id AND attempt = done.attempts
-)
-SELECT count(*) AS n FROM done;
-
--- name: end_task
--- The attempt ends the task: failed (its input cannot be processed) or
--- cancelled (its owner asked, and it stopped between two filters).
-WITH ended AS (
-    UPDATE tasks
-    SET status = %(status)s,
         error = %(error)s,
         lease_owner = NULL,
         lease_expires_at = NULL,
@@ -189,11 +171,11 @@ WITH ended AS (
     RETURNING id, attempts, finished_at
 ), closed AS (
     UPDATE task_attempts
-    SET ended_at = ended.finished_at, outcome = %(status)s, error = %(error)s
-    FROM ended
-    WHERE task_id = ended.id AND attempt = ended.attempts
+    SET ended_at = finished.finished_at, outcome = %(status)s, error = %(error)s
+    FROM finished
+    WHERE task_id = finished.id AND attempt = finished.attempts
 )
-SELECT count(*) AS n FROM ended;
+SELECT count(*) AS n FROM finished;
 
 -- name: requeue_task
 -- The attempt gives the task back: after a retryable error (outcome 'error',

@@ -89,20 +89,26 @@ class QueueRepository:
 
     async def complete(self, job: Job, output: Output) -> bool:
         """Stores the result; False when the lease is lost (someone else owns the task now)."""
+        return await self._finish(job, TaskStatus.COMPLETED, None, output)
+
+    async def end(self, job: Job, status: TaskStatus, error: str) -> bool:
+        """Ends the task FAILED or CANCELLED; False when the lease is lost."""
+        return await self._finish(job, status, error, None)
+
+    async def _finish(
+        self, job: Job, status: TaskStatus, error: str | None, output: Output | None
+    ) -> bool:
         params = {
             **self._fence(job),
-            "image": output.data,
-            "content_type": output.content_type,
-            "width": output.width,
-            "height": output.height,
-            "size_bytes": len(output.data),
+            "status": status.value,
+            "error": error,
+            "image": None if output is None else output.data,
+            "content_type": None if output is None else output.content_type,
+            "width": None if output is None else output.width,
+            "height": None if output is None else output.height,
+            "size_bytes": None if output is None else len(output.data),
         }
-        return bool(await self._db.fetch_one("complete_task", params, _value))
-
-    async def end(self, job: Job, status: TaskStatus, error: str | None) -> bool:
-        """Ends the task FAILED or CANCELLED; False when the lease is lost."""
-        params = {**self._fence(job), "status": status.value, "error": error}
-        return bool(await self._db.fetch_one("end_task", params, _value))
+        return bool(await self._db.fetch_one("finish_task", params, _value))
 
     async def retry(self, job: Job, error: str, *, delay: float) -> TaskStatus | None:
         """Back to PENDING after ``delay`` (FAILED once the attempts are used up)."""
