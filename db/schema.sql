@@ -32,6 +32,30 @@ $$;
 COMMENT ON FUNCTION public.taskgate_notify_pending_task() IS 'pg_notify(''taskgate_tasks'', task id) for tasks that became pending.';
 
 
+--
+-- Name: taskgate_notify_task_change(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.taskgate_notify_task_change() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    PERFORM pg_notify('taskgate_task_events', NEW.id::text);
+    IF NEW.cancel_requested AND NOT OLD.cancel_requested AND NEW.status = 'running' THEN
+        PERFORM pg_notify('taskgate_task_cancel', NEW.id::text);
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+
+--
+-- Name: FUNCTION taskgate_notify_task_change(); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.taskgate_notify_task_change() IS 'pg_notify(''taskgate_task_events'', task id) on a status, progress or cancellation change; also ''taskgate_task_cancel'' when a running task is asked to stop.';
+
+
 SET default_tablespace = '';
 
 SET default_table_access_method = heap;
@@ -46,6 +70,38 @@ CREATE TABLE public.schema_migrations (
 
 
 --
+-- Name: task_attempts; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.task_attempts (
+    task_id uuid NOT NULL,
+    attempt integer NOT NULL,
+    processor_id text NOT NULL,
+    started_at timestamp with time zone NOT NULL,
+    ended_at timestamp with time zone,
+    outcome text DEFAULT 'running'::text NOT NULL,
+    error text,
+    CONSTRAINT task_attempts_attempt_check CHECK ((attempt > 0)),
+    CONSTRAINT task_attempts_ended_check CHECK (((outcome = 'running'::text) = (ended_at IS NULL))),
+    CONSTRAINT task_attempts_outcome_check CHECK ((outcome = ANY (ARRAY['running'::text, 'completed'::text, 'failed'::text, 'cancelled'::text, 'error'::text, 'lost'::text, 'released'::text])))
+);
+
+
+--
+-- Name: TABLE task_attempts; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.task_attempts IS 'One row per claim of a task: written when a processor claims it, closed once with its outcome; never deleted but with its task.';
+
+
+--
+-- Name: COLUMN task_attempts.outcome; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.task_attempts.outcome IS 'running; completed, failed or cancelled (the task ended); error (retryable failure); lost (the lease expired: the processor died or stalled); released (handed back at shutdown).';
+
+
+--
 -- Name: tasks; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -55,7 +111,7 @@ CREATE TABLE public.tasks (
     status text DEFAULT 'pending'::text NOT NULL,
     filters jsonb NOT NULL,
     output_format text NOT NULL,
-    input_image bytea NOT NULL,
+    input_image bytea,
     input_content_type text NOT NULL,
     result_image bytea,
     result_content_type text,
@@ -74,10 +130,21 @@ CREATE TABLE public.tasks (
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     started_at timestamp with time zone,
     finished_at timestamp with time zone,
+    progress integer DEFAULT 0 NOT NULL,
+    input_width integer NOT NULL,
+    input_height integer NOT NULL,
+    input_size_bytes bigint NOT NULL,
+    result_size_bytes bigint,
+    request_hash bytea,
+    request_id text,
+    images_pruned_at timestamp with time zone,
     CONSTRAINT tasks_attempts_check CHECK ((attempts >= 0)),
     CONSTRAINT tasks_filters_array_check CHECK ((jsonb_typeof(filters) = 'array'::text)),
+    CONSTRAINT tasks_idempotency_key_hash_check CHECK (((idempotency_key IS NULL) OR (request_hash IS NOT NULL))),
+    CONSTRAINT tasks_input_kept_while_open_check CHECK (((status <> ALL (ARRAY['pending'::text, 'running'::text])) OR (input_image IS NOT NULL))),
     CONSTRAINT tasks_max_attempts_check CHECK ((max_attempts > 0)),
     CONSTRAINT tasks_output_format_check CHECK ((output_format = ANY (ARRAY['png'::text, 'jpeg'::text, 'webp'::text]))),
+    CONSTRAINT tasks_progress_check CHECK (((progress >= 0) AND (progress <= jsonb_array_length(filters)))),
     CONSTRAINT tasks_running_has_lease_check CHECK (((status <> 'running'::text) OR ((lease_owner IS NOT NULL) AND (lease_expires_at IS NOT NULL)))),
     CONSTRAINT tasks_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'running'::text, 'completed'::text, 'failed'::text, 'cancelled'::text])))
 );
@@ -154,6 +221,34 @@ COMMENT ON COLUMN public.tasks.heartbeat_at IS 'Last time the lease holder exten
 
 
 --
+-- Name: COLUMN tasks.progress; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.tasks.progress IS 'How many filters of the pipeline are done in the current attempt.';
+
+
+--
+-- Name: COLUMN tasks.request_hash; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.tasks.request_hash IS 'sha256 of the submission (image, filters, format), to tell a retried submission from a different one reusing its idempotency key.';
+
+
+--
+-- Name: COLUMN tasks.request_id; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.tasks.request_id IS 'The x-request-id of the CreateTask call, carried into the processor''s logs.';
+
+
+--
+-- Name: COLUMN tasks.images_pruned_at; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.tasks.images_pruned_at IS 'When input_image and result_image were deleted after the retention period.';
+
+
+--
 -- Name: users; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -186,6 +281,14 @@ COMMENT ON COLUMN public.users.password_hash IS 'argon2id encoded hash (argon2-c
 
 ALTER TABLE ONLY public.schema_migrations
     ADD CONSTRAINT schema_migrations_pkey PRIMARY KEY (version);
+
+
+--
+-- Name: task_attempts task_attempts_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.task_attempts
+    ADD CONSTRAINT task_attempts_pkey PRIMARY KEY (task_id, attempt);
 
 
 --
@@ -227,6 +330,13 @@ CREATE INDEX tasks_lease_expiry_idx ON public.tasks USING btree (lease_expires_a
 
 
 --
+-- Name: tasks_prunable_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX tasks_prunable_idx ON public.tasks USING btree (finished_at) WHERE ((images_pruned_at IS NULL) AND (status = ANY (ARRAY['completed'::text, 'failed'::text, 'cancelled'::text])));
+
+
+--
 -- Name: tasks_user_created_idx; Type: INDEX; Schema: public; Owner: -
 --
 
@@ -241,6 +351,13 @@ CREATE UNIQUE INDEX tasks_user_idempotency_key ON public.tasks USING btree (user
 
 
 --
+-- Name: tasks tasks_notify_change; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER tasks_notify_change AFTER UPDATE ON public.tasks FOR EACH ROW WHEN (((new.status IS DISTINCT FROM old.status) OR (new.progress IS DISTINCT FROM old.progress) OR (new.cancel_requested IS DISTINCT FROM old.cancel_requested))) EXECUTE FUNCTION public.taskgate_notify_task_change();
+
+
+--
 -- Name: tasks tasks_notify_pending_insert; Type: TRIGGER; Schema: public; Owner: -
 --
 
@@ -252,6 +369,14 @@ CREATE TRIGGER tasks_notify_pending_insert AFTER INSERT ON public.tasks FOR EACH
 --
 
 CREATE TRIGGER tasks_notify_pending_update AFTER UPDATE ON public.tasks FOR EACH ROW WHEN (((new.status = 'pending'::text) AND (old.status IS DISTINCT FROM 'pending'::text))) EXECUTE FUNCTION public.taskgate_notify_pending_task();
+
+
+--
+-- Name: task_attempts task_attempts_task_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.task_attempts
+    ADD CONSTRAINT task_attempts_task_id_fkey FOREIGN KEY (task_id) REFERENCES public.tasks(id) ON DELETE CASCADE;
 
 
 --
@@ -275,4 +400,5 @@ ALTER TABLE ONLY public.tasks
 INSERT INTO public.schema_migrations (version) VALUES
     ('20261122000001'),
     ('20261122000002'),
-    ('20261122000003');
+    ('20261122000003'),
+    ('20261122000004');

@@ -15,6 +15,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
@@ -23,14 +24,20 @@ from server.health import DependencyMonitor
 from server.interceptors.auth import AuthInterceptor
 from server.interceptors.errors import ErrorInterceptor
 from server.interceptors.request_log import RequestLogInterceptor
+from server.metrics import TaskMetrics
 from server.passwords import PasswordHasher
+from server.processor.runtime import ProcessorRuntime
 from server.rpc.sessions import SessionServicer
 from server.rpc.tasks import TaskServicer
 from server.rpc.users import UserServicer
 from server.services.sessions import SessionService
+from server.services.task_events import TaskEvents
+from server.services.tasks import TaskLimits, TaskService
 from server.services.user_cache import UserCache
 from server.services.users import UserService
 from server.storage.postgres.database import Database, create_pool
+from server.storage.postgres.listener import Listener
+from server.storage.postgres.tasks import TaskRepository
 from server.storage.postgres.users import UserRepository
 from server.storage.redis.client import create_client
 from server.storage.redis.keys import RedisKeys
@@ -49,6 +56,7 @@ SERVICE_NAMES = {
 }
 # Every service needs both: users live in Postgres, sessions (hence auth) in Redis.
 DEPENDENCIES = frozenset({"postgres", "redis"})
+TASK_EVENTS_CHANNEL = "taskgate_task_events"
 
 
 class ListenError(Exception):
@@ -58,8 +66,10 @@ class ListenError(Exception):
 class App:
     """A built server; ``start`` binds and serves, ``stop`` drains and closes."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, registry: CollectorRegistry | None = None) -> None:
         self.settings = settings
+        self.registry = CollectorRegistry() if registry is None else registry
+        self.task_metrics = TaskMetrics(self.registry)
         self.pool: AsyncConnectionPool = create_pool(
             settings.database_url.reveal(),
             min_size=settings.db_pool_min_size,
@@ -95,6 +105,29 @@ class App:
             hasher=hasher,
             cache=UserCache(max_size=settings.user_cache_size),
         )
+        # One LISTEN connection for the whole process: watchers and the embedded processor.
+        self.listener = Listener(
+            conninfo=settings.database_url.reveal(), connect_timeout=settings.db_timeout
+        )
+        events = TaskEvents()
+        self.listener.subscribe(TASK_EVENTS_CHANNEL, events.changed)
+        self.listener.on_reconnect(events.wake_all)
+        self.tasks = TaskService(
+            tasks=TaskRepository(database=database),
+            events=events,
+            limits=TaskLimits(
+                max_image_bytes=settings.max_image_bytes,
+                max_pixels=settings.max_image_pixels,
+                max_attempts=settings.task_max_attempts,
+                watch_poll_interval=settings.watch_poll_interval,
+            ),
+            metrics=self.task_metrics,
+        )
+        self.processor: ProcessorRuntime | None = None
+        if settings.embedded_processor:
+            self.processor = ProcessorRuntime(
+                settings, listener=self.listener, metrics=self.task_metrics
+            )
         self.health = health_aio.HealthServicer()
         self.monitor = DependencyMonitor(
             health=self.health,
@@ -120,7 +153,7 @@ class App:
         session_grpc.add_SessionServiceServicer_to_server(
             SessionServicer(sessions=self.sessions), self.server
         )
-        task_grpc.add_TaskServiceServicer_to_server(TaskServicer(), self.server)
+        task_grpc.add_TaskServiceServicer_to_server(TaskServicer(tasks=self.tasks), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             [
@@ -147,6 +180,9 @@ class App:
                 "or the host is not an address of this machine"
             ) from None
         await self.pool.open(wait=False)
+        self.listener.start()
+        if self.processor is not None:
+            await self.processor.start()
         await self.monitor.check_once()
         self._monitor_task = asyncio.create_task(self.monitor.run(), name="health-monitor")
         await self.server.start()
@@ -165,7 +201,12 @@ class App:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._monitor_task
         await self.health.enter_graceful_shutdown()
-        await self.server.stop(grace)
+        # Calls drain and running tasks finish (or are handed back) side by side.
+        await asyncio.gather(
+            self.server.stop(grace),
+            *([self.processor.stop(grace)] if self.processor is not None else []),
+        )
+        await self.listener.stop()
         await self.database.close()
         await self.redis.aclose()
         log.info("stopped")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -72,6 +72,11 @@ def parse_addr(text: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 - ":port" means all interfaces
 
 
+def _cpu_count() -> int:
+    """The CPUs this process may use (its affinity mask, not the machine's total)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def _non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -126,6 +131,23 @@ class Settings:
     argon2_time_cost: int = 3
     argon2_memory_kib: int = 64 * 1024
     argon2_parallelism: int = 4
+    max_image_pixels: int = 40_000_000
+    task_max_attempts: int = 3
+    task_lease: float = 30.0
+    task_retry_backoff: float = 2.0
+    task_retry_backoff_max: float = 300.0
+    task_retention: float = 7 * 86400.0
+    watch_poll_interval: float = 5.0
+    processor_concurrency: int = field(default_factory=_cpu_count)
+    processor_workers: int = field(default_factory=_cpu_count)
+    processor_poll_interval: float = 5.0
+    processor_db_pool_size: int = 0
+    processor_metrics_addr: str = "127.0.0.1:9465"
+
+    @property
+    def processor_pool_size(self) -> int:
+        """The processor's own connections: one per running task, plus heartbeat and claims."""
+        return self.processor_db_pool_size or self.processor_concurrency + 2
 
     @property
     def max_message_bytes(self) -> int:
@@ -160,12 +182,30 @@ class Settings:
             argon2_time_cost=int(env.positive("ARGON2_TIME_COST", "3", int)),
             argon2_memory_kib=int(env.positive("ARGON2_MEMORY_KIB", "65536", int)),
             argon2_parallelism=int(env.positive("ARGON2_PARALLELISM", "4", int)),
+            max_image_pixels=int(env.positive("MAX_IMAGE_PIXELS", "40000000", int)),
+            task_max_attempts=int(env.positive("TASK_MAX_ATTEMPTS", "3", int)),
+            task_lease=env.positive("TASK_LEASE", "30s", parse_duration),
+            task_retry_backoff=env.positive("TASK_RETRY_BACKOFF", "2s", parse_duration),
+            task_retry_backoff_max=env.positive("TASK_RETRY_BACKOFF_MAX", "5m", parse_duration),
+            task_retention=env.positive("TASK_RETENTION", "7d", parse_duration),
+            watch_poll_interval=env.positive("WATCH_POLL_INTERVAL", "5s", parse_duration),
+            processor_concurrency=int(
+                env.positive("PROCESSOR_CONCURRENCY", str(_cpu_count()), int)
+            ),
+            processor_workers=int(env.positive("PROCESSOR_WORKERS", str(_cpu_count()), int)),
+            processor_poll_interval=env.positive("PROCESSOR_POLL_INTERVAL", "5s", parse_duration),
+            processor_db_pool_size=env.cast("PROCESSOR_DB_POOL_SIZE", "0", _non_negative_int),
+            processor_metrics_addr=env.get("PROCESSOR_METRICS_ADDR", "127.0.0.1:9465"),
         )
         settings.validate()
         return settings
 
     def validate(self) -> None:
-        addrs = {"GRPC_ADDR": self.grpc_addr, "SERVER_METRICS_ADDR": self.metrics_addr}
+        addrs = {
+            "GRPC_ADDR": self.grpc_addr,
+            "SERVER_METRICS_ADDR": self.metrics_addr,
+            "PROCESSOR_METRICS_ADDR": self.processor_metrics_addr,
+        }
         for name, addr in addrs.items():
             try:
                 parse_addr(addr)
@@ -175,6 +215,10 @@ class Settings:
             raise ConfigError("TASKGATE_LOG_LEVEL: use debug, info, warning or error")
         if self.log_format not in {"json", "text"}:
             raise ConfigError("TASKGATE_LOG_FORMAT: use json or text")
+        if self.task_retry_backoff > self.task_retry_backoff_max:
+            raise ConfigError(
+                "TASKGATE_TASK_RETRY_BACKOFF: must not exceed TASKGATE_TASK_RETRY_BACKOFF_MAX"
+            )
         if self.db_pool_min_size > self.db_pool_max_size:
             raise ConfigError(
                 "TASKGATE_DB_POOL_MIN_SIZE: must not exceed TASKGATE_DB_POOL_MAX_SIZE"

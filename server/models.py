@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from enum import StrEnum
 from uuid import UUID
+
+from server.imaging.filters import FilterStep
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,3 +31,98 @@ class Session:
     user_id: UUID
     created_at: datetime
     expires_at: datetime
+
+
+class TaskStatus(StrEnum):
+    """Where a task is in its life; the values are those of the ``tasks.status`` column."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def ended(self) -> bool:
+        return self in _ENDED
+
+
+_ENDED = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
+OUTPUT_FORMATS = ("png", "jpeg", "webp")
+
+
+@dataclass(frozen=True, slots=True)
+class ImageMeta:
+    content_type: str
+    width: int
+    height: int
+    size_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class NewTask:
+    """A validated submission, ready to be stored."""
+
+    user_id: UUID
+    filters: tuple[FilterStep, ...]
+    output_format: str
+    image: bytes
+    input: ImageMeta
+    idempotency_key: str | None
+    request_hash: bytes
+    request_id: str | None
+    max_attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """A task as the API shows it: everything but the image bytes."""
+
+    id: UUID
+    user_id: UUID
+    status: TaskStatus
+    filters: tuple[FilterStep, ...]
+    output_format: str
+    idempotency_key: str | None
+    input: ImageMeta
+    result: ImageMeta | None
+    error: str | None
+    attempts: int
+    max_attempts: int
+    progress: int
+    cancel_requested: bool
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    images_pruned_at: datetime | None
+
+    def duration(self, now: datetime) -> timedelta | None:
+        """How long it has run: up to ``now`` while RUNNING, up to its end once ended."""
+        if self.started_at is None:
+            return None
+        if self.status is TaskStatus.RUNNING:
+            return max(timedelta(0), now - self.started_at)
+        if self.finished_at is not None and self.status.ended:
+            return max(timedelta(0), self.finished_at - self.started_at)
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskResult:
+    content_type: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A claimed task as a processor sees it: what to run, and the fence of its attempt."""
+
+    task_id: UUID
+    attempt: int
+    filters: tuple[FilterStep, ...]
+    output_format: str
+    request_id: str | None
+    created_at: datetime
+    started_at: datetime
+    run_after: datetime

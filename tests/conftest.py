@@ -58,7 +58,7 @@ def migrated_database_url() -> Iterator[str]:
 def database_url(migrated_database_url: str) -> str:
     """The run's database, emptied for this test."""
     with psycopg.connect(migrated_database_url, autocommit=True) as conn:
-        conn.execute("TRUNCATE users, tasks CASCADE")
+        conn.execute("TRUNCATE users, tasks, task_attempts CASCADE")
     return migrated_database_url
 
 
@@ -98,6 +98,12 @@ def settings(database_url: str, redis_prefix: str) -> Settings:
         argon2_time_cost=1,
         argon2_memory_kib=1024,
         argon2_parallelism=1,
+        processor_concurrency=2,
+        processor_workers=2,
+        processor_poll_interval=1.0,
+        task_lease=5.0,
+        task_retry_backoff=0.1,
+        watch_poll_interval=1.0,
     )
 
 

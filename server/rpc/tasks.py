@@ -1,52 +1,83 @@
-"""TaskService over gRPC: registered so that clients see it, answering
-UNIMPLEMENTED until the tasks work lands (which is the truth)."""
+"""TaskService over gRPC: proto ↔ model, nothing else."""
 
 from __future__ import annotations
+
+from collections.abc import AsyncIterator
 
 import grpc
 from google.api import httpbody_pb2
 
-from server.errors import Unimplemented
+from server.context import current_user
+from server.errors import InvalidArgument
+from server.models import Task
+from server.rpc import convert_tasks as convert
+from server.services.tasks import Submission, TaskService
 from taskgate.v1 import task_service_pb2 as pb
 from taskgate.v1 import task_service_pb2_grpc as pb_grpc
 
 Context = grpc.aio.ServicerContext[object, object]
 
 
-def _unimplemented(method: str) -> Unimplemented:
-    return Unimplemented(f"TaskService.{method} is not implemented yet")
-
-
 class TaskServicer(pb_grpc.TaskServiceServicer):
+    def __init__(self, *, tasks: TaskService) -> None:
+        self._tasks = tasks
+
+    def _proto(self, task: Task) -> pb.Task:
+        return convert.task_to_proto(task, self._tasks.clock())
+
     async def ListFilters(
         self, request: pb.ListFiltersRequest, context: Context
     ) -> pb.ListFiltersResponse:
-        raise _unimplemented("ListFilters")
+        return pb.ListFiltersResponse(filters=convert.filter_descriptions(self._tasks.filters()))
 
     async def CreateTask(
         self, request: pb.CreateTaskRequest, context: Context
     ) -> pb.CreateTaskResponse:
-        raise _unimplemented("CreateTask")
+        submission = Submission(
+            image=request.image,
+            filters=[convert.step_from_proto(f) for f in request.filters],
+            output_format=convert.output_format_from_proto(request.output_format),
+            idempotency_key=request.idempotency_key,
+        )
+        task = await self._tasks.create(current_user(), submission)
+        return pb.CreateTaskResponse(task=self._proto(task))
 
     async def GetTask(self, request: pb.GetTaskRequest, context: Context) -> pb.GetTaskResponse:
-        raise _unimplemented("GetTask")
+        task = await self._tasks.get(current_user(), request.task_id)
+        return pb.GetTaskResponse(task=self._proto(task))
 
     async def GetTaskResult(
         self, request: pb.GetTaskResultRequest, context: Context
     ) -> httpbody_pb2.HttpBody:
-        raise _unimplemented("GetTaskResult")
+        result = await self._tasks.result(current_user(), request.task_id)
+        return httpbody_pb2.HttpBody(content_type=result.content_type, data=result.data)
 
     async def ListTasks(
         self, request: pb.ListTasksRequest, context: Context
     ) -> pb.ListTasksResponse:
-        raise _unimplemented("ListTasks")
+        try:
+            status = convert.status_from_proto(request.status)
+        except ValueError:
+            raise InvalidArgument.field("status", "is not a task status") from None
+        page = await self._tasks.list(
+            current_user(),
+            page_size=request.page_size,
+            page_token=request.page_token,
+            status=status,
+        )
+        return pb.ListTasksResponse(
+            tasks=[self._proto(task) for task in page.tasks],
+            next_page_token=page.next_page_token,
+        )
 
     async def CancelTask(
         self, request: pb.CancelTaskRequest, context: Context
     ) -> pb.CancelTaskResponse:
-        raise _unimplemented("CancelTask")
+        task = await self._tasks.cancel(current_user(), request.task_id)
+        return pb.CancelTaskResponse(task=self._proto(task))
 
-    async def WatchTask(  # type: ignore[override]  # a coroutine streams with context.write
+    async def WatchTask(
         self, request: pb.WatchTaskRequest, context: Context
-    ) -> None:
-        raise _unimplemented("WatchTask")
+    ) -> AsyncIterator[pb.WatchTaskResponse]:
+        async for task in self._tasks.watch(current_user(), request.task_id):
+            yield pb.WatchTaskResponse(task=self._proto(task))

@@ -12,7 +12,6 @@ from google.rpc import error_details_pb2
 
 from server.config import Settings
 from taskgate.v1 import session_service_pb2 as session_pb
-from taskgate.v1 import task_service_pb2 as task_pb
 from taskgate.v1 import user_service_pb2 as user_pb
 from tests.support.clients import PASSWORD, Client, bearer, field_violations, rich_status
 from tests.support.servers import serving
@@ -161,19 +160,6 @@ async def test_a_user_deleted_through_one_replica_is_gone_from_another(
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await replica.users.GetUser(request, metadata=bearer(token))
         assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
-
-
-async def test_task_methods_answer_unimplemented(client: Client) -> None:
-    _, token = await client.register_and_login()
-    with pytest.raises(grpc.aio.AioRpcError) as info:
-        await client.tasks.GetTask(task_pb.GetTaskRequest(task_id="x"), metadata=bearer(token))
-    assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    with pytest.raises(grpc.aio.AioRpcError) as info:
-        async for _ in client.tasks.WatchTask(
-            task_pb.WatchTaskRequest(task_id="x"), metadata=bearer(token)
-        ):
-            pass
-    assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
 async def test_request_id_is_echoed_or_made(client: Client) -> None:

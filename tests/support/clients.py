@@ -11,6 +11,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from taskgate.v1 import session_service_pb2 as session_pb
 from taskgate.v1 import session_service_pb2_grpc as session_grpc
+from taskgate.v1 import task_service_pb2 as task_pb
 from taskgate.v1 import task_service_pb2_grpc as task_grpc
 from taskgate.v1 import user_service_pb2 as user_pb
 from taskgate.v1 import user_service_pb2_grpc as user_grpc
@@ -74,3 +75,90 @@ def field_violations(error: grpc.aio.AioRpcError) -> dict[str, str]:
         if detail.Unpack(bad_request):
             return {v.field: v.description for v in bad_request.field_violations}
     raise AssertionError("no google.rpc.BadRequest detail")
+
+
+class Tasks:
+    """A logged-in user's view of TaskService."""
+
+    def __init__(self, client: Client, token: str) -> None:
+        self.stub = client.tasks
+        self.metadata = bearer(token)
+
+    async def create(
+        self,
+        image: bytes,
+        filters: list[task_pb.Filter],
+        *,
+        output_format: int = 0,
+        idempotency_key: str = "",
+    ) -> task_pb.Task:
+        response = await self.stub.CreateTask(
+            task_pb.CreateTaskRequest(
+                image=image,
+                filters=filters,
+                output_format=output_format,  # type: ignore[arg-type]
+                idempotency_key=idempotency_key,
+            ),
+            metadata=self.metadata,
+        )
+        return response.task
+
+    async def get(self, task_id: str) -> task_pb.Task:
+        response = await self.stub.GetTask(
+            task_pb.GetTaskRequest(task_id=task_id), metadata=self.metadata
+        )
+        return response.task
+
+    async def result(self, task_id: str) -> tuple[str, bytes]:
+        body = await self.stub.GetTaskResult(
+            task_pb.GetTaskResultRequest(task_id=task_id), metadata=self.metadata
+        )
+        return body.content_type, body.data
+
+    async def cancel(self, task_id: str) -> task_pb.Task:
+        response = await self.stub.CancelTask(
+            task_pb.CancelTaskRequest(task_id=task_id), metadata=self.metadata
+        )
+        return response.task
+
+    async def list_page(
+        self, *, page_size: int = 0, page_token: str = "", status: int = 0
+    ) -> task_pb.ListTasksResponse:
+        return await self.stub.ListTasks(
+            task_pb.ListTasksRequest(
+                page_size=page_size,
+                page_token=page_token,
+                status=status,  # type: ignore[arg-type]
+            ),
+            metadata=self.metadata,
+        )
+
+    async def watch(self, task_id: str) -> list[task_pb.Task]:
+        """Every message of a WatchTask stream, to its end."""
+        seen = []
+        call = self.stub.WatchTask(
+            task_pb.WatchTaskRequest(task_id=task_id), metadata=self.metadata
+        )
+        async for message in call:
+            seen.append(message.task)
+        return seen
+
+    async def wait_until_ended(self, task_id: str) -> task_pb.Task:
+        return (await self.watch(task_id))[-1]
+
+
+async def task_user(client: Client) -> Tasks:
+    _, token = await client.register_and_login()
+    return Tasks(client, token)
+
+
+def grayscale() -> task_pb.Filter:
+    return task_pb.Filter(grayscale=task_pb.Filter.Grayscale())
+
+
+def blur(radius: float) -> task_pb.Filter:
+    return task_pb.Filter(blur=task_pb.Filter.Blur(radius=radius))
+
+
+def resize(width: int, height: int) -> task_pb.Filter:
+    return task_pb.Filter(resize=task_pb.Filter.Resize(width=width, height=height))

@@ -501,6 +501,7 @@ class Task(_message.Message):
     START_TIME_FIELD_NUMBER: _builtins.int
     END_TIME_FIELD_NUMBER: _builtins.int
     DURATION_FIELD_NUMBER: _builtins.int
+    PROGRESS_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     """The task's id, a UUID assigned by the server."""
     status: Global___TaskStatus.ValueType
@@ -512,9 +513,15 @@ class Task(_message.Message):
     error: _builtins.str
     """Why the task FAILED."""
     attempts: _builtins.int
-    """How many times a processor has started the task."""
+    """How many times a processor has started the task (a retry after a
+    processor died starts it again).
+    """
     cancel_requested: _builtins.bool
     """True once cancellation was asked for a RUNNING task that has not stopped yet."""
+    progress: _builtins.int
+    """How many filters of the pipeline the current (or last) attempt has done:
+    from 0 to the number of filters, which it reaches when the task COMPLETES.
+    """
     @_builtins.property
     def filters(self) -> _containers.RepeatedCompositeFieldContainer[Global___Filter]:
         """The pipeline, in the order the filters run."""
@@ -567,10 +574,11 @@ class Task(_message.Message):
         start_time: _timestamp_pb2.Timestamp | None = ...,
         end_time: _timestamp_pb2.Timestamp | None = ...,
         duration: _duration_pb2.Duration | None = ...,
+        progress: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "duration", b"duration", "end_time", b"end_time", "input", b"input", "result", b"result", "start_time", b"start_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "cancel_requested", b"cancel_requested", "create_time", b"create_time", "duration", b"duration", "end_time", b"end_time", "error", b"error", "filters", b"filters", "idempotency_key", b"idempotency_key", "input", b"input", "output_format", b"output_format", "result", b"result", "start_time", b"start_time", "status", b"status", "task_id", b"task_id", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "cancel_requested", b"cancel_requested", "create_time", b"create_time", "duration", b"duration", "end_time", b"end_time", "error", b"error", "filters", b"filters", "idempotency_key", b"idempotency_key", "input", b"input", "output_format", b"output_format", "progress", b"progress", "result", b"result", "start_time", b"start_time", "status", b"status", "task_id", b"task_id", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

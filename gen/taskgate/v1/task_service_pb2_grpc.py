@@ -140,8 +140,9 @@ class TaskServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WatchTask(self, request, context):
-        """Streams the task each time its status changes, starting with its current
-        state, and ends after a terminal status (COMPLETED, FAILED, CANCELLED).
+        """Streams the task each time its status, progress or cancellation changes,
+        starting with its current state, and ends after a terminal status
+        (COMPLETED, FAILED, CANCELLED).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -66,8 +66,9 @@ class TaskServiceStub:
     FAILED_PRECONDITION.
     """
     WatchTask: _grpc.UnaryStreamMultiCallable[_task_service_pb2.WatchTaskRequest, _task_service_pb2.WatchTaskResponse]
-    """Streams the task each time its status changes, starting with its current
-    state, and ends after a terminal status (COMPLETED, FAILED, CANCELLED).
+    """Streams the task each time its status, progress or cancellation changes,
+    starting with its current state, and ends after a terminal status
+    (COMPLETED, FAILED, CANCELLED).
     """
 
 @_typing.type_check_only
@@ -107,8 +108,9 @@ class TaskServiceAsyncStub(TaskServiceStub):
     FAILED_PRECONDITION.
     """
     WatchTask: _aio.UnaryStreamMultiCallable[_task_service_pb2.WatchTaskRequest, _task_service_pb2.WatchTaskResponse]  # type: ignore[assignment]
-    """Streams the task each time its status changes, starting with its current
-    state, and ends after a terminal status (COMPLETED, FAILED, CANCELLED).
+    """Streams the task each time its status, progress or cancellation changes,
+    starting with its current state, and ends after a terminal status
+    (COMPLETED, FAILED, CANCELLED).
     """
 
 class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -187,8 +189,9 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _task_service_pb2.WatchTaskRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_task_service_pb2.WatchTaskResponse], _abc.AsyncIterator[_task_service_pb2.WatchTaskResponse]]:
-        """Streams the task each time its status changes, starting with its current
-        state, and ends after a terminal status (COMPLETED, FAILED, CANCELLED).
+        """Streams the task each time its status, progress or cancellation changes,
+        starting with its current state, and ends after a terminal status
+        (COMPLETED, FAILED, CANCELLED).
         """
 
 def add_TaskServiceServicer_to_server(servicer: TaskServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

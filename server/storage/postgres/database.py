@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import AsyncConnection
 from psycopg import errors as pg_errors
-from psycopg.rows import class_row
+from psycopg.rows import kwargs_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from server.context import time_budget
@@ -28,7 +28,7 @@ Params = Mapping[str, Any]
 
 
 def create_pool(
-    conninfo: str, *, min_size: int, max_size: int, timeout: float
+    conninfo: str, *, min_size: int, max_size: int, timeout: float, name: str = "taskgate"
 ) -> AsyncConnectionPool:
     """A pool that is opened later (``await pool.open(wait=False)``) by the app."""
     return AsyncConnectionPool(
@@ -37,7 +37,7 @@ def create_pool(
         max_size=max_size,
         open=False,
         timeout=timeout,
-        name="taskgate",
+        name=name,
         kwargs={"autocommit": True, "connect_timeout": max(1, math.ceil(timeout))},
     )
 
@@ -70,11 +70,23 @@ class Database:
         self._timeout = timeout
         self._abandoned: set[asyncio.Task[Any]] = set()
 
-    async def fetch_one(self, query: str, params: Params, row: type[T]) -> T | None:
+    async def fetch_one(self, query: str, params: Params, row: Callable[..., T]) -> T | None:
+        """The first row, built by ``row(**columns)`` (a dataclass or a function)."""
+
         async def run(conn: AsyncConnection[Any]) -> T | None:
-            cursor = conn.cursor(row_factory=class_row(row))
+            cursor = conn.cursor(row_factory=kwargs_row(row))
             await cursor.execute(QUERIES[query], params)
             return await cursor.fetchone()
+
+        return await self._run(run)
+
+    async def fetch_all(self, query: str, params: Params, row: Callable[..., T]) -> list[T]:
+        """Every row, each built by ``row(**columns)``."""
+
+        async def run(conn: AsyncConnection[Any]) -> list[T]:
+            cursor = conn.cursor(row_factory=kwargs_row(row))
+            await cursor.execute(QUERIES[query], params)
+            return await cursor.fetchall()
 
         return await self._run(run)
 

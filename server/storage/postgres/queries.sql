@@ -24,3 +24,253 @@ WHERE id = %(id)s;
 
 -- name: ping
 SELECT 1;
+
+-- ---------------------------------------------------------------------------
+-- Tasks, as the API sees them. None of these reads the image bytes but
+-- get_task_result.
+
+-- fragment: task_columns
+id, user_id, status, filters, output_format, idempotency_key,
+input_content_type, input_width, input_height, input_size_bytes,
+result_content_type, result_width, result_height, result_size_bytes,
+error, attempts, max_attempts, progress, cancel_requested,
+created_at, updated_at, started_at, finished_at, images_pruned_at
+
+-- name: insert_task
+-- A repeated idempotency key inserts nothing (and returns no row); a
+-- concurrent insert with the same key waits for the first to commit.
+INSERT INTO tasks (
+    user_id, filters, output_format, idempotency_key, request_hash, request_id,
+    input_image, input_content_type, input_width, input_height, input_size_bytes,
+    max_attempts
+)
+VALUES (
+    %(user_id)s, %(filters)s, %(output_format)s, %(idempotency_key)s, %(request_hash)s,
+    %(request_id)s, %(image)s, %(content_type)s, %(width)s, %(height)s, %(size_bytes)s,
+    %(max_attempts)s
+)
+ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING {task_columns};
+
+-- name: get_task_by_idempotency_key
+SELECT {task_columns}, request_hash
+FROM tasks
+WHERE user_id = %(user_id)s AND idempotency_key = %(idempotency_key)s;
+
+-- name: get_task
+SELECT {task_columns}
+FROM tasks
+WHERE id = %(id)s AND user_id = %(user_id)s;
+
+-- name: get_task_result
+SELECT status, result_content_type, result_image, images_pruned_at
+FROM tasks
+WHERE id = %(id)s AND user_id = %(user_id)s;
+
+-- name: list_tasks
+-- Newest first, after the cursor (created_at, id) when there is one; served
+-- by tasks_user_created_idx.
+SELECT {task_columns}
+FROM tasks
+WHERE user_id = %(user_id)s
+  AND (%(status)s::text IS NULL OR status = %(status)s::text)
+  AND (%(after_created_at)s::timestamptz IS NULL
+       OR (created_at, id) < (%(after_created_at)s::timestamptz, %(after_id)s::uuid))
+ORDER BY created_at DESC, id DESC
+LIMIT %(limit)s;
+
+-- name: cancel_task
+-- A pending task ends at once; a running one is asked to stop (its processor
+-- hears of it through taskgate_task_cancel). Ended tasks are left alone.
+UPDATE tasks
+SET status = CASE WHEN status = 'pending' THEN 'cancelled' ELSE status END,
+    cancel_requested = cancel_requested OR status = 'running',
+    finished_at = CASE WHEN status = 'pending' THEN now() ELSE finished_at END,
+    updated_at = now()
+WHERE id = %(id)s AND user_id = %(user_id)s AND status IN ('pending', 'running')
+RETURNING {task_columns};
+
+-- ---------------------------------------------------------------------------
+-- The queue, as processors see it. Every change to a claimed task is fenced
+-- on (lease_owner, attempts, status = 'running'): only the holder of the
+-- current attempt's lease can record progress or finish it.
+
+-- name: claim_tasks
+-- Claims up to %(limit)s due tasks, oldest first, skipping rows other
+-- processors hold; counts the attempt and records it in the same statement.
+WITH due AS (
+    SELECT id AS due_id
+    FROM tasks
+    WHERE status = 'pending' AND run_after <= now()
+    ORDER BY run_after, created_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE tasks
+    SET status = 'running',
+        attempts = attempts + 1,
+        progress = 0,
+        lease_owner = %(owner)s,
+        lease_expires_at = now() + make_interval(secs => %(lease)s),
+        heartbeat_at = now(),
+        started_at = now(),
+        updated_at = now()
+    FROM due
+    WHERE id = due_id
+    RETURNING id, attempts, filters, output_format, request_id, created_at, started_at, run_after
+), recorded AS (
+    INSERT INTO task_attempts (task_id, attempt, processor_id, started_at)
+    SELECT id, attempts, %(owner)s, started_at FROM claimed
+)
+SELECT id AS task_id, attempts AS attempt, filters, output_format, request_id,
+       created_at, started_at, run_after
+FROM claimed
+ORDER BY run_after, created_at;
+
+-- name: next_run_after
+-- When the next pending task that is not due yet becomes due (a retry waiting
+-- out its backoff).
+SELECT min(run_after) AS run_after
+FROM tasks
+WHERE status = 'pending' AND run_after > now();
+
+-- name: get_job_input
+SELECT input_image
+FROM tasks
+WHERE id = %(id)s AND lease_owner = %(owner)s AND attempts = %(attempt)s
+  AND status = 'running';
+
+-- name: record_progress
+UPDATE tasks
+SET progress = %(progress)s, updated_at = now()
+WHERE id = %(id)s AND lease_owner = %(owner)s AND attempts = %(attempt)s
+  AND status = 'running'
+RETURNING cancel_requested;
+
+-- name: finish_task
+-- The attempt ends the task: COMPLETED with its result, FAILED (its input
+-- cannot be processed) or CANCELLED (its owner asked, and it stopped between
+-- two filters); the attempt row is closed with the same outcome.
+WITH finished AS (
+    UPDATE tasks
+    SET status = %(status)s::text,
+        progress = CASE WHEN %(status)s::text = 'completed'
+                        THEN jsonb_array_length(filters) ELSE progress END,
+        result_image = %(image)s,
+        result_content_type = %(content_type)s,
+        result_width = %(width)s,
+        result_height = %(height)s,
+        result_size_bytes = %(size_bytes)s,
+        error = %(error)s,
+        lease_owner = NULL,
+        lease_expires_at = NULL,
+        finished_at = now(),
+        updated_at = now()
+    WHERE id = %(id)s AND lease_owner = %(owner)s AND attempts = %(attempt)s
+      AND status = 'running'
+    RETURNING id, attempts, finished_at
+), closed AS (
+    UPDATE task_attempts
+    SET ended_at = finished.finished_at, outcome = %(status)s, error = %(error)s
+    FROM finished
+    WHERE task_id = finished.id AND attempt = finished.attempts
+)
+SELECT count(*) AS n FROM finished;
+
+-- name: requeue_task
+-- The attempt gives the task back: after a retryable error (outcome 'error',
+-- with backoff, or FAILED once the attempts are used up) or at shutdown
+-- (outcome 'released', due at once).
+WITH requeued AS (
+    UPDATE tasks
+    SET status = CASE WHEN %(outcome)s::text = 'error' AND attempts >= max_attempts
+                      THEN 'failed' ELSE 'pending' END,
+        error = CASE WHEN %(outcome)s::text = 'error' AND attempts >= max_attempts
+                     THEN %(error)s::text || ' (after ' || attempts || ' attempts)' END,
+        finished_at = CASE WHEN %(outcome)s::text = 'error' AND attempts >= max_attempts
+                           THEN now() END,
+        run_after = now() + make_interval(secs => %(delay)s),
+        progress = 0,
+        lease_owner = NULL,
+        lease_expires_at = NULL,
+        updated_at = now()
+    WHERE id = %(id)s AND lease_owner = %(owner)s AND attempts = %(attempt)s
+      AND status = 'running'
+    RETURNING id, attempts, status
+), closed AS (
+    UPDATE task_attempts
+    SET ended_at = now(), outcome = %(outcome)s, error = %(error)s
+    FROM requeued
+    WHERE task_id = requeued.id AND attempt = requeued.attempts
+)
+SELECT status FROM requeued;
+
+-- name: extend_leases
+-- The heartbeat: one statement for every task this processor runs; returns
+-- the ones it still holds, and whether their owners asked to cancel them.
+UPDATE tasks
+SET lease_expires_at = now() + make_interval(secs => %(lease)s), heartbeat_at = now()
+WHERE id = ANY(%(ids)s) AND lease_owner = %(owner)s AND status = 'running'
+RETURNING id, cancel_requested;
+
+-- name: rescue_expired
+-- Tasks whose processor stopped extending the lease: back to pending after a
+-- backoff that doubles with each attempt, or FAILED once the attempts are used
+-- up. The lost attempt is recorded as such.
+WITH expired AS (
+    SELECT id AS expired_id
+    FROM tasks
+    WHERE status = 'running' AND lease_expires_at < now()
+    ORDER BY lease_expires_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), rescued AS (
+    UPDATE tasks
+    SET status = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'pending' END,
+        error = CASE WHEN attempts >= max_attempts
+                     THEN 'the processor running it stopped (lease expired) on each of '
+                          || attempts || ' attempts' END,
+        finished_at = CASE WHEN attempts >= max_attempts THEN now() END,
+        run_after = now() + make_interval(
+            secs => least(%(backoff_max)s, %(backoff)s * power(2, attempts - 1))
+                    * (1 + random() / 4)),
+        progress = 0,
+        lease_owner = NULL,
+        lease_expires_at = NULL,
+        updated_at = now()
+    FROM expired
+    WHERE id = expired_id
+    RETURNING id, attempts, status
+), closed AS (
+    UPDATE task_attempts
+    SET ended_at = now(), outcome = 'lost', error = 'the lease expired'
+    FROM rescued
+    WHERE task_id = rescued.id AND attempt = rescued.attempts AND outcome = 'running'
+)
+SELECT id AS task_id, status FROM rescued;
+
+-- name: prune_images
+-- Deletes the image bytes of tasks that ended more than the retention ago.
+WITH old AS (
+    SELECT id AS old_id
+    FROM tasks
+    WHERE images_pruned_at IS NULL
+      AND status IN ('completed', 'failed', 'cancelled')
+      AND finished_at < now() - make_interval(secs => %(retention)s)
+    ORDER BY finished_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE tasks
+SET input_image = NULL, result_image = NULL, images_pruned_at = now()
+FROM old
+WHERE id = old_id;
+
+-- name: queue_stats
+-- Served by tasks_claimable_idx (pending) and tasks_lease_expiry_idx (running).
+SELECT
+    (SELECT count(*) FROM tasks WHERE status = 'pending') AS pending,
+    (SELECT count(*) FROM tasks WHERE status = 'running') AS running,
+    coalesce(extract(epoch FROM now() - (SELECT min(created_at) FROM tasks
+                                         WHERE status = 'pending')), 0)::float8
+        AS oldest_pending_seconds;

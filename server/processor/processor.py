@@ -1,0 +1,378 @@
+"""The processor: claims due tasks, runs their pipelines, and finishes them.
+
+- **Claim**: up to the free concurrency in one statement (``FOR UPDATE SKIP
+  LOCKED``, attempts counted and recorded in the same statement), whenever a
+  task becomes pending (LISTEN taskgate_tasks), a slot frees up, a retry's
+  backoff ends, or at the latest every ``poll_interval``.
+- **Lease**: one heartbeat statement extends the leases of every running task
+  and reports those whose owners asked to cancel (also heard at once on
+  LISTEN taskgate_task_cancel). A job whose lease was lost is abandoned: the
+  fenced updates would refuse its result anyway.
+- **Finish**: only through fenced updates. A filter that fails on its input
+  fails the task; an unexpected error or a dead worker process retries it
+  with backoff; a cancellation stops it between two filters.
+- **Maintenance**: the rescuer puts tasks whose lease expired (their processor
+  died) back to PENDING with backoff, or FAILED after the last attempt; the
+  pruner deletes the image bytes of tasks ended longer ago than the retention;
+  queue depth and age are sampled for the metrics.
+- **Shutdown**: stop claiming, let running tasks finish for ``grace``
+  seconds, then hand back the rest (PENDING, due at once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from uuid import UUID
+
+from server import context
+from server.errors import TaskgateError
+from server.metrics import TaskMetrics
+from server.models import Job, TaskStatus
+from server.processor.workers import (
+    Cancelled,
+    Crashed,
+    Done,
+    Failed,
+    JobControl,
+    Outcome,
+    Pipeline,
+    WorkerDied,
+    WorkerPool,
+)
+from server.storage.postgres.listener import Listener
+from server.storage.postgres.queue import Output, QueueRepository
+
+log = logging.getLogger(__name__)
+
+PENDING_CHANNEL = "taskgate_tasks"
+CANCEL_CHANNEL = "taskgate_task_cancel"
+CLAIM_BATCH_MAX = 10
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessorConfig:
+    concurrency: int
+    lease: float
+    poll_interval: float
+    retry_backoff: float
+    retry_backoff_max: float
+    retention: float
+    max_pixels: int | None = None
+    prune_interval: float = 60.0
+    stats_interval: float = 5.0
+
+    @property
+    def heartbeat_interval(self) -> float:
+        return self.lease / 3
+
+    @property
+    def rescue_interval(self) -> float:
+        return max(0.1, min(self.lease / 2, self.poll_interval))
+
+    def backoff(self, attempt: int) -> float:
+        return float(min(self.retry_backoff_max, self.retry_backoff * 2 ** (attempt - 1)))
+
+
+@dataclass
+class Running:
+    job: Job
+    control: JobControl
+    task: asyncio.Task[None]
+    lost: bool = False
+
+
+class Processor:
+    def __init__(
+        self,
+        *,
+        queue: QueueRepository,
+        pool: WorkerPool,
+        listener: Listener,
+        metrics: TaskMetrics,
+        config: ProcessorConfig,
+    ) -> None:
+        self._queue = queue
+        self._pool = pool
+        self._metrics = metrics
+        self._config = config
+        self._running: dict[UUID, Running] = {}
+        self._wake = asyncio.Event()
+        self._slot_freed = asyncio.Event()
+        self._stopping = False
+        self._loops: list[asyncio.Task[None]] = []
+        self._claimer: asyncio.Task[None] | None = None
+        listener.subscribe(PENDING_CHANNEL, lambda _: self._wake.set())
+        listener.subscribe(CANCEL_CHANNEL, self._cancel_asked)
+        listener.on_reconnect(self._wake.set)
+
+    @property
+    def id(self) -> str:
+        return self._queue.owner
+
+    def start(self) -> None:
+        self._claimer = asyncio.create_task(self._claim_loop(), name="processor-claim")
+        self._loops = [
+            asyncio.create_task(self._every(self._config.heartbeat_interval, self._heartbeat)),
+            asyncio.create_task(self._every(self._config.rescue_interval, self._rescue)),
+            asyncio.create_task(self._every(self._config.prune_interval, self._prune)),
+            asyncio.create_task(self._every(self._config.stats_interval, self._sample)),
+        ]
+        log.info("processor %s started", self.id, extra={"fields": {"processor": self.id}})
+
+    async def stop(self, grace: float) -> None:
+        """Stops claiming, waits up to ``grace`` for running tasks, hands back the rest."""
+        self._stopping = True
+        self._wake.set()
+        self._slot_freed.set()
+        if self._claimer is not None:
+            await self._claimer
+        running = [r.task for r in self._running.values()]
+        if running:
+            _, unfinished = await asyncio.wait(running, timeout=grace)
+            for task in unfinished:
+                task.cancel()  # each hands its task back on the way out
+            await asyncio.gather(*unfinished, return_exceptions=True)
+        for loop in self._loops:
+            loop.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        await self._pool.close()
+        log.info("processor %s stopped", self.id)
+
+    # --- claiming ----------------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        while not self._stopping:
+            free = self._config.concurrency - len(self._running)
+            if free <= 0:
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+                continue
+            self._wake.clear()
+            asked = min(free, CLAIM_BATCH_MAX)
+            try:
+                jobs = await self._queue.claim(asked)
+            except TaskgateError as exc:
+                log.warning("claiming tasks failed: %s", exc)
+                await self._sleep(min(self._config.poll_interval, 1.0))
+                continue
+            for job in jobs:
+                self._launch(job)
+            if len(jobs) < asked:
+                await self._sleep(await self._idle_time())
+
+    async def _idle_time(self) -> float:
+        """How long to wait for a notification: until a backoff ends, or one poll interval."""
+        wait = self._config.poll_interval
+        with contextlib.suppress(TaskgateError):
+            due = await self._queue.next_run_after()
+            if due is not None:
+                wait = min(wait, max(0.0, (due - datetime.now(UTC)).total_seconds()) + 0.005)
+        return wait
+
+    async def _sleep(self, seconds: float) -> None:
+        """Waits ``seconds``, or less when woken (a new task, a reconnect, shutdown)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
+
+    def _launch(self, job: Job) -> None:
+        self._metrics.queue_wait.observe(
+            max(0.0, (job.started_at - max(job.created_at, job.run_after)).total_seconds())
+        )
+        control = JobControl()
+        task = asyncio.create_task(self._execute(job, control), name=f"task-{job.task_id}")
+        self._running[job.task_id] = Running(job, control, task)
+
+    def _cancel_asked(self, payload: str) -> None:
+        with contextlib.suppress(ValueError):
+            running = self._running.get(UUID(payload))
+            if running is not None:
+                running.control.cancel()
+
+    # --- running one task --------------------------------------------------------------
+
+    async def _execute(self, job: Job, control: JobControl) -> None:
+        context.request_id.set(job.request_id)
+        claimed = time.perf_counter()
+        fields = {"task_id": str(job.task_id), "attempt": job.attempt, "processor": self.id}
+        try:
+            image = await self._queue.input_image(job)
+            if image is None:
+                log.warning("task %s: lease lost before it started", job.task_id,
+                            extra={"fields": fields})  # fmt: skip
+                return
+            progress = ProgressRecorder(self._queue, job, control, self._lose(job))
+            self._metrics.claim_to_start.observe(time.perf_counter() - claimed)
+            started = time.perf_counter()
+            pipeline = Pipeline(image, job.filters, job.output_format, self._config.max_pixels)
+            outcome = await self._pool.run(pipeline, control=control, on_progress=progress)
+            await progress.flush()
+            await self._finish(job, outcome, time.perf_counter() - started, fields)
+        except WorkerDied as exc:
+            await self._retry(job, str(exc), fields)
+        except TaskgateError as exc:  # the database: the lease runs out and the task is rescued
+            log.warning("task %s: %s", job.task_id, exc, extra={"fields": fields})
+        except asyncio.CancelledError:
+            await asyncio.shield(self._release(job, fields))
+            raise
+        finally:
+            del self._running[job.task_id]
+            self._slot_freed.set()
+
+    def _lose(self, job: Job) -> Callable[[], None]:
+        def lost() -> None:
+            running = self._running.get(job.task_id)
+            if running is not None:
+                running.lost = True
+                running.control.cancel()
+
+        return lost
+
+    async def _finish(
+        self, job: Job, outcome: Outcome, seconds: float, fields: dict[str, object]
+    ) -> None:
+        if self._running[job.task_id].lost:
+            log.warning("task %s: lease lost; result dropped", job.task_id,
+                        extra={"fields": fields})  # fmt: skip
+            return
+        match outcome:
+            case Done():
+                output = Output(outcome.data, outcome.content_type, outcome.width, outcome.height)
+                if await self._queue.complete(job, output):
+                    self._metrics.processing_time.observe(seconds)
+                    for step in job.filters:
+                        self._metrics.filters_used.labels(step.name).inc()
+                    self._ended(job, TaskStatus.COMPLETED, fields)
+            case Failed():
+                if await self._queue.end(job, TaskStatus.FAILED, outcome.message):
+                    self._ended(job, TaskStatus.FAILED, fields, outcome.message)
+            case Cancelled():
+                reason = (
+                    f"cancelled by its owner after {outcome.done} of {len(job.filters)} filters"
+                )
+                if await self._queue.end(job, TaskStatus.CANCELLED, reason):
+                    self._ended(job, TaskStatus.CANCELLED, fields)
+            case Crashed():
+                await self._retry(job, outcome.message, fields)
+
+    def _ended(
+        self, job: Job, status: TaskStatus, fields: dict[str, object], error: str | None = None
+    ) -> None:
+        self._metrics.finished.labels(status.value).inc()
+        log.info("task %s %s", job.task_id, status.value,
+                 extra={"fields": {**fields, "status": status.value, "error": error}})  # fmt: skip
+
+    async def _retry(self, job: Job, error: str, fields: dict[str, object]) -> None:
+        log.error("task %s: attempt %d failed: %s", job.task_id, job.attempt, error,
+                  extra={"fields": fields})  # fmt: skip
+        status = await self._queue.retry(job, error, delay=self._config.backoff(job.attempt))
+        if status is TaskStatus.FAILED:
+            self._metrics.finished.labels(TaskStatus.FAILED.value).inc()
+        elif status is TaskStatus.PENDING:
+            self._metrics.retried.labels("error").inc()
+
+    async def _release(self, job: Job, fields: dict[str, object]) -> None:
+        try:
+            if await self._queue.release(job) is not None:
+                self._metrics.retried.labels("released").inc()
+                log.info("task %s handed back", job.task_id, extra={"fields": fields})
+        except TaskgateError as exc:
+            log.warning("task %s: could not hand it back (%s); its lease will expire",
+                        job.task_id, exc, extra={"fields": fields})  # fmt: skip
+
+    # --- maintenance -------------------------------------------------------------------
+
+    async def _every(self, interval: float, action: Callable[[], Awaitable[None]]) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await action()
+            except TaskgateError as exc:
+                log.warning("%s failed: %s", action.__name__.strip("_"), exc)
+
+    async def _heartbeat(self) -> None:
+        held = {r.job.task_id: r for r in self._running.values() if not r.lost}
+        if not held:
+            return
+        leases = await self._queue.extend_leases(list(held))
+        kept = {lease.id: lease for lease in leases}
+        for task_id, running in held.items():
+            lease = kept.get(task_id)
+            if lease is None:
+                self._lose(running.job)()
+            elif lease.cancel_requested:
+                running.control.cancel()
+
+    async def _rescue(self) -> None:
+        rescued = await self._queue.rescue_expired(
+            backoff=self._config.retry_backoff, backoff_max=self._config.retry_backoff_max
+        )
+        for task in rescued:
+            if task.status == TaskStatus.FAILED.value:
+                self._metrics.finished.labels(TaskStatus.FAILED.value).inc()
+            else:
+                self._metrics.retried.labels("lost").inc()
+            log.warning("task %s: lease expired; now %s", task.task_id, task.status,
+                        extra={"fields": {"task_id": str(task.task_id)}})  # fmt: skip
+
+    async def _prune(self) -> None:
+        while await self._queue.prune_images(retention=self._config.retention) > 0:
+            pass
+
+    async def _sample(self) -> None:
+        stats = await self._queue.stats()
+        self._metrics.queue_depth.set(stats.pending)
+        self._metrics.running.set(stats.running)
+        self._metrics.oldest_pending_age.set(stats.oldest_pending_seconds)
+
+
+class ProgressRecorder:
+    """Records a job's progress after each filter, in order, one write at a time.
+
+    The last filter's progress is left to the completion, which records it
+    with the result. A write that finds cancellation asked passes it on to the
+    worker; one that finds the lease gone abandons the job.
+    """
+
+    def __init__(
+        self, queue: QueueRepository, job: Job, control: JobControl, lost: Callable[[], None]
+    ) -> None:
+        self._queue = queue
+        self._job = job
+        self._control = control
+        self._lost = lost
+        self._latest = 0
+        self._written = 0
+        self._writer: asyncio.Task[None] | None = None
+
+    def __call__(self, done: int) -> None:
+        if done >= len(self._job.filters):
+            return
+        self._latest = done
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write())
+
+    async def flush(self) -> None:
+        if self._writer is not None:
+            await self._writer
+
+    async def _write(self) -> None:
+        while self._written < self._latest:
+            done = self._latest
+            try:
+                cancel = await self._queue.record_progress(self._job, done)
+            except TaskgateError as exc:
+                log.warning("task %s: progress not recorded: %s", self._job.task_id, exc)
+                return
+            self._written = done
+            if cancel is None:
+                self._lost()
+                return
+            if cancel:
+                self._control.cancel()

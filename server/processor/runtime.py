@@ -1,0 +1,67 @@
+"""A processor with everything it owns: its own Postgres pool (so a burst of
+work never starves API calls), its worker processes, and the processor itself.
+
+The server embeds one (TASKGATE_EMBEDDED_PROCESSOR) sharing the process's
+listener; ``python -m server.processor`` runs one alone.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+
+from server.config import Settings
+from server.metrics import TaskMetrics
+from server.processor.processor import Processor, ProcessorConfig
+from server.processor.workers import WorkerPool
+from server.storage.postgres.database import Database, create_pool
+from server.storage.postgres.listener import Listener
+from server.storage.postgres.queue import QueueRepository
+
+
+def processor_id() -> str:
+    """Unique per processor: leases and attempt rows name it."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def processor_config(settings: Settings) -> ProcessorConfig:
+    return ProcessorConfig(
+        concurrency=settings.processor_concurrency,
+        lease=settings.task_lease,
+        poll_interval=settings.processor_poll_interval,
+        retry_backoff=settings.task_retry_backoff,
+        retry_backoff_max=settings.task_retry_backoff_max,
+        retention=settings.task_retention,
+        max_pixels=settings.max_image_pixels,
+    )
+
+
+class ProcessorRuntime:
+    def __init__(self, settings: Settings, *, listener: Listener, metrics: TaskMetrics) -> None:
+        self.pool = create_pool(
+            settings.database_url.reveal(),
+            min_size=1,
+            max_size=settings.processor_pool_size,
+            timeout=settings.db_timeout,
+            name="taskgate-processor",
+        )
+        self.database = Database(pool=self.pool, timeout=settings.db_timeout)
+        self.queue = QueueRepository(
+            database=self.database, owner=processor_id(), lease=settings.task_lease
+        )
+        self.processor = Processor(
+            queue=self.queue,
+            pool=WorkerPool(size=settings.processor_workers),
+            listener=listener,
+            metrics=metrics,
+            config=processor_config(settings),
+        )
+
+    async def start(self) -> None:
+        await self.pool.open(wait=False)
+        self.processor.start()
+
+    async def stop(self, grace: float) -> None:
+        await self.processor.stop(grace)
+        await self.database.close()

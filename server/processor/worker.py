@@ -1,0 +1,113 @@
+"""A worker process: ``python -m server.processor.worker FD``.
+
+It runs one pipeline at a time for the processor that started it, over the
+socket it inherited as FD:
+
+- in:  ``("run", seq, image, steps, format, max_pixels)``, ``("cancel", seq)``
+- out: ``("progress", seq, done)`` after each filter, then one of
+  ``("done", seq, data, content_type, width, height)``,
+  ``("failed", seq, message)`` (the input cannot be processed),
+  ``("cancelled", seq, done)``, ``("error", seq, message)`` (a bug, retryable).
+
+Between two filters it looks for a cancellation without blocking. It exits
+when the processor closes the socket (or dies: the socket closes with it).
+"""
+
+from __future__ import annotations
+
+import select
+import signal
+import socket
+import sys
+from typing import Any
+
+from server.imaging.errors import PipelineCancelled, UnprocessableImage
+from server.imaging.filters import steps_from_json
+from server.imaging.pipeline import run_pipeline
+from server.processor.frames import HEADER, pack, unpack
+
+
+class Channel:
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._cancelled: set[int] = set()
+
+    def recv(self) -> tuple[Any, ...] | None:
+        header = self._read(HEADER.size)
+        if header is None:
+            return None
+        (length,) = HEADER.unpack(header)
+        body = self._read(length)
+        return None if body is None else unpack(body)
+
+    def send(self, *message: Any) -> None:
+        self._sock.sendall(pack(message))
+
+    def cancel_asked(self, seq: int) -> bool:
+        """Whether a cancellation of job ``seq`` has arrived, without waiting for one."""
+        while select.select([self._sock], [], [], 0)[0]:
+            message = self.recv()
+            if message is None:
+                raise SystemExit(0)  # the processor is gone: nobody wants the result
+            if message[0] == "cancel":
+                self._cancelled.add(message[1])
+        return seq in self._cancelled
+
+    def _read(self, size: int) -> bytes | None:
+        chunks = bytearray()
+        while len(chunks) < size:
+            chunk = self._sock.recv(min(size - len(chunks), 1 << 20))
+            if not chunk:
+                return None
+            chunks += chunk
+        return bytes(chunks)
+
+
+def run(
+    channel: Channel,
+    seq: int,
+    image: bytes,
+    steps: Any,
+    output_format: str,
+    max_pixels: int | None,
+) -> None:
+    try:
+        result = run_pipeline(
+            image,
+            steps_from_json(steps),
+            output_format,
+            on_step=lambda done: channel.send("progress", seq, done),
+            cancelled=lambda: channel.cancel_asked(seq),
+            max_pixels=max_pixels,
+        )
+    except PipelineCancelled as exc:
+        channel.send("cancelled", seq, exc.done)
+    except UnprocessableImage as exc:
+        channel.send("failed", seq, exc.message)
+    except Exception as exc:  # a bug: reported, and the task retried elsewhere
+        channel.send("error", seq, f"{type(exc).__name__}: {exc}")
+    else:
+        channel.send("done", seq, result.data, result.content_type, result.width, result.height)
+
+
+def serve(channel: Channel) -> None:
+    while (message := channel.recv()) is not None:
+        if message[0] == "run":
+            run(channel, *message[1:])
+
+
+def main(argv: list[str]) -> int:
+    # Ctrl-C reaches the whole process group: the processor decides when we stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sock = socket.socket(fileno=int(argv[1]))
+    try:
+        serve(Channel(sock))
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the processor went away mid-job
+    finally:
+        sock.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

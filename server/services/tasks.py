@@ -1,0 +1,259 @@
+"""Submitting, reading, listing, cancelling and watching tasks.
+
+Everything a submission must satisfy is checked here before it is stored:
+the image (format, bytes, pixels from the header, a full decode) and the
+pipeline (1-20 filters, each parameter in range, and no step producing more
+pixels than allowed), with one field violation per bad field. Another user's
+task is NOT_FOUND, as if it did not exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from uuid import UUID
+
+from server import context
+from server.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+)
+from server.imaging.filters import CATALOGUE, FilterSpec, FilterStep
+from server.imaging.images import probe
+from server.imaging.pipeline import validate_pipeline
+from server.metrics import TaskMetrics
+from server.models import OUTPUT_FORMATS, ImageMeta, NewTask, Task, TaskResult, TaskStatus
+from server.services import page_tokens
+from server.services.rules import parse_uuid
+from server.services.task_events import TaskEvents
+from server.storage.postgres.tasks import Cursor, TaskRepository
+
+IDEMPOTENCY_KEY_MAX = 128
+_UNBOUNDED = (2**31 - 1, 2**31 - 1)  # an image every crop fits in
+PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX = 20, 100
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskLimits:
+    max_image_bytes: int
+    max_pixels: int
+    max_attempts: int
+    watch_poll_interval: float
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """A CreateTask request in the domain's terms. ``output_format`` is "" when not given."""
+
+    image: bytes
+    filters: Sequence[FilterStep]
+    output_format: str
+    idempotency_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    tasks: list[Task]
+    next_page_token: str
+
+
+def idempotency_key_violations(key: str) -> list[FieldViolation]:
+    if len(key) > IDEMPOTENCY_KEY_MAX:
+        return [
+            FieldViolation("idempotency_key", f"must be at most {IDEMPOTENCY_KEY_MAX} characters")
+        ]
+    if not key.isprintable():
+        return [FieldViolation("idempotency_key", "must contain only printable characters")]
+    return []
+
+
+def output_format_violations(output_format: str) -> list[FieldViolation]:
+    if output_format and output_format not in OUTPUT_FORMATS:
+        return [FieldViolation("output_format", "must be PNG, JPEG or WEBP")]
+    return []
+
+
+def request_hash(submission: Submission) -> bytes:
+    """The fingerprint that tells a retried submission from another one with the same key."""
+    digest = hashlib.sha256()
+    steps = [step.to_json() for step in submission.filters]
+    digest.update(json.dumps([steps, submission.output_format or "png"], sort_keys=True).encode())
+    digest.update(submission.image)
+    return digest.digest()
+
+
+class TaskService:
+    def __init__(
+        self,
+        *,
+        tasks: TaskRepository,
+        events: TaskEvents,
+        limits: TaskLimits,
+        metrics: TaskMetrics,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._tasks = tasks
+        self._events = events
+        self._limits = limits
+        self._metrics = metrics
+        self.clock = clock
+
+    @staticmethod
+    def filters() -> Sequence[FilterSpec]:
+        return CATALOGUE
+
+    async def create(self, caller: UUID, submission: Submission) -> Task:
+        meta = await self._validate(submission)
+        key = submission.idempotency_key or None
+        fingerprint = request_hash(submission) if key else b""
+        new = NewTask(
+            user_id=caller,
+            filters=tuple(submission.filters),
+            output_format=submission.output_format or "png",
+            image=submission.image,
+            input=meta,
+            idempotency_key=key,
+            request_hash=fingerprint,
+            request_id=context.request_id.get(),
+            max_attempts=self._limits.max_attempts,
+        )
+        task = await self._tasks.insert(new)
+        if task is not None:
+            self._metrics.created.inc()
+            return task
+        assert key is not None  # only a repeated key inserts nothing
+        return await self._earlier(caller, key, fingerprint)
+
+    async def _earlier(self, caller: UUID, key: str, fingerprint: bytes) -> Task:
+        keyed = await self._tasks.get_by_idempotency_key(caller, key)
+        if keyed is None:  # pragma: no cover - the user was deleted in between
+            raise NotFound("the task of this idempotency_key is gone")
+        if keyed.request_hash != fingerprint:
+            raise AlreadyExists(
+                "idempotency_key was already used for a different submission "
+                f"(task {keyed.task.id}); use a new key for a new task"
+            )
+        return keyed.task
+
+    async def _validate(self, submission: Submission) -> ImageMeta:
+        """The input image's metadata, or INVALID_ARGUMENT with every bad field."""
+        violations = output_format_violations(submission.output_format)
+        violations += idempotency_key_violations(submission.idempotency_key)
+        info = None
+        try:
+            # Decoding the whole image proves it is one; it is bounded by the
+            # byte and pixel limits checked (from the header) first.
+            info = await asyncio.to_thread(
+                probe,
+                submission.image,
+                max_bytes=self._limits.max_image_bytes,
+                max_pixels=self._limits.max_pixels,
+            )
+        except InvalidArgument as exc:
+            violations = exc.violations + violations
+        if info is not None:
+            violations += validate_pipeline(
+                submission.filters,
+                (info.width, info.height),
+                max_pixels=self._limits.max_pixels,
+                output_format=submission.output_format or "png",
+            )
+        else:  # no size to follow through the steps: their parameters alone
+            violations += validate_pipeline(submission.filters, _UNBOUNDED, max_pixels=2**62)
+        if violations or info is None:
+            raise InvalidArgument(violations)
+        return ImageMeta(info.content_type, info.width, info.height, info.size_bytes)
+
+    async def get(self, caller: UUID, task_id: str) -> Task:
+        return await self._get(caller, parse_uuid(task_id, "task_id"), task_id)
+
+    async def _get(self, caller: UUID, task_id: UUID, given: str) -> Task:
+        task = await self._tasks.get(caller, task_id)
+        if task is None:
+            raise NotFound(f"task {given!r} not found")
+        return task
+
+    async def result(self, caller: UUID, task_id: str) -> TaskResult:
+        stored = await self._tasks.get_result(caller, parse_uuid(task_id, "task_id"))
+        if stored is None:
+            raise NotFound(f"task {task_id!r} not found")
+        if stored.status != TaskStatus.COMPLETED.value:
+            raise FailedPrecondition(
+                f"the task is {stored.status.upper()}: only a COMPLETED task has a result"
+            )
+        if stored.result_image is None or stored.result_content_type is None:
+            raise FailedPrecondition(
+                "the result was deleted after the retention period "
+                f"({stored.images_pruned_at:%Y-%m-%d})"
+                if stored.images_pruned_at is not None
+                else "the task has no result"
+            )
+        return TaskResult(content_type=stored.result_content_type, data=stored.result_image)
+
+    async def list(
+        self, caller: UUID, *, page_size: int, page_token: str, status: TaskStatus | None
+    ) -> Page:
+        if page_size < 0:
+            raise InvalidArgument.field("page_size", "must not be negative")
+        limit = min(page_size or PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX)
+        status_code = _STATUS_CODES[status]
+        after = page_tokens.decode(page_token, status_code) if page_token else None
+        tasks = await self._tasks.list(caller, status=status, after=after, limit=limit + 1)
+        next_token = ""
+        if len(tasks) > limit:
+            tasks = tasks[:limit]
+            last = tasks[-1]
+            next_token = page_tokens.encode(Cursor(last.created_at, last.id), status_code)
+        return Page(tasks=tasks, next_page_token=next_token)
+
+    async def cancel(self, caller: UUID, task_id: str) -> Task:
+        target = parse_uuid(task_id, "task_id")
+        task = await self._tasks.cancel(caller, target)
+        if task is None:
+            current = await self._get(caller, target, task_id)
+            raise FailedPrecondition(
+                f"the task has already ended ({current.status.value.upper()}): "
+                "only a PENDING or RUNNING task can be cancelled"
+            )
+        if task.status is TaskStatus.CANCELLED:
+            self._metrics.finished.labels(TaskStatus.CANCELLED.value).inc()
+        return task
+
+    async def watch(self, caller: UUID, task_id: str) -> AsyncIterator[Task]:
+        """The task now, then after each change of status, progress or cancellation,
+        until it has ended."""
+        target = parse_uuid(task_id, "task_id")
+        with self._events.watching(str(target)) as changed:
+            last: tuple[object, ...] | None = None
+            while True:
+                changed.clear()  # before the read: a change after it sets the event again
+                task = await self._get(caller, target, task_id)
+                state = (task.status, task.progress, task.cancel_requested, task.attempts)
+                if state != last:
+                    last = state
+                    yield task
+                if task.status.ended:
+                    return
+                # A lost notification costs at most one poll interval.
+                try:
+                    async with asyncio.timeout(self._limits.watch_poll_interval):
+                        await changed.wait()
+                except TimeoutError:
+                    pass
+
+
+_STATUS_CODES: dict[TaskStatus | None, int] = {
+    None: 0,
+    **{status: index for index, status in enumerate(TaskStatus, start=1)},
+}

@@ -1,0 +1,137 @@
+"""Tasks in Postgres, as the API reads and writes them (never the image bytes,
+but in ``insert`` and ``get_result``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from psycopg.types.json import Jsonb
+
+from server.imaging.filters import FilterStep
+from server.models import ImageMeta, NewTask, Task, TaskStatus
+from server.storage.postgres.database import Database
+
+
+def task_from_row(
+    *,
+    id: UUID,
+    filters: list[dict[str, Any]],
+    status: str,
+    input_content_type: str,
+    input_width: int,
+    input_height: int,
+    input_size_bytes: int,
+    result_content_type: str | None,
+    result_width: int | None,
+    result_height: int | None,
+    result_size_bytes: int | None,
+    **columns: Any,
+) -> Task:
+    result = None
+    if result_content_type is not None:
+        result = ImageMeta(
+            result_content_type, result_width or 0, result_height or 0, result_size_bytes or 0
+        )
+    return Task(
+        id=id,
+        status=TaskStatus(status),
+        filters=tuple(FilterStep.from_json(step) for step in filters),
+        input=ImageMeta(input_content_type, input_width, input_height, input_size_bytes),
+        result=result,
+        **columns,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class KeyedTask:
+    """The task an idempotency key names, and the fingerprint of its submission."""
+
+    task: Task
+    request_hash: bytes
+
+
+def _keyed_task(*, request_hash: bytes, **columns: Any) -> KeyedTask:
+    return KeyedTask(task_from_row(**columns), request_hash)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResult:
+    status: str
+    result_content_type: str | None
+    result_image: bytes | None
+    images_pruned_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """Where a page ends: the last task's creation time and id."""
+
+    created_at: datetime
+    id: UUID
+
+
+class TaskRepository:
+    def __init__(self, *, database: Database) -> None:
+        self._db = database
+
+    async def insert(self, task: NewTask) -> Task | None:
+        """The new task; None when the user already has a task with its idempotency key."""
+        return await self._db.fetch_one(
+            "insert_task",
+            {
+                "user_id": task.user_id,
+                "filters": Jsonb([step.to_json() for step in task.filters]),
+                "output_format": task.output_format,
+                "idempotency_key": task.idempotency_key,
+                "request_hash": task.request_hash,
+                "request_id": task.request_id,
+                "image": task.image,
+                "content_type": task.input.content_type,
+                "width": task.input.width,
+                "height": task.input.height,
+                "size_bytes": task.input.size_bytes,
+                "max_attempts": task.max_attempts,
+            },
+            task_from_row,
+        )
+
+    async def get_by_idempotency_key(self, user_id: UUID, key: str) -> KeyedTask | None:
+        return await self._db.fetch_one(
+            "get_task_by_idempotency_key",
+            {"user_id": user_id, "idempotency_key": key},
+            _keyed_task,
+        )
+
+    async def get(self, user_id: UUID, task_id: UUID) -> Task | None:
+        return await self._db.fetch_one(
+            "get_task", {"id": task_id, "user_id": user_id}, task_from_row
+        )
+
+    async def get_result(self, user_id: UUID, task_id: UUID) -> StoredResult | None:
+        return await self._db.fetch_one(
+            "get_task_result", {"id": task_id, "user_id": user_id}, StoredResult
+        )
+
+    async def list(
+        self, user_id: UUID, *, status: TaskStatus | None, after: Cursor | None, limit: int
+    ) -> list[Task]:
+        return await self._db.fetch_all(
+            "list_tasks",
+            {
+                "user_id": user_id,
+                "status": None if status is None else status.value,
+                "after_created_at": None if after is None else after.created_at,
+                "after_id": None if after is None else after.id,
+                "limit": limit,
+            },
+            task_from_row,
+        )
+
+    async def cancel(self, user_id: UUID, task_id: UUID) -> Task | None:
+        """The task after cancelling it; None when it is unknown or has already ended."""
+        return await self._db.fetch_one(
+            "cancel_task", {"id": task_id, "user_id": user_id}, task_from_row
+        )
