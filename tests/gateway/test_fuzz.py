@@ -43,7 +43,7 @@ async def test_schemathesis_finds_no_server_error(http: Client, tmp_path: Path) 
         str(ST),
         "run",
         *args,
-        cwd=ROOT,
+        cwd=tmp_path,  # schemathesis keeps a cache folder where it runs
         env={
             **os.environ,
             "SCHEMATHESIS_HOOKS": "tests.gateway.st_hooks",

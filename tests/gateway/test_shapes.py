@@ -331,7 +331,7 @@ async def test_deadlines(shapes: Client) -> None:
     default = (await (await shapes.get("/v1/echo/d")).json())["timeRemaining"]
     assert 5.0 < default <= 7.1  # the settings' default deadline (7s)
     asked = await shapes.get("/v1/echo/d", headers={"Grpc-Timeout": "500m"})
-    assert 0 < (await asked.json())["timeRemaining"] <= 0.5
+    assert 0 < (await asked.json())["timeRemaining"] <= 0.51  # grpc rounds the header up
 
 
 @pytest.mark.parametrize(
