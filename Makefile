@@ -13,7 +13,7 @@ TASKGATE_REDIS_URL ?= redis://127.0.0.1:6379/0
 export TASKGATE_DATABASE_URL TASKGATE_REDIS_URL
 
 .PHONY: help install run migrate migrate-check migrate-schema proto proto-check buf-lint \
-        lint fmt test test-only bench bench-auth clean
+        lint fmt test test-only bench bench-auth bench-gateway run-gateway clean
 
 help:
 	@echo "make run            migrate, then start the server (Ctrl-C stops it)"
@@ -25,6 +25,8 @@ help:
 	@echo "make migrate-check  migrations vs db/schema.sql, up -> down -> up"
 	@echo "make migrate-schema rewrite db/schema.sql from the migrations"
 	@echo "make bench-auth     GetUser (through auth) vs health Check, calls/s"
+	@echo "make bench-gateway  GetTask over HTTP through the gateway vs gRPC, calls/s and CPU"
+	@echo "make run-gateway    start the HTTP/JSON gateway (python -m gateway) on 127.0.0.1:8080"
 
 install: $(VENV)/.installed node_modules/.installed
 
@@ -79,10 +81,16 @@ test: install lint migrate-check test-only
 test-only: $(VENV)/.installed
 	$(BIN)/pytest --cov --cov-report=term --cov-fail-under=85 $(PYTEST_ARGS)
 
-bench: bench-auth
+bench: bench-auth bench-gateway
 
 bench-auth: $(VENV)/.installed
 	$(BIN)/python -m bench.auth $(BENCH_ARGS)
+
+bench-gateway: $(VENV)/.installed
+	$(BIN)/python -m bench.gateway $(BENCH_ARGS)
+
+run-gateway: $(VENV)/.installed
+	$(BIN)/python -m gateway
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov
