@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
 import re
-import uuid
 from collections.abc import Iterable
 
 from gateway.errors import STATUS_DETAILS_KEY, invalid_argument
@@ -70,7 +70,7 @@ PERMANENT_HEADERS = frozenset(
 def request_id_from(value: str | None) -> str:
     if value is not None and _SANE_REQUEST_ID.fullmatch(value):
         return value
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()
 
 
 def parse_grpc_timeout(value: str) -> float:

@@ -22,8 +22,10 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+import struct
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import cache
 from typing import Any
 
@@ -337,53 +339,117 @@ def apply_body(message: Message, body: str, value: Any) -> None:
 # -- out ------------------------------------------------------------------------------
 
 
+# Field kinds of an output plan.
+_ALWAYS, _NULLABLE, _IF_SET = 0, 1, 2
+Converter = Callable[[Any], Any]
+
+
+def _int64(value: int) -> str:
+    return str(value)
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _double(value: float) -> Any:
+    if value != value:
+        return "NaN"
+    if value in (math.inf, -math.inf):
+        return "Infinity" if value > 0 else "-Infinity"
+    return value
+
+
+def _float32(value: float) -> Any:
+    """The shortest decimal that reads back as the same 32-bit float."""
+    if value != value or value in (math.inf, -math.inf):
+        return _double(value)
+    for precision in range(6, 10):
+        shortest = float(f"{value:.{precision}g}")
+        if struct.unpack("<f", struct.pack("<f", shortest))[0] == value:
+            return shortest
+    return value  # pragma: no cover - 9 digits always round-trip
+
+
+def _bytes(value: bytes) -> str:
+    return base64.b64encode(value).decode("ascii")
+
+
+def _well_known(message: Message) -> Any:
+    return json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
+
+
+def _wrapper(message_type: descriptor.Descriptor) -> Converter:
+    inner = _value_converter(message_type.fields_by_name["value"])
+    return lambda message: inner(message.value)
+
+
+_NUMBER_CONVERTERS: dict[int, Converter] = {
+    **{kind: _int64 for kind in (FD.TYPE_INT64, FD.TYPE_SINT64, FD.TYPE_SFIXED64)},
+    **{kind: _int64 for kind in (FD.TYPE_UINT64, FD.TYPE_FIXED64)},
+    FD.TYPE_DOUBLE: _double,
+    FD.TYPE_FLOAT: _float32,
+    FD.TYPE_BYTES: _bytes,
+}
+
+
+def _value_converter(field: FD) -> Converter:
+    """How one value of ``field`` becomes JSON (for a repeated field: one element)."""
+    if field.enum_type is not None:
+        names = {v.number: v.name for v in field.enum_type.values}
+        return lambda number: names.get(number, number)
+    target = field.message_type
+    if target is None:
+        return _NUMBER_CONVERTERS.get(field.type, _same)
+    name = target.full_name
+    if name in _WRAPPERS:
+        return _wrapper(target)
+    if name in ("google.protobuf.Timestamp", "google.protobuf.Duration"):
+        return lambda message: message.ToJsonString()
+    if name in _SCALAR_JSON_TYPES:
+        return _well_known
+    return lambda message: _message_dict(message)
+
+
+def _map_converter(field: FD) -> Converter:
+    assert field.message_type is not None
+    value = _value_converter(field.message_type.fields_by_name["value"])
+    return lambda entries: {json_key(k): value(v) for k, v in entries.items()}
+
+
+def _repeated_converter(field: FD) -> Converter:
+    item = _value_converter(field)
+    if item is _same:
+        return list
+    return lambda values: [item(v) for v in values]
+
+
+def _entry(field: FD) -> tuple[str, str, Converter, int]:
+    target = field.message_type
+    if target is not None and target.GetOptions().map_entry:
+        return field.name, field.json_name, _map_converter(field), _ALWAYS
+    if field.is_repeated:
+        return field.name, field.json_name, _repeated_converter(field), _ALWAYS
+    convert = _value_converter(field)
+    if field.containing_oneof is not None:  # a oneof member or a proto3 optional field
+        return field.name, field.json_name, convert, _IF_SET
+    kind = _NULLABLE if target is not None else _ALWAYS
+    return field.name, field.json_name, convert, kind
+
+
 @cache
-def _null_fields(message_type: descriptor.Descriptor) -> tuple[tuple[FD, ...], tuple[FD, ...]]:
-    """Singular message fields outside real oneofs (null when unset), and the fields
-    whose values hold messages to walk into (singular, repeated or map values)."""
-    singular: list[FD] = []
-    nested: list[FD] = []
-    for field in message_type.fields:
-        target = field.message_type
-        if target is None:
-            continue
-        if target.GetOptions().map_entry:
-            value_type = target.fields_by_name["value"].message_type
-            if value_type is not None and value_type.full_name not in _SCALAR_JSON_TYPES:
-                nested.append(field)
-            continue
-        oneof = field.containing_oneof
-        in_oneof = oneof is not None and not _synthetic(oneof)
-        if not field.is_repeated and not in_oneof and not _synthetic_member(field):
-            singular.append(field)
-        if target.full_name not in _SCALAR_JSON_TYPES:
-            nested.append(field)
-    return tuple(singular), tuple(nested)
+def _plan(message_type: descriptor.Descriptor) -> tuple[tuple[str, str, Converter, int], ...]:
+    return tuple(_entry(field) for field in message_type.fields)
 
 
-def _synthetic_member(field: FD) -> bool:
-    oneof = field.containing_oneof
-    return oneof is not None and _synthetic(oneof)
-
-
-def _add_nulls(message: Message, out: dict[str, Any]) -> None:
-    singular, nested = _null_fields(message.DESCRIPTOR)
-    for field in singular:
-        if field.json_name not in out:
-            out[field.json_name] = None
-    for field in nested:
-        value = out.get(field.json_name)
-        if value is None:
-            continue
-        child = getattr(message, field.name)
-        if not field.is_repeated:
-            _add_nulls(child, value)
-        elif field.message_type is not None and field.message_type.GetOptions().map_entry:
-            for key, item in child.items():
-                _add_nulls(item, value[json_key(key)])
-        else:
-            for item, item_out in zip(child, value, strict=True):
-                _add_nulls(item, item_out)
+def _message_dict(message: Message) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, json_name, convert, kind in _plan(message.DESCRIPTOR):
+        if kind == _ALWAYS or message.HasField(name):
+            out[json_name] = convert(getattr(message, name))
+        elif kind == _NULLABLE:
+            out[json_name] = None
+    return out
 
 
 def json_key(key: Any) -> str:
@@ -393,12 +459,17 @@ def json_key(key: Any) -> str:
 
 
 def to_dict(message: Message) -> dict[str, Any]:
-    """The canonical JSON object of ``message``, every field emitted."""
-    out: dict[str, Any] = json_format.MessageToDict(
-        message, always_print_fields_with_no_presence=True
-    )
-    _add_nulls(message, out)
-    return out
+    """The canonical JSON object of ``message``, every field emitted.
+
+    Fields without presence are always written; an unset singular message field
+    is ``null`` (as Go's protojson writes it); an unset oneof member or proto3
+    ``optional`` field is left out. Output per message type is planned once.
+    """
+    name = message.DESCRIPTOR.full_name
+    if name in _SCALAR_JSON_TYPES:
+        value: dict[str, Any] = _well_known(message)
+        return value
+    return _message_dict(message)
 
 
 def dumps(value: Any) -> bytes:

@@ -214,6 +214,7 @@ async def test_status_table(shapes: Client, code: int, status: int) -> None:
 
 ROUTING = [
     ("GET", "/nowhere", 404, 5, "Not Found"),
+    ("GET", "/v1/x%0Ay", 404, 5, "Not Found"),  # a newline in the path still reaches the router
     ("GET", "/v1/echo", 501, 12, "Method Not Allowed"),
     ("DELETE", "/v1/echo/x", 501, 12, "Method Not Allowed"),
     ("GET", "/v1/echo/x:shout", 200, None, None),  # GET {id} takes "x:shout", as grpc-gateway

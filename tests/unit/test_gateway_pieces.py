@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 import pytest
 from google.api import http_pb2
-from google.protobuf import any_pb2, duration_pb2
+from google.protobuf import any_pb2, duration_pb2, json_format
 
 from gateway import errors, headers, routes, transcode
 from gateway.config import Settings
 from gateway.openapi import _summary, product_comments
 from server.config import ConfigError
 from taskgate.v1 import task_service_pb2, user_service_pb2
+from tests.gateway.shapes import message_class
 
 
 def test_settings_defaults_and_overrides() -> None:
@@ -180,3 +183,59 @@ def test_product_comments() -> None:
     )
     assert comments["taskgate.v1.Filter.Blur.radius"].startswith("The blur radius")
     assert _summary("Does a thing. Then more.\n\nDetails.") == "Does a thing"
+
+
+def _without_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
+
+
+def _populated_echo() -> Any:
+    echo = message_class("EchoRequest")(
+        id="i",
+        i32=-5,
+        i64=-(2**62),
+        u64=2**64 - 1,
+        dbl=float("nan"),
+        flt=0.1,
+        flag=True,
+        data=b"\xff\x00",
+        color=7,  # a number with no name
+        tags=["a"],
+        colors=[1, 2],
+        nums=[1, 2],
+        labels={"k": "v"},
+        number_choice=3,
+    )
+    echo.nested.deeper.name = "d"
+    echo.when.FromSeconds(1)
+    echo.wait.FromNanoseconds(1_500_000_000)
+    echo.wrapped.value = 4
+    echo.mask.paths.extend(["a.b", "c"])
+    return echo
+
+
+def test_to_dict_matches_json_format() -> None:
+    echo = _populated_echo()
+    task = task_service_pb2.Task(
+        task_id="t",
+        status=task_service_pb2.TASK_STATUS_RUNNING,
+        filters=[task_service_pb2.Filter()],
+    )
+    task.create_time.GetCurrentTime()
+    response = message_class("EchoResponse")(request=echo, metadata={"a": "b"})
+    for message in (echo, task, response, message_class("EchoRequest")(), duration_pb2.Duration()):
+        reference = json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
+        assert _without_nulls(transcode.to_dict(message)) == reference
+    out = transcode.to_dict(response)
+    assert out["unset"] is None
+    assert out["request"]["nested"]["deeper"] == {"name": "d"}
+    assert out["request"]["flt"] == 0.1
+    assert out["request"]["dbl"] == "NaN"
+    assert out["request"]["color"] == 7
+    assert "textChoice" not in out["request"]
+    assert transcode._double(float("-inf")) == "-Infinity"
+    assert transcode._float32(float("inf")) == "Infinity"
