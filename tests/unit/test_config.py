@@ -80,3 +80,45 @@ def test_parse_addr_and_bool() -> None:
     assert parse_addr(":8080") == ("0.0.0.0", 8080)  # noqa: S104
     assert parse_bool("Yes") is True
     assert parse_bool("off") is False
+
+
+def test_task_and_processor_settings() -> None:
+    settings = Settings.from_env(
+        {
+            "TASKGATE_PROCESSOR_CONCURRENCY": "8",
+            "TASKGATE_PROCESSOR_WORKERS": "3",
+            "TASKGATE_TASK_LEASE": "10s",
+            "TASKGATE_TASK_RETRY_BACKOFF": "500ms",
+            "TASKGATE_TASK_RETRY_BACKOFF_MAX": "1m",
+            "TASKGATE_TASK_RETENTION": "2d",
+            "TASKGATE_MAX_IMAGE_PIXELS": "1000000",
+            "TASKGATE_TASK_MAX_ATTEMPTS": "5",
+        }
+    )
+    assert settings.processor_concurrency == 8
+    assert settings.processor_workers == 3
+    assert settings.processor_pool_size == 10  # one per task in flight, plus two
+    assert settings.task_lease == 10
+    assert settings.task_retry_backoff == 0.5
+    assert settings.task_retry_backoff_max == 60
+    assert settings.task_retention == 2 * 86400
+    assert settings.max_image_pixels == 1_000_000
+    assert settings.task_max_attempts == 5
+    assert Settings.from_env({"TASKGATE_PROCESSOR_DB_POOL_SIZE": "4"}).processor_pool_size == 4
+    assert Settings.from_env({}).processor_concurrency >= 1
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("TASKGATE_PROCESSOR_CONCURRENCY", "0"),
+        ("TASKGATE_PROCESSOR_WORKERS", "-1"),
+        ("TASKGATE_TASK_LEASE", "soon"),
+        ("TASKGATE_MAX_IMAGE_PIXELS", "0"),
+        ("TASKGATE_PROCESSOR_METRICS_ADDR", "nowhere"),
+        ("TASKGATE_TASK_RETRY_BACKOFF", "10m"),  # past the maximum of 5m
+    ],
+)
+def test_bad_task_settings_name_the_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_env({name: value})
