@@ -13,13 +13,12 @@ import logging
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
 from server.config import Settings
-from server.health import DependencyMonitor
+from server.health import DependencyMonitor, HealthServicer
 from server.interceptors.auth import AuthInterceptor
 from server.interceptors.errors import ErrorInterceptor
 from server.interceptors.request_log import RequestLogInterceptor
@@ -95,7 +94,7 @@ class App:
             hasher=hasher,
             cache=UserCache(max_size=settings.user_cache_size),
         )
-        self.health = health_aio.HealthServicer()
+        self.health = HealthServicer()
         self.monitor = DependencyMonitor(
             health=self.health,
             probes={"postgres": database.ping, "redis": session_repository.ping},

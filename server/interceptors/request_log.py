@@ -23,7 +23,9 @@ log = logging.getLogger("taskgate.access")
 
 REQUEST_ID_KEY = "x-request-id"
 # Probed every few seconds by orchestrators: logged at debug level unless they fail.
-QUIET_METHODS = frozenset({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"})
+QUIET_METHODS = frozenset(
+    {"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch", "/grpc.health.v1.Health/List"}
+)
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
 
