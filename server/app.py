@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
+from server import logs
 from server.config import Settings
 from server.health import DependencyMonitor, HealthServicer
 from server.interceptors.auth import AuthInterceptor
@@ -59,6 +60,7 @@ class App:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        logs.install_grpc_filter()
         self.pool: AsyncConnectionPool = create_pool(
             settings.database_url.reveal(),
             min_size=settings.db_pool_min_size,
