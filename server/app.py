@@ -35,6 +35,7 @@ from server.storage.postgres.users import UserRepository
 from server.storage.redis.client import create_client
 from server.storage.redis.keys import RedisKeys
 from server.storage.redis.sessions import SessionRepository
+from server.transport import server_options
 from taskgate.v1 import session_service_pb2, task_service_pb2, user_service_pb2
 from taskgate.v1 import session_service_pb2_grpc as session_grpc
 from taskgate.v1 import task_service_pb2_grpc as task_grpc
@@ -66,6 +67,7 @@ class App:
             min_size=settings.db_pool_min_size,
             max_size=settings.db_pool_max_size,
             timeout=settings.db_timeout,
+            reconnect_timeout=settings.db_reconnect_timeout,
         )
         self.redis: Redis = create_client(
             settings.redis_url.reveal(), timeout=settings.redis_timeout
@@ -109,13 +111,8 @@ class App:
                 ErrorInterceptor(),
                 AuthInterceptor(authenticate=self.sessions.authenticate),
             ],
-            options=[
-                ("grpc.max_receive_message_length", settings.max_message_bytes),
-                ("grpc.max_send_message_length", settings.max_message_bytes),
-                # grpc's default SO_REUSEPORT lets a second server share a busy
-                # port without a word; a taken address must be an error.
-                ("grpc.so_reuseport", 0),
-            ],
+            options=server_options(settings),
+            maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
         )
         user_grpc.add_UserServiceServicer_to_server(UserServicer(users=users), self.server)
         session_grpc.add_SessionServiceServicer_to_server(

@@ -8,11 +8,12 @@ never show in a repr or a log line.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _T = TypeVar("_T")
@@ -126,6 +127,26 @@ class Settings:
     argon2_time_cost: int = 3
     argon2_memory_kib: int = 64 * 1024
     argon2_parallelism: int = 4
+    # Abuse and limits (issue 8): what an anonymous client can make the server spend.
+    max_request_bytes: int = 64 * 1024
+    max_concurrent_rpcs: int = 1000
+    max_unauthenticated_reads: int = 4
+    grpc_stream_window_bytes: int = 64 * 1024
+    grpc_max_connection_idle: float = 300.0
+    grpc_max_connection_age: float = 3600.0
+    grpc_max_connection_age_grace: float = 300.0
+    grpc_keepalive_time: float = 60.0
+    grpc_keepalive_timeout: float = 20.0
+    grpc_min_ping_interval: float = 10.0
+    grpc_max_ping_strikes: int = 2
+    grpc_keepalive_without_calls: bool = True
+    password_hash_workers: int = 2
+    password_hash_queue: int = 8
+    client_login_limit: int = 60
+    client_register_limit: int = 10
+    client_rate_window: float = 60.0
+    trusted_proxies: tuple[str, ...] = ()
+    db_reconnect_timeout: float = 2.0
 
     @property
     def max_message_bytes(self) -> int:
@@ -160,11 +181,13 @@ class Settings:
             argon2_time_cost=int(env.positive("ARGON2_TIME_COST", "3", int)),
             argon2_memory_kib=int(env.positive("ARGON2_MEMORY_KIB", "65536", int)),
             argon2_parallelism=int(env.positive("ARGON2_PARALLELISM", "4", int)),
+            **_limits_from(env),
         )
         settings.validate()
         return settings
 
     def validate(self) -> None:
+        self._validate_limits()
         addrs = {"GRPC_ADDR": self.grpc_addr, "SERVER_METRICS_ADDR": self.metrics_addr}
         for name, addr in addrs.items():
             try:
@@ -179,3 +202,56 @@ class Settings:
             raise ConfigError(
                 "TASKGATE_DB_POOL_MIN_SIZE: must not exceed TASKGATE_DB_POOL_MAX_SIZE"
             )
+
+    def _validate_limits(self) -> None:
+        if self.max_request_bytes > self.max_message_bytes:
+            raise ConfigError(
+                "TASKGATE_MAX_REQUEST_BYTES: must not exceed TASKGATE_MAX_IMAGE_BYTES + 64 KiB"
+            )
+        for proxy in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ConfigError(
+                    f"TASKGATE_TRUSTED_PROXIES: not an IP address or CIDR: {proxy!r}"
+                ) from None
+
+
+def parse_list(text: str) -> tuple[str, ...]:
+    """``"a, b,c"`` → ``("a", "b", "c")``; empty → ``()``."""
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+def _limits_from(env: _Env) -> dict[str, Any]:
+    """The settings of issue 8's limits (each a ``TASKGATE_*`` variable)."""
+    cpus = os.cpu_count() or 1
+
+    def count(name: str, default: int) -> int:
+        return int(env.positive(name, str(default), int))
+
+    def duration(name: str, default: str) -> float:
+        return env.positive(name, default, parse_duration)
+
+    return {
+        "max_request_bytes": count("MAX_REQUEST_BYTES", 64 * 1024),
+        "max_concurrent_rpcs": count("MAX_CONCURRENT_RPCS", 1000),
+        "max_unauthenticated_reads": count("MAX_UNAUTHENTICATED_READS", 4),
+        "grpc_stream_window_bytes": count("GRPC_STREAM_WINDOW_BYTES", 64 * 1024),
+        "grpc_max_connection_idle": duration("GRPC_MAX_CONNECTION_IDLE", "5m"),
+        "grpc_max_connection_age": duration("GRPC_MAX_CONNECTION_AGE", "1h"),
+        "grpc_max_connection_age_grace": duration("GRPC_MAX_CONNECTION_AGE_GRACE", "5m"),
+        "grpc_keepalive_time": duration("GRPC_KEEPALIVE_TIME", "1m"),
+        "grpc_keepalive_timeout": duration("GRPC_KEEPALIVE_TIMEOUT", "20s"),
+        "grpc_min_ping_interval": duration("GRPC_MIN_PING_INTERVAL", "10s"),
+        "grpc_max_ping_strikes": env.cast("GRPC_MAX_PING_STRIKES", "2", _non_negative_int),
+        "grpc_keepalive_without_calls": env.cast(
+            "GRPC_KEEPALIVE_WITHOUT_CALLS", "true", parse_bool
+        ),
+        "password_hash_workers": count("PASSWORD_HASH_WORKERS", min(cpus, 4)),
+        "password_hash_queue": env.cast("PASSWORD_HASH_QUEUE", "8", _non_negative_int),
+        "client_login_limit": count("CLIENT_LOGIN_LIMIT", 60),
+        "client_register_limit": count("CLIENT_REGISTER_LIMIT", 10),
+        "client_rate_window": duration("CLIENT_RATE_WINDOW", "60s"),
+        "trusted_proxies": env.cast("TRUSTED_PROXIES", "", parse_list),
+        "db_reconnect_timeout": duration("DB_RECONNECT_TIMEOUT", "2s"),
+    }

@@ -8,6 +8,7 @@ import asyncio
 import h2.config
 import h2.connection
 import h2.events
+import h2.exceptions
 
 
 class RawH2:
@@ -55,7 +56,13 @@ class RawH2:
             data = await self._reader.read(65536)
             if not data:
                 return received
-            for event in self.conn.receive_data(data):
+            try:
+                events = self.conn.receive_data(data)
+            except h2.exceptions.ProtocolError:  # data after the server's GOAWAY
+                return received
+            for event in events:
+                if isinstance(event, h2.events.ConnectionTerminated):
+                    return received
                 if isinstance(event, h2.events.ResponseReceived | h2.events.TrailersReceived):
                     received.update(dict(event.headers or ()))
                 if isinstance(event, h2.events.DataReceived):
@@ -73,7 +80,10 @@ class RawH2:
             data = await self._reader.read(65536)
             if not data:
                 return True
-            self.conn.receive_data(data)
+            try:
+                self.conn.receive_data(data)
+            except h2.exceptions.ProtocolError:  # data after the server's GOAWAY
+                continue
             if events_pending := self.conn.data_to_send():
                 self._writer.write(events_pending)
                 await self._writer.drain()

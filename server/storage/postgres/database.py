@@ -28,15 +28,25 @@ Params = Mapping[str, Any]
 
 
 def create_pool(
-    conninfo: str, *, min_size: int, max_size: int, timeout: float
+    conninfo: str, *, min_size: int, max_size: int, timeout: float, reconnect_timeout: float
 ) -> AsyncConnectionPool:
-    """A pool that is opened later (``await pool.open(wait=False)``) by the app."""
+    """A pool that is opened later (``await pool.open(wait=False)``) by the app.
+
+    psycopg_pool retries a failed connection with a doubling delay (1, 2, 4, 8 s…)
+    until ``reconnect_timeout``; calls meanwhile wait for that schedule, so after a
+    long outage the pool stayed empty for up to the last delay (13-17 s seen).
+    A short ``reconnect_timeout`` gives the attempt up early instead, and the next
+    call (or health probe) starts a fresh one at once. Connections are checked
+    on checkout, so one broken by the outage is replaced, not handed out.
+    """
     return AsyncConnectionPool(
         conninfo,
         min_size=min_size,
         max_size=max_size,
         open=False,
         timeout=timeout,
+        reconnect_timeout=reconnect_timeout,
+        check=AsyncConnectionPool.check_connection,
         name="taskgate",
         kwargs={"autocommit": True, "connect_timeout": max(1, math.ceil(timeout))},
     )
