@@ -18,6 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
 from server import logs
+from server.client_address import ClientAddresses
 from server.config import Settings
 from server.health import DependencyMonitor, HealthServicer
 from server.interceptors.auth import AuthInterceptor
@@ -27,6 +28,7 @@ from server.passwords import PasswordHasher
 from server.rpc.sessions import SessionServicer
 from server.rpc.tasks import TaskServicer
 from server.rpc.users import UserServicer
+from server.services.limits import ClientLimits
 from server.services.sessions import SessionService
 from server.services.user_cache import UserCache
 from server.services.users import UserService
@@ -59,7 +61,8 @@ class ListenError(Exception):
 class App:
     """A built server; ``start`` binds and serves, ``stop`` drains and closes."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, hasher: PasswordHasher | None = None) -> None:
+        """``hasher`` replaces the one built from the settings (tests slow it down)."""
         self.settings = settings
         logs.install_grpc_filter()
         self.pool: AsyncConnectionPool = create_pool(
@@ -79,10 +82,18 @@ class App:
             keys=RedisKeys(settings.redis_key_prefix),
             timeout=settings.redis_timeout,
         )
-        hasher = PasswordHasher(
+        self.hasher = hasher = hasher or PasswordHasher(
             time_cost=settings.argon2_time_cost,
             memory_kib=settings.argon2_memory_kib,
             parallelism=settings.argon2_parallelism,
+            workers=settings.password_hash_workers,
+            queue=settings.password_hash_queue,
+        )
+        client_limits = ClientLimits(
+            counters=session_repository,
+            login=settings.client_login_limit,
+            register=settings.client_register_limit,
+            window=settings.client_rate_window,
         )
         self.sessions = SessionService(
             users=user_repository,
@@ -91,12 +102,14 @@ class App:
             ttl=settings.session_ttl,
             login_limit=settings.login_rate_limit,
             login_window=settings.login_rate_window,
+            client_limits=client_limits,
         )
         users = UserService(
             users=user_repository,
             sessions=session_repository,
             hasher=hasher,
-            cache=UserCache(max_size=settings.user_cache_size),
+            cache=UserCache(max_size=settings.user_cache_size, max_age=settings.user_cache_ttl),
+            client_limits=client_limits,
         )
         self.health = HealthServicer()
         self.monitor = DependencyMonitor(
@@ -107,7 +120,7 @@ class App:
         )
         self.server = grpc.aio.server(
             interceptors=[
-                RequestLogInterceptor(),
+                RequestLogInterceptor(client_addresses=ClientAddresses(settings.trusted_proxies)),
                 ErrorInterceptor(),
                 AuthInterceptor(authenticate=self.sessions.authenticate),
             ],
@@ -140,6 +153,7 @@ class App:
             self.port = self.server.add_insecure_port(self.settings.grpc_addr)
         except RuntimeError:
             await self.redis.aclose()
+            self.hasher.close()
             raise ListenError(
                 f"cannot listen on {self.settings.grpc_addr}: the port is taken "
                 "or the host is not an address of this machine"
@@ -166,6 +180,7 @@ class App:
         await self.server.stop(grace)
         await self.database.close()
         await self.redis.aclose()
+        self.hasher.close()
         log.info("stopped")
 
     def _listen_addr(self) -> str:

@@ -147,6 +147,7 @@ class Settings:
     client_rate_window: float = 60.0
     trusted_proxies: tuple[str, ...] = ()
     db_reconnect_timeout: float = 2.0
+    user_cache_ttl: float = 60.0
 
     @property
     def max_message_bytes(self) -> int:
@@ -254,4 +255,5 @@ def _limits_from(env: _Env) -> dict[str, Any]:
         "client_rate_window": duration("CLIENT_RATE_WINDOW", "60s"),
         "trusted_proxies": env.cast("TRUSTED_PROXIES", "", parse_list),
         "db_reconnect_timeout": duration("DB_RECONNECT_TIMEOUT", "2s"),
+        "user_cache_ttl": duration("USER_CACHE_TTL", "60s"),
     }

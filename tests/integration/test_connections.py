@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import pytest
 
@@ -60,7 +61,7 @@ async def test_a_busy_connection_outlives_the_idle_limit(settings: Settings) -> 
 
 @pytest.mark.parametrize("age", [1.0])
 async def test_a_connection_is_recycled_at_its_maximum_age(settings: Settings, age: float) -> None:
-    changes = {"grpc_max_connection_age": age, "grpc_max_connection_age_grace": 0.2}
+    changes: dict[str, Any] = {"grpc_max_connection_age": age, "grpc_max_connection_age_grace": 0.2}
     async with serving(settings, **changes) as (app, _):
         client = await RawH2.connect(app.port)
         started = time.monotonic()

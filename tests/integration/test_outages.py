@@ -197,3 +197,18 @@ async def test_postgres_recovery_is_quick_after_a_long_outage(
     await eventually(lambda: health_is(client, SERVING), within=3)
     print(f"recovered {recovered:.2f}s after Postgres came back")
     assert recovered < 3.0
+
+
+async def test_logins_during_an_outage_use_up_nothing(
+    proxied: tuple[App, Client], proxies: dict[str, TcpProxy], settings: Settings
+) -> None:
+    """Finding 6 of issue 8: retrying through an outage locked the owner out."""
+    _, client = proxied
+    user, _ = await client.register_and_login()
+    await proxies["postgres"].cut()
+    for _ in range(settings.login_rate_limit + 1):
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await client.login(user.username)
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    await proxies["postgres"].start()
+    await eventually(lambda: succeeds(lambda: client.login(user.username)), within=3)
