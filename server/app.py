@@ -21,8 +21,9 @@ from server import logs
 from server.client_address import ClientAddresses
 from server.config import Settings
 from server.health import DependencyMonitor, HealthServicer
-from server.interceptors.auth import AuthInterceptor
+from server.interceptors.auth import PUBLIC_METHODS, AuthInterceptor
 from server.interceptors.errors import ErrorInterceptor
+from server.interceptors.reading import RequestReader
 from server.interceptors.request_log import RequestLogInterceptor
 from server.passwords import PasswordHasher
 from server.rpc.sessions import SessionServicer
@@ -50,6 +51,8 @@ SERVICE_NAMES = {
     "session": session_service_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name,
     "task": task_service_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name,
 }
+# The one method whose request may be large: it carries an image.
+CREATE_TASK = "/taskgate.v1.TaskService/CreateTask"
 # Every service needs both: users live in Postgres, sessions (hence auth) in Redis.
 DEPENDENCIES = frozenset({"postgres", "redis"})
 
@@ -123,6 +126,12 @@ class App:
                 RequestLogInterceptor(client_addresses=ClientAddresses(settings.trusted_proxies)),
                 ErrorInterceptor(),
                 AuthInterceptor(authenticate=self.sessions.authenticate),
+                RequestReader(
+                    default_limit=settings.max_request_bytes,
+                    limits={CREATE_TASK: settings.max_message_bytes},
+                    unauthenticated=PUBLIC_METHODS,
+                    unauthenticated_reads=settings.max_unauthenticated_reads,
+                ),
             ],
             options=server_options(settings),
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
