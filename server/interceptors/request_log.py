@@ -18,7 +18,13 @@ import grpc
 
 from server import context as call_context
 from server.client_address import ClientAddresses
-from server.interceptors.wrap import Context, Scope, ScopedInterceptor, metadata_value
+from server.interceptors.wrap import (
+    Context,
+    Scope,
+    ScopedInterceptor,
+    call_is_over,
+    metadata_value,
+)
 
 log = logging.getLogger("taskgate.access")
 
@@ -89,7 +95,14 @@ class _Logged:
         remaining = self._context.time_remaining()
         if remaining is not None:
             call_context.deadline.set(asyncio.get_running_loop().time() + remaining)
-        await self._context.send_initial_metadata(((REQUEST_ID_KEY, self._request_id),))
+        try:
+            await self._context.send_initial_metadata(((REQUEST_ID_KEY, self._request_id),))
+        except Exception:
+            if not call_is_over(self._context):
+                raise
+            # The caller's deadline passed (or it cancelled) before the call began:
+            # an ordinary client decision, not a server error. End it as cancelled.
+            raise asyncio.CancelledError from None
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, error: BaseException | None, tb: object

@@ -8,6 +8,7 @@ UNAVAILABLE answer, never a hung call.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -23,6 +24,7 @@ from server.context import time_budget
 from server.storage.errors import StorageUnavailable, UniqueViolation, timed_out
 from server.storage.postgres.queries import QUERIES
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 Params = Mapping[str, Any]
 
@@ -110,14 +112,16 @@ class Database:
     async def _run(self, statement: Callable[[AsyncConnection[Any]], Awaitable[T]]) -> T:
         budget = time_budget(self._timeout)
         task = asyncio.create_task(self._on_connection(statement, budget))
+        waited = False
         try:
             async with translate_errors():
                 done, _ = await asyncio.wait((task,), timeout=budget)
                 if not done:
                     raise TimeoutError
+                waited = True
                 return task.result()
         finally:
-            if not task.done():
+            if not waited:  # even if it finished just now: its outcome is still to retrieve
                 self._abandon(task)
 
     async def _on_connection(
@@ -129,4 +133,11 @@ class Database:
     def _abandon(self, task: asyncio.Task[Any]) -> None:
         task.cancel()
         self._abandoned.add(task)
-        task.add_done_callback(self._abandoned.discard)
+        task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task[Any]) -> None:
+        """Drops a statement given up on, retrieving its outcome: nobody waits for it,
+        and a PoolTimeout there is the caller's deadline, not a server error."""
+        self._abandoned.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.debug("a statement given up on ended with %r", error)
