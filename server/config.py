@@ -140,9 +140,9 @@ class Settings:
     grpc_min_ping_interval: float = 10.0
     grpc_max_ping_strikes: int = 2
     grpc_keepalive_without_calls: bool = True
-    password_hash_workers: int = 2
-    password_hash_queue: int = 8
-    client_login_limit: int = 60
+    password_hash_workers: int = 1
+    password_hash_queue: int = 4
+    client_login_limit: int = 30
     client_register_limit: int = 10
     client_rate_window: float = 60.0
     trusted_proxies: tuple[str, ...] = ()
@@ -248,9 +248,11 @@ def _limits_from(env: _Env) -> dict[str, Any]:
         "grpc_keepalive_without_calls": env.cast(
             "GRPC_KEEPALIVE_WITHOUT_CALLS", "true", parse_bool
         ),
-        "password_hash_workers": count("PASSWORD_HASH_WORKERS", min(cpus, 4)),
-        "password_hash_queue": env.cast("PASSWORD_HASH_QUEUE", "8", _non_negative_int),
-        "client_login_limit": count("CLIENT_LOGIN_LIMIT", 60),
+        # argon2 runs its lanes (TASKGATE_ARGON2_PARALLELISM) in threads of their own:
+        # one hash per two CPUs leaves the event loop room to answer.
+        "password_hash_workers": count("PASSWORD_HASH_WORKERS", max(1, cpus // 2)),
+        "password_hash_queue": env.cast("PASSWORD_HASH_QUEUE", "4", _non_negative_int),
+        "client_login_limit": count("CLIENT_LOGIN_LIMIT", 30),
         "client_register_limit": count("CLIENT_REGISTER_LIMIT", 10),
         "client_rate_window": duration("CLIENT_RATE_WINDOW", "60s"),
         "trusted_proxies": env.cast("TRUSTED_PROXIES", "", parse_list),

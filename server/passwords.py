@@ -32,8 +32,8 @@ class PasswordHasher:
         time_cost: int,
         memory_kib: int,
         parallelism: int,
-        workers: int = 2,
-        queue: int = 8,
+        workers: int = 1,
+        queue: int = 4,
     ) -> None:
         self._hasher = argon2.PasswordHasher(
             time_cost=time_cost,

@@ -26,13 +26,24 @@ class ClientLimits:
         self._limits = {"login": login, "register": register}
         self._window = window
 
+    async def check(self, action: str) -> None:
+        """RESOURCE_EXHAUSTED, without counting, when the address is already past its limit:
+        so a flood from one address costs a Redis read, not a database query."""
+        count, retry_after = await self._counters.client_attempts(action, client_address())
+        if count >= self._limits[action]:
+            raise self._exhausted(action, retry_after)
+
     async def spend(self, action: str) -> None:
         """Counts one ``action`` (login, register) from the caller's address."""
         count, retry_after = await self._counters.count_client_attempt(
             action, client_address(), self._window
         )
         if count > self._limits[action]:
-            raise ResourceExhausted(
-                f"too many {action} attempts from your address; try again in {retry_after:.0f}s",
-                retry_after=retry_after,
-            )
+            raise self._exhausted(action, retry_after)
+
+    @staticmethod
+    def _exhausted(action: str, retry_after: float) -> ResourceExhausted:
+        return ResourceExhausted(
+            f"too many {action} attempts from your address; try again in {retry_after:.0f}s",
+            retry_after=retry_after,
+        )

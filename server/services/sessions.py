@@ -54,6 +54,7 @@ class SessionService:
         """
         rules.check_credentials(username, password)
         client = client_address()
+        await self._client_limits.check("login")
         await self._check_not_locked(username, client)
         credentials = await self._users.get_credentials(username)
         await self._client_limits.spend("login")

@@ -98,6 +98,10 @@ class SessionRepository:
         """Counts one ``action`` (login, register) from a client address."""
         return await self._hit(self._keys.client_attempts(action, client), window)
 
+    async def client_attempts(self, action: str, client: str) -> tuple[int, float]:
+        """The ``action`` attempts counted for a client address in this window."""
+        return await self._count(self._keys.client_attempts(action, client))
+
     async def _hit(self, key: str, window: float) -> tuple[int, float]:
         async with redis_call(self._timeout), self._redis.pipeline(transaction=True) as pipe:
             pipe.incr(key)
