@@ -44,6 +44,7 @@ class ProcessorRuntime:
             min_size=1,
             max_size=settings.processor_pool_size,
             timeout=settings.db_timeout,
+            reconnect_timeout=settings.db_reconnect_timeout,
             name="taskgate-processor",
         )
         self.database = Database(pool=self.pool, timeout=settings.db_timeout)

@@ -108,6 +108,28 @@ def test_task_and_processor_settings() -> None:
     assert Settings.from_env({}).processor_concurrency >= 1
 
 
+def test_the_limits_of_issue_8_are_read() -> None:
+    settings = Settings.from_env(
+        {
+            "TASKGATE_MAX_REQUEST_BYTES": "1000",
+            "TASKGATE_MAX_CONCURRENT_RPCS": "50",
+            "TASKGATE_GRPC_MAX_CONNECTION_IDLE": "30s",
+            "TASKGATE_GRPC_KEEPALIVE_WITHOUT_CALLS": "false",
+            "TASKGATE_PASSWORD_HASH_QUEUE": "0",
+            "TASKGATE_TRUSTED_PROXIES": "10.0.0.0/8, 192.168.1.7",
+            "TASKGATE_CLIENT_RATE_WINDOW": "2m",
+        }
+    )
+    assert settings.max_request_bytes == 1000
+    assert settings.max_concurrent_rpcs == 50
+    assert settings.grpc_max_connection_idle == 30
+    assert settings.grpc_keepalive_without_calls is False
+    assert settings.password_hash_queue == 0
+    assert settings.trusted_proxies == ("10.0.0.0/8", "192.168.1.7")
+    assert settings.client_rate_window == 120
+    assert Settings.from_env({}).trusted_proxies == ()
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [
@@ -117,8 +139,13 @@ def test_task_and_processor_settings() -> None:
         ("TASKGATE_MAX_IMAGE_PIXELS", "0"),
         ("TASKGATE_PROCESSOR_METRICS_ADDR", "nowhere"),
         ("TASKGATE_TASK_RETRY_BACKOFF", "10m"),  # past the maximum of 5m
+        ("TASKGATE_TRUSTED_PROXIES", "10.0.0.0/8, gateway"),
+        ("TASKGATE_MAX_REQUEST_BYTES", str(20 * 1024 * 1024)),
+        ("TASKGATE_MAX_CONCURRENT_RPCS", "0"),
+        ("TASKGATE_PASSWORD_HASH_WORKERS", "0"),
+        ("TASKGATE_GRPC_MAX_CONNECTION_IDLE", "never"),
     ],
 )
-def test_bad_task_settings_name_the_variable(name: str, value: str) -> None:
+def test_a_bad_setting_is_refused_by_name(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
         Settings.from_env({name: value})
