@@ -13,7 +13,7 @@ TASKGATE_REDIS_URL ?= redis://127.0.0.1:6379/0
 export TASKGATE_DATABASE_URL TASKGATE_REDIS_URL
 
 .PHONY: help install run migrate migrate-check migrate-schema proto proto-check buf-lint \
-        lint fmt test test-only bench bench-auth bench-abuse clean
+        lint fmt test test-only bench bench-auth bench-abuse bench-tasks clean
 
 help:
 	@echo "make run            migrate, then start the server (Ctrl-C stops it)"
@@ -25,6 +25,7 @@ help:
 	@echo "make migrate-check  migrations vs db/schema.sql, up -> down -> up"
 	@echo "make migrate-schema rewrite db/schema.sql from the migrations"
 	@echo "make bench-auth     GetUser (through auth) vs health Check, calls/s"
+	@echo "make bench-tasks    task drain rate vs procrastinate, end to end, latency, image work"
 	@echo "make bench-abuse    server RSS under anonymous max-size floods; login latency under an argon2 flood"
 
 install: $(VENV)/.installed node_modules/.installed
@@ -80,13 +81,21 @@ test: install lint migrate-check test-only
 test-only: $(VENV)/.installed
 	$(BIN)/pytest --cov --cov-report=term --cov-fail-under=85 $(PYTEST_ARGS)
 
-bench: bench-auth bench-abuse
+bench: bench-auth bench-abuse bench-tasks
 
 bench-auth: $(VENV)/.installed
 	$(BIN)/python -m bench.auth $(BENCH_ARGS)
 
 bench-abuse: $(VENV)/.installed
 	$(BIN)/python -m bench.abuse $(BENCH_ARGS)
+
+# procrastinate, the job queue the task benchmark runs next to taskgate: once.
+$(VENV)/.bench-installed: $(VENV)/.installed pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+bench-tasks: $(VENV)/.bench-installed
+	$(BIN)/python -m bench.tasks $(BENCH_ARGS)
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov
