@@ -88,11 +88,17 @@ class Database:
         self._timeout = timeout
         self._abandoned: set[asyncio.Task[Any]] = set()
 
-    async def fetch_one(self, query: str, params: Params, row: Callable[..., T]) -> T | None:
-        """The first row, built by ``row(**columns)`` (a dataclass or a function)."""
+    async def fetch_one(
+        self, query: str, params: Params, row: Callable[..., T], *, binary: bool = False
+    ) -> T | None:
+        """The first row, built by ``row(**columns)`` (a dataclass or a function).
+
+        ``binary`` asks for the row in binary format: for image bytes, which
+        would otherwise travel hex-encoded (twice the size, and decoded here).
+        """
 
         async def run(conn: AsyncConnection[Any]) -> T | None:
-            cursor = conn.cursor(row_factory=kwargs_row(row))
+            cursor = conn.cursor(row_factory=kwargs_row(row), binary=binary)
             await cursor.execute(QUERIES[query], params)
             return await cursor.fetchone()
 
