@@ -46,6 +46,9 @@ class ProcessorRuntime:
             timeout=settings.db_timeout,
             reconnect_timeout=settings.db_reconnect_timeout,
             name="taskgate-processor",
+            # No round trip to check each connection: a statement on a broken one
+            # fails, and its task is retried once its lease expires.
+            check_on_checkout=False,
         )
         self.database = Database(pool=self.pool, timeout=settings.db_timeout)
         self.queue = QueueRepository(

@@ -37,6 +37,7 @@ def create_pool(
     timeout: float,
     reconnect_timeout: float,
     name: str = "taskgate",
+    check_on_checkout: bool = True,
 ) -> AsyncConnectionPool:
     """A pool that is opened later (``await pool.open(wait=False)``) by the app.
 
@@ -45,7 +46,8 @@ def create_pool(
     long outage the pool stayed empty for up to the last delay (13-17 s seen).
     A short ``reconnect_timeout`` gives the attempt up early instead, and the next
     call (or health probe) starts a fresh one at once. Connections are checked
-    on checkout, so one broken by the outage is replaced, not handed out.
+    on checkout, so one broken by the outage is replaced, not handed out
+    (unless ``check_on_checkout`` is off: the check costs a round trip each time).
     """
     return AsyncConnectionPool(
         conninfo,
@@ -54,7 +56,7 @@ def create_pool(
         open=False,
         timeout=timeout,
         reconnect_timeout=reconnect_timeout,
-        check=AsyncConnectionPool.check_connection,
+        check=AsyncConnectionPool.check_connection if check_on_checkout else None,
         name=name,
         kwargs={"autocommit": True, "connect_timeout": max(1, math.ceil(timeout))},
     )
