@@ -13,7 +13,8 @@ TASKGATE_REDIS_URL ?= redis://127.0.0.1:6379/0
 export TASKGATE_DATABASE_URL TASKGATE_REDIS_URL
 
 .PHONY: help install run migrate migrate-check migrate-schema proto proto-check buf-lint \
-        lint fmt test test-only bench bench-auth bench-gateway run-gateway clean
+        lint fmt test test-only bench bench-auth bench-abuse bench-tasks bench-gateway \
+        run-gateway clean
 
 help:
 	@echo "make run            migrate, then start the server (Ctrl-C stops it)"
@@ -25,6 +26,8 @@ help:
 	@echo "make migrate-check  migrations vs db/schema.sql, up -> down -> up"
 	@echo "make migrate-schema rewrite db/schema.sql from the migrations"
 	@echo "make bench-auth     GetUser (through auth) vs health Check, calls/s"
+	@echo "make bench-tasks    task drain rate vs procrastinate, end to end, latency, image work"
+	@echo "make bench-abuse    server RSS under anonymous max-size floods; login latency under an argon2 flood"
 	@echo "make bench-gateway  GetTask over HTTP through the gateway vs gRPC, calls/s and CPU"
 	@echo "make run-gateway    start the HTTP/JSON gateway (python -m gateway) on 127.0.0.1:8080"
 
@@ -81,7 +84,7 @@ test: install lint migrate-check test-only
 test-only: $(VENV)/.installed
 	$(BIN)/pytest --cov --cov-report=term --cov-fail-under=85 $(PYTEST_ARGS)
 
-bench: bench-auth bench-gateway
+bench: bench-auth bench-abuse bench-tasks bench-gateway
 
 bench-auth: $(VENV)/.installed
 	$(BIN)/python -m bench.auth $(BENCH_ARGS)
@@ -91,6 +94,17 @@ bench-gateway: $(VENV)/.installed
 
 run-gateway: $(VENV)/.installed
 	$(BIN)/python -m gateway
+
+bench-abuse: $(VENV)/.installed
+	$(BIN)/python -m bench.abuse $(BENCH_ARGS)
+
+# procrastinate, the job queue the task benchmark runs next to taskgate: once.
+$(VENV)/.bench-installed: $(VENV)/.installed pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+bench-tasks: $(VENV)/.bench-installed
+	$(BIN)/python -m bench.tasks $(BENCH_ARGS)
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov

@@ -67,6 +67,7 @@ class BenchEnv:
     redis_url: str = DEFAULT_REDIS_URL
     log_level: str = "warning"
     tag: str = field(default_factory=lambda: secrets.token_hex(4))
+    extra_env: dict[str, str] = field(default_factory=dict)  # TASKGATE_* overrides
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
     _log_path: Path | None = None
@@ -114,6 +115,7 @@ class BenchEnv:
             "TASKGATE_ARGON2_TIME_COST": "1",
             "TASKGATE_ARGON2_MEMORY_KIB": "8192",
             "TASKGATE_ARGON2_PARALLELISM": "1",
+            **self.extra_env,
         }
         fd, name = tempfile.mkstemp(prefix="taskgate-bench-server-", suffix=".log")
         self._log_path = Path(name)

@@ -13,16 +13,18 @@ import logging
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
+from server import logs
+from server.client_address import ClientAddresses
 from server.config import Settings
-from server.health import DependencyMonitor
-from server.interceptors.auth import AuthInterceptor
+from server.health import DependencyMonitor, HealthServicer
+from server.interceptors.auth import PUBLIC_METHODS, AuthInterceptor
 from server.interceptors.errors import ErrorInterceptor
+from server.interceptors.reading import RequestReader
 from server.interceptors.request_log import RequestLogInterceptor
 from server.metrics import TaskMetrics
 from server.passwords import PasswordHasher
@@ -30,6 +32,7 @@ from server.processor.runtime import ProcessorRuntime
 from server.rpc.sessions import SessionServicer
 from server.rpc.tasks import TaskServicer
 from server.rpc.users import UserServicer
+from server.services.limits import ClientLimits
 from server.services.sessions import SessionService
 from server.services.task_events import TaskEvents
 from server.services.tasks import TaskLimits, TaskService
@@ -42,6 +45,7 @@ from server.storage.postgres.users import UserRepository
 from server.storage.redis.client import create_client
 from server.storage.redis.keys import RedisKeys
 from server.storage.redis.sessions import SessionRepository
+from server.transport import server_options
 from taskgate.v1 import session_service_pb2, task_service_pb2, user_service_pb2
 from taskgate.v1 import session_service_pb2_grpc as session_grpc
 from taskgate.v1 import task_service_pb2_grpc as task_grpc
@@ -54,6 +58,8 @@ SERVICE_NAMES = {
     "session": session_service_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name,
     "task": task_service_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name,
 }
+# The one method whose request may be large: it carries an image.
+CREATE_TASK = "/taskgate.v1.TaskService/CreateTask"
 # Every service needs both: users live in Postgres, sessions (hence auth) in Redis.
 DEPENDENCIES = frozenset({"postgres", "redis"})
 TASK_EVENTS_CHANNEL = "taskgate_task_events"
@@ -66,8 +72,16 @@ class ListenError(Exception):
 class App:
     """A built server; ``start`` binds and serves, ``stop`` drains and closes."""
 
-    def __init__(self, settings: Settings, *, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        hasher: PasswordHasher | None = None,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        """``hasher`` replaces the one built from the settings (tests slow it down)."""
         self.settings = settings
+        logs.install_grpc_filter()
         self.registry = CollectorRegistry() if registry is None else registry
         self.task_metrics = TaskMetrics(self.registry)
         self.pool: AsyncConnectionPool = create_pool(
@@ -75,6 +89,7 @@ class App:
             min_size=settings.db_pool_min_size,
             max_size=settings.db_pool_max_size,
             timeout=settings.db_timeout,
+            reconnect_timeout=settings.db_reconnect_timeout,
         )
         self.redis: Redis = create_client(
             settings.redis_url.reveal(), timeout=settings.redis_timeout
@@ -86,10 +101,18 @@ class App:
             keys=RedisKeys(settings.redis_key_prefix),
             timeout=settings.redis_timeout,
         )
-        hasher = PasswordHasher(
+        self.hasher = hasher = hasher or PasswordHasher(
             time_cost=settings.argon2_time_cost,
             memory_kib=settings.argon2_memory_kib,
             parallelism=settings.argon2_parallelism,
+            workers=settings.password_hash_workers,
+            queue=settings.password_hash_queue,
+        )
+        client_limits = ClientLimits(
+            counters=session_repository,
+            login=settings.client_login_limit,
+            register=settings.client_register_limit,
+            window=settings.client_rate_window,
         )
         self.sessions = SessionService(
             users=user_repository,
@@ -98,12 +121,14 @@ class App:
             ttl=settings.session_ttl,
             login_limit=settings.login_rate_limit,
             login_window=settings.login_rate_window,
+            client_limits=client_limits,
         )
         users = UserService(
             users=user_repository,
             sessions=session_repository,
             hasher=hasher,
-            cache=UserCache(max_size=settings.user_cache_size),
+            cache=UserCache(max_size=settings.user_cache_size, max_age=settings.user_cache_ttl),
+            client_limits=client_limits,
         )
         # One LISTEN connection for the whole process: watchers and the embedded processor.
         self.listener = Listener(
@@ -128,7 +153,7 @@ class App:
             self.processor = ProcessorRuntime(
                 settings, listener=self.listener, metrics=self.task_metrics
             )
-        self.health = health_aio.HealthServicer()
+        self.health = HealthServicer()
         self.monitor = DependencyMonitor(
             health=self.health,
             probes={"postgres": database.ping, "redis": session_repository.ping},
@@ -137,17 +162,18 @@ class App:
         )
         self.server = grpc.aio.server(
             interceptors=[
-                RequestLogInterceptor(),
+                RequestLogInterceptor(client_addresses=ClientAddresses(settings.trusted_proxies)),
                 ErrorInterceptor(),
                 AuthInterceptor(authenticate=self.sessions.authenticate),
+                RequestReader(
+                    default_limit=settings.max_request_bytes,
+                    limits={CREATE_TASK: settings.max_message_bytes},
+                    unauthenticated=PUBLIC_METHODS,
+                    unauthenticated_reads=settings.max_unauthenticated_reads,
+                ),
             ],
-            options=[
-                ("grpc.max_receive_message_length", settings.max_message_bytes),
-                ("grpc.max_send_message_length", settings.max_message_bytes),
-                # grpc's default SO_REUSEPORT lets a second server share a busy
-                # port without a word; a taken address must be an error.
-                ("grpc.so_reuseport", 0),
-            ],
+            options=server_options(settings),
+            maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
         )
         user_grpc.add_UserServiceServicer_to_server(UserServicer(users=users), self.server)
         session_grpc.add_SessionServiceServicer_to_server(
@@ -175,6 +201,7 @@ class App:
             self.port = self.server.add_insecure_port(self.settings.grpc_addr)
         except RuntimeError:
             await self.redis.aclose()
+            self.hasher.close()
             raise ListenError(
                 f"cannot listen on {self.settings.grpc_addr}: the port is taken "
                 "or the host is not an address of this machine"
@@ -209,6 +236,7 @@ class App:
         await self.listener.stop()
         await self.database.close()
         await self.redis.aclose()
+        self.hasher.close()
         log.info("stopped")
 
     def _listen_addr(self) -> str:

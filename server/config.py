@@ -8,11 +8,12 @@ never show in a repr or a log line.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _T = TypeVar("_T")
@@ -149,6 +150,28 @@ class Settings:
         """The processor's own connections: one per running task, plus heartbeat and claims."""
         return self.processor_db_pool_size or self.processor_concurrency + 2
 
+    # Abuse and limits (issue 8): what an anonymous client can make the server spend.
+    max_request_bytes: int = 64 * 1024
+    max_concurrent_rpcs: int = 1000
+    max_unauthenticated_reads: int = 4
+    grpc_stream_window_bytes: int = 64 * 1024
+    grpc_max_connection_idle: float = 300.0
+    grpc_max_connection_age: float = 3600.0
+    grpc_max_connection_age_grace: float = 300.0
+    grpc_keepalive_time: float = 60.0
+    grpc_keepalive_timeout: float = 20.0
+    grpc_min_ping_interval: float = 10.0
+    grpc_max_ping_strikes: int = 2
+    grpc_keepalive_without_calls: bool = True
+    password_hash_workers: int = 1
+    password_hash_queue: int = 4
+    client_login_limit: int = 30
+    client_register_limit: int = 10
+    client_rate_window: float = 60.0
+    trusted_proxies: tuple[str, ...] = ()
+    db_reconnect_timeout: float = 2.0
+    user_cache_ttl: float = 60.0
+
     @property
     def max_message_bytes(self) -> int:
         """gRPC message limit: one image of the largest size, plus its envelope."""
@@ -196,11 +219,13 @@ class Settings:
             processor_poll_interval=env.positive("PROCESSOR_POLL_INTERVAL", "5s", parse_duration),
             processor_db_pool_size=env.cast("PROCESSOR_DB_POOL_SIZE", "0", _non_negative_int),
             processor_metrics_addr=env.get("PROCESSOR_METRICS_ADDR", "127.0.0.1:9465"),
+            **_limits_from(env),
         )
         settings.validate()
         return settings
 
     def validate(self) -> None:
+        self._validate_limits()
         addrs = {
             "GRPC_ADDR": self.grpc_addr,
             "SERVER_METRICS_ADDR": self.metrics_addr,
@@ -223,3 +248,59 @@ class Settings:
             raise ConfigError(
                 "TASKGATE_DB_POOL_MIN_SIZE: must not exceed TASKGATE_DB_POOL_MAX_SIZE"
             )
+
+    def _validate_limits(self) -> None:
+        if self.max_request_bytes > self.max_message_bytes:
+            raise ConfigError(
+                "TASKGATE_MAX_REQUEST_BYTES: must not exceed TASKGATE_MAX_IMAGE_BYTES + 64 KiB"
+            )
+        for proxy in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ConfigError(
+                    f"TASKGATE_TRUSTED_PROXIES: not an IP address or CIDR: {proxy!r}"
+                ) from None
+
+
+def parse_list(text: str) -> tuple[str, ...]:
+    """``"a, b,c"`` → ``("a", "b", "c")``; empty → ``()``."""
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+def _limits_from(env: _Env) -> dict[str, Any]:
+    """The settings of issue 8's limits (each a ``TASKGATE_*`` variable)."""
+    cpus = os.cpu_count() or 1
+
+    def count(name: str, default: int) -> int:
+        return int(env.positive(name, str(default), int))
+
+    def duration(name: str, default: str) -> float:
+        return env.positive(name, default, parse_duration)
+
+    return {
+        "max_request_bytes": count("MAX_REQUEST_BYTES", 64 * 1024),
+        "max_concurrent_rpcs": count("MAX_CONCURRENT_RPCS", 1000),
+        "max_unauthenticated_reads": count("MAX_UNAUTHENTICATED_READS", 4),
+        "grpc_stream_window_bytes": count("GRPC_STREAM_WINDOW_BYTES", 64 * 1024),
+        "grpc_max_connection_idle": duration("GRPC_MAX_CONNECTION_IDLE", "5m"),
+        "grpc_max_connection_age": duration("GRPC_MAX_CONNECTION_AGE", "1h"),
+        "grpc_max_connection_age_grace": duration("GRPC_MAX_CONNECTION_AGE_GRACE", "5m"),
+        "grpc_keepalive_time": duration("GRPC_KEEPALIVE_TIME", "1m"),
+        "grpc_keepalive_timeout": duration("GRPC_KEEPALIVE_TIMEOUT", "20s"),
+        "grpc_min_ping_interval": duration("GRPC_MIN_PING_INTERVAL", "10s"),
+        "grpc_max_ping_strikes": env.cast("GRPC_MAX_PING_STRIKES", "2", _non_negative_int),
+        "grpc_keepalive_without_calls": env.cast(
+            "GRPC_KEEPALIVE_WITHOUT_CALLS", "true", parse_bool
+        ),
+        # argon2 runs its lanes (TASKGATE_ARGON2_PARALLELISM) in threads of their own:
+        # one hash per two CPUs leaves the event loop room to answer.
+        "password_hash_workers": count("PASSWORD_HASH_WORKERS", max(1, cpus // 2)),
+        "password_hash_queue": env.cast("PASSWORD_HASH_QUEUE", "4", _non_negative_int),
+        "client_login_limit": count("CLIENT_LOGIN_LIMIT", 30),
+        "client_register_limit": count("CLIENT_REGISTER_LIMIT", 10),
+        "client_rate_window": duration("CLIENT_RATE_WINDOW", "60s"),
+        "trusted_proxies": env.cast("TRUSTED_PROXIES", "", parse_list),
+        "db_reconnect_timeout": duration("DB_RECONNECT_TIMEOUT", "2s"),
+        "user_cache_ttl": duration("USER_CACHE_TTL", "60s"),
+    }

@@ -1,6 +1,7 @@
 """Per-call context: the values bound once for each RPC and read anywhere below.
 
-The request-log interceptor binds the request id and the deadline, the auth
+The request-log interceptor binds the request id, the deadline and the client
+address, the auth
 interceptor binds the calling user; the logger, the services and the storage
 layer read them. Each RPC runs in its own asyncio task, so nothing leaks
 between calls.
@@ -18,6 +19,8 @@ request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 user_id: ContextVar[UUID | None] = ContextVar("user_id", default=None)
 deadline: ContextVar[float | None] = ContextVar("deadline", default=None)
 """When the caller stops waiting, in ``loop.time()`` seconds; None without a deadline."""
+client_address: ContextVar[str | None] = ContextVar("client_address", default=None)
+"""The caller's IP address (see :mod:`server.client_address`); None outside a call."""
 
 
 def current_user() -> UUID:

@@ -9,6 +9,7 @@
     ├── AlreadyExists               ALREADY_EXISTS
     ├── FailedPrecondition          FAILED_PRECONDITION
     ├── ResourceExhausted           RESOURCE_EXHAUSTED, with a retry delay
+    ├── MessageTooLarge             RESOURCE_EXHAUSTED (a request past its method's limit)
     ├── Unavailable                 UNAVAILABLE (Postgres or Redis unreachable)
     ├── DeadlineExceeded            DEADLINE_EXCEEDED (the caller's deadline came first)
     └── Unimplemented               UNIMPLEMENTED
@@ -76,6 +77,12 @@ class ResourceExhausted(TaskgateError):
     def __init__(self, message: str, *, retry_after: float) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class MessageTooLarge(TaskgateError):
+    """A request larger than its method accepts: retrying cannot help, so no delay."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 class Unavailable(TaskgateError):

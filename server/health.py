@@ -2,6 +2,7 @@
 
 A monitor probes each dependency every few seconds; a service is SERVING only
 while every dependency it needs answers. The overall status ("") needs all.
+:class:`HealthServicer` adds ``List`` (every service's status) to grpc's own.
 """
 
 from __future__ import annotations
@@ -20,6 +21,20 @@ log = logging.getLogger(__name__)
 Probe = Callable[[], Awaitable[None]]
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class HealthServicer(health_aio.HealthServicer):  # type: ignore[misc]  # untyped package
+    """grpc's servicer, with ``List``: the status of every service it knows."""
+
+    async def List(
+        self, request: health_pb2.HealthListRequest, context: object
+    ) -> health_pb2.HealthListResponse:
+        return health_pb2.HealthListResponse(
+            statuses={
+                service: health_pb2.HealthCheckResponse(status=status)
+                for service, status in self._server_status.items()
+            }
+        )
 
 
 class DependencyMonitor:

@@ -3,6 +3,11 @@
 Each record carries the service name and, inside an RPC, the request id and
 the calling user from :mod:`server.context`. Extra fields given with
 ``logger.info(..., extra={"fields": {...}})`` are merged into the object.
+
+grpc's own loggers are filtered (:class:`GrpcLogFilter`): grpc logs a metadata
+value that is not valid UTF-8 whole, with a traceback, at ERROR, once for every
+time the metadata is read. That value may be a bearer token, and an anonymous
+client chooses its size.
 """
 
 from __future__ import annotations
@@ -10,8 +15,9 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from server import context
 
@@ -60,3 +66,58 @@ def configure(*, service: str, level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(_LEVELS[level])
+    install_grpc_filter()
+
+
+# grpc's own loggers that log what a client sent (cygrpc: metadata it cannot decode).
+GRPC_LOGGERS = ("grpc._cython.cygrpc", "grpc._server", "grpc.aio._server", "grpc._common")
+GRPC_MESSAGE_LIMIT = 300
+
+
+class GrpcLogFilter(logging.Filter):
+    """Keeps client-sent values out of grpc's log records, and their volume bounded.
+
+    A record about undecodable metadata becomes one short WARNING without the
+    value or the traceback, at most once per ``interval`` seconds (the next one
+    says how many were held back). Any other grpc record is cut to
+    ``GRPC_MESSAGE_LIMIT`` characters.
+    """
+
+    UNDECODABLE: ClassVar[str] = "Invalid encoding on %s"
+
+    def __init__(self, *, interval: float = 10.0, clock: Any = time.monotonic) -> None:
+        super().__init__("taskgate-grpc")
+        self._interval = interval
+        self._clock = clock
+        self._next = 0.0
+        self._held_back = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == self.UNDECODABLE:
+            return self._undecodable(record)
+        message = record.getMessage()
+        if len(message) > GRPC_MESSAGE_LIMIT:
+            record.msg, record.args = message[:GRPC_MESSAGE_LIMIT] + "… (cut)", ()
+        return True
+
+    def _undecodable(self, record: logging.LogRecord) -> bool:
+        now = self._clock()
+        if now < self._next:
+            self._held_back += 1
+            return False
+        self._next = now + self._interval
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.msg = "metadata value is not valid UTF-8 (value withheld; %d more held back before)"
+        record.args = (self._held_back,)
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        self._held_back = 0
+        return True
+
+
+def install_grpc_filter() -> None:
+    """Puts one :class:`GrpcLogFilter` on each of grpc's loggers (again: no-op)."""
+    shared = GrpcLogFilter()
+    for name in GRPC_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, GrpcLogFilter) for f in logger.filters):
+            logger.addFilter(shared)

@@ -24,6 +24,7 @@ PUBLIC_METHODS = frozenset(
         "/taskgate.v1.TaskService/ListFilters",
         "/grpc.health.v1.Health/Check",
         "/grpc.health.v1.Health/Watch",
+        "/grpc.health.v1.Health/List",
         "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
         "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
     }

@@ -8,6 +8,7 @@ message, and the traceback goes to the log.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import grpc
@@ -15,7 +16,7 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from server.errors import InvalidArgument, ResourceExhausted, TaskgateError
-from server.interceptors.wrap import Context, Scope, ScopedInterceptor
+from server.interceptors.wrap import Context, Scope, ScopedInterceptor, call_is_over
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,11 @@ class _ErrorsMapped:
             return False  # success, or cancellation: nothing to map
         if isinstance(error, grpc.aio.AbortError):
             return False
+        if call_is_over(self._context):
+            # The caller's deadline passed or it went away: no status can reach it,
+            # and its own decision is no server error. End the call as cancelled.
+            log.debug("call over before its outcome was sent: %r", error)
+            raise asyncio.CancelledError from None
         if isinstance(error, TaskgateError) and error.code != grpc.StatusCode.INTERNAL:
             await abort_with(self._context, error)
         log.error("internal error", exc_info=error)

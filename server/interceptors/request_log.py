@@ -17,13 +17,23 @@ import uuid
 import grpc
 
 from server import context as call_context
-from server.interceptors.wrap import Context, Scope, ScopedInterceptor, metadata_value
+from server.client_address import ClientAddresses
+from server.interceptors.wrap import (
+    Context,
+    Scope,
+    ScopedInterceptor,
+    call_is_over,
+    metadata_value,
+)
 
 log = logging.getLogger("taskgate.access")
 
 REQUEST_ID_KEY = "x-request-id"
+FORWARDED_FOR_KEY = "x-forwarded-for"
 # Probed every few seconds by orchestrators: logged at debug level unless they fail.
-QUIET_METHODS = frozenset({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"})
+QUIET_METHODS = frozenset(
+    {"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch", "/grpc.health.v1.Health/List"}
+)
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
 
@@ -46,32 +56,53 @@ def final_code(context: Context, error: BaseException | None) -> grpc.StatusCode
 
 
 class RequestLogInterceptor(ScopedInterceptor):
-    def __init__(self, *, quiet: frozenset[str] = QUIET_METHODS) -> None:
+    def __init__(
+        self,
+        *,
+        quiet: frozenset[str] = QUIET_METHODS,
+        client_addresses: ClientAddresses | None = None,
+    ) -> None:
         super().__init__()
         self._quiet = quiet
+        self._addresses = client_addresses or ClientAddresses()
 
     def scope(self, method: str) -> Scope:
-        return functools.partial(_Logged, method, method in self._quiet)
+        return functools.partial(_Logged, method, method in self._quiet, self._addresses)
 
 
 class _Logged:
-    """Binds the request id and deadline; logs the call's outcome when it ends."""
+    """Binds the request id, deadline and client address; logs the call's outcome."""
 
-    __slots__ = ("_context", "_method", "_quiet", "_request_id", "_started")
+    __slots__ = ("_addresses", "_context", "_method", "_quiet", "_request_id", "_started")
 
-    def __init__(self, method: str, quiet: bool, context: Context) -> None:
+    def __init__(
+        self, method: str, quiet: bool, addresses: ClientAddresses, context: Context
+    ) -> None:
         self._method = method
         self._quiet = quiet
+        self._addresses = addresses
         self._context = context
         self._started = time.perf_counter()
         self._request_id = request_id_from(metadata_value(context, REQUEST_ID_KEY))
 
     async def __aenter__(self) -> None:
         call_context.request_id.set(self._request_id)
+        call_context.client_address.set(
+            self._addresses.resolve(
+                self._context.peer(), metadata_value(self._context, FORWARDED_FOR_KEY)
+            )
+        )
         remaining = self._context.time_remaining()
         if remaining is not None:
             call_context.deadline.set(asyncio.get_running_loop().time() + remaining)
-        await self._context.send_initial_metadata(((REQUEST_ID_KEY, self._request_id),))
+        try:
+            await self._context.send_initial_metadata(((REQUEST_ID_KEY, self._request_id),))
+        except Exception:
+            if not call_is_over(self._context):
+                raise
+            # The caller's deadline passed (or it cancelled) before the call began:
+            # an ordinary client decision, not a server error. End it as cancelled.
+            raise asyncio.CancelledError from None
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, error: BaseException | None, tb: object
@@ -94,6 +125,7 @@ class _Logged:
                     "code": code.name,
                     "duration_ms": round((time.perf_counter() - self._started) * 1000, 3),
                     "peer": self._context.peer(),
+                    "client": call_context.client_address.get(),
                     "request_id": self._request_id,
                     "user_id": None if user is None else str(user),
                 }

@@ -148,3 +148,9 @@ def metadata_value(context: Context, key: str) -> str | None:
         if item_key == key:
             return value if isinstance(value, str) else value.decode("latin-1")
     return None
+
+
+def call_is_over(context: Context) -> bool:
+    """The caller is gone (cancelled, or its deadline passed): nothing can be sent."""
+    remaining = context.time_remaining()
+    return bool(context.cancelled()) or (remaining is not None and remaining <= 0)

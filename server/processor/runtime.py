@@ -44,7 +44,11 @@ class ProcessorRuntime:
             min_size=1,
             max_size=settings.processor_pool_size,
             timeout=settings.db_timeout,
+            reconnect_timeout=settings.db_reconnect_timeout,
             name="taskgate-processor",
+            # No round trip to check each connection: a statement on a broken one
+            # fails, and its task is retried once its lease expires.
+            check_on_checkout=False,
         )
         self.database = Database(pool=self.pool, timeout=settings.db_timeout)
         self.queue = QueueRepository(

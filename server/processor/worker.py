@@ -4,7 +4,7 @@ It runs one pipeline at a time for the processor that started it, over the
 socket it inherited as FD:
 
 - in:  ``("run", seq, image, steps, format, max_pixels)``, ``("cancel", seq)``
-- out: ``("progress", seq, done)`` after each filter, then one of
+- out: ``("progress", seq, done)`` after each filter but the last, then one of
   ``("done", seq, data, content_type, width, height)``,
   ``("failed", seq, message)`` (the input cannot be processed),
   ``("cancelled", seq, done)``, ``("error", seq, message)`` (a bug, retryable).
@@ -71,12 +71,18 @@ def run(
     output_format: str,
     max_pixels: int | None,
 ) -> None:
+    pipeline = steps_from_json(steps)
+
+    def progress(done: int) -> None:
+        if done < len(pipeline):  # the last step's progress comes with the result
+            channel.send("progress", seq, done)
+
     try:
         result = run_pipeline(
             image,
-            steps_from_json(steps),
+            pipeline,
             output_format,
-            on_step=lambda done: channel.send("progress", seq, done),
+            on_step=progress,
             cancelled=lambda: channel.cancel_asked(seq),
             max_pixels=max_pixels,
         )

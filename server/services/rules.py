@@ -17,6 +17,9 @@ SELF = "me"
 
 _USERNAME = re.compile(r"[a-z][a-z0-9_.\-]*")
 _SESSION_ID = re.compile(r"[A-Za-z0-9_\-]+")
+# 8-4-4-4-12 hex digits and nothing else: Python's UUID() also takes "urn:uuid:",
+# braces and hyphens anywhere, so the shape is checked first.
+_CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 
 
 def username_violations(username: str, field: str = "username") -> list[FieldViolation]:
@@ -61,12 +64,11 @@ def parse_user_id(value: str, caller: UUID, field: str = "user_id") -> UUID:
 def parse_uuid(value: str, field: str) -> UUID:
     if not value:
         raise InvalidArgument.field(field, "is required")
-    try:
-        if len(value) != 36:
-            raise ValueError(value)
-        return UUID(value)
-    except ValueError:
-        raise InvalidArgument.field(field, "must be a UUID") from None
+    if _CANONICAL_UUID.fullmatch(value) is None:
+        raise InvalidArgument.field(
+            field, "must be a UUID in canonical form (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)"
+        )
+    return UUID(value)
 
 
 def check_session_id(value: str, field: str = "session_id") -> None:

@@ -11,6 +11,7 @@ from server.errors import NotFound, ResourceExhausted, Unauthenticated
 from server.models import Session
 from server.passwords import PasswordHasher
 from server.services import rules
+from server.services.limits import ClientLimits, client_address
 from server.storage.postgres.users import UserRepository
 from server.storage.redis.sessions import SessionRepository
 
@@ -31,6 +32,7 @@ class SessionService:
         ttl: float,
         login_limit: int,
         login_window: float,
+        client_limits: ClientLimits,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._users = users
@@ -39,21 +41,27 @@ class SessionService:
         self._ttl = timedelta(seconds=ttl)
         self._login_limit = login_limit
         self._login_window = login_window
+        self._client_limits = client_limits
         self._clock = clock
 
     async def login(self, username: str, password: str) -> Session:
+        """A new session for the right password.
+
+        Wrong passwords are counted per username and client address, and only
+        once the password was checked and found wrong: a call that is cancelled,
+        times out or meets an outage costs nothing, an unknown username leaves
+        no key, and a stranger elsewhere cannot lock the owner out.
+        """
         rules.check_credentials(username, password)
-        attempts, retry_after = await self._sessions.count_login_attempt(
-            username, self._login_window
-        )
-        if attempts > self._login_limit:
-            raise ResourceExhausted(
-                f"too many login attempts for {username!r}; try again in {retry_after:.0f}s",
-                retry_after=retry_after,
-            )
+        client = client_address()
+        await self._client_limits.check("login")
+        await self._check_not_locked(username, client)
         credentials = await self._users.get_credentials(username)
+        await self._client_limits.spend("login")
         password_hash = credentials.password_hash if credentials else None
         if not await self._hasher.verify(password_hash, password) or credentials is None:
+            if credentials is not None:
+                await self._sessions.count_login_failure(username, client, self._login_window)
             raise Unauthenticated(BAD_LOGIN)
         now = self._clock()
         session = Session(
@@ -63,7 +71,20 @@ class SessionService:
             expires_at=now + self._ttl,
         )
         await self._sessions.create(session)
+        # A DeleteUser during the hash may have revoked the user's sessions before
+        # this one existed: a session must not outlive its user.
+        if await self._users.get(credentials.id) is None:
+            await self._sessions.delete(session)
+            raise Unauthenticated(BAD_LOGIN)
         return session
+
+    async def _check_not_locked(self, username: str, client: str) -> None:
+        failures, retry_after = await self._sessions.login_failures(username, client)
+        if failures >= self._login_limit:
+            raise ResourceExhausted(
+                f"too many failed logins for {username!r}; try again in {retry_after:.0f}s",
+                retry_after=retry_after,
+            )
 
     async def authenticate(self, token: str) -> UUID:
         """The user a bearer token belongs to; UNAUTHENTICATED if it is not a live session."""

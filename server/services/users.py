@@ -8,6 +8,7 @@ from server.errors import AlreadyExists, NotFound
 from server.models import User
 from server.passwords import PasswordHasher
 from server.services import rules
+from server.services.limits import ClientLimits
 from server.services.user_cache import UserCache
 from server.storage.errors import UniqueViolation
 from server.storage.postgres.users import UserRepository
@@ -22,14 +23,17 @@ class UserService:
         sessions: SessionRepository,
         hasher: PasswordHasher,
         cache: UserCache,
+        client_limits: ClientLimits,
     ) -> None:
         self._users = users
         self._sessions = sessions
         self._hasher = hasher
         self._cache = cache
+        self._client_limits = client_limits
 
     async def register(self, username: str, password: str) -> User:
         rules.check_credentials(username, password)
+        await self._client_limits.spend("register")
         password_hash = await self._hasher.hash(password)
         try:
             return await self._users.insert(username, password_hash)

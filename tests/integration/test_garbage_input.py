@@ -15,7 +15,7 @@ from tests.support.clients import PASSWORD, Client, bearer, field_violations
 
 GARBAGE = {
     "empty": "",
-    "huge": "x" * 1_000_000,
+    "huge": "x" * 60_000,  # under the 64 KiB request limit; past it: test_limits
     "unicode": "ünïcødé-ユーザー-🙂",
     "nul": "abc\x00def",
     "only-nul": "\x00",

@@ -178,3 +178,37 @@ async def test_server_starts_with_postgres_unreachable(settings: Settings) -> No
             await client.register()
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE
         assert time.monotonic() - started < 1.5
+
+
+async def test_postgres_recovery_is_quick_after_a_long_outage(
+    proxied: tuple[App, Client], proxies: dict[str, TcpProxy]
+) -> None:
+    """Finding 7 of issue 8: psycopg_pool's doubling reconnect delay kept calls
+    UNAVAILABLE for 13-17 s after the database was back."""
+    _, client = proxied
+    user, _ = await client.register_and_login()
+    await proxies["postgres"].cut()
+    await eventually(lambda: health_is(client, NOT_SERVING))
+    await asyncio.sleep(8)  # long enough for the pool's delay to reach 8 s, had it kept doubling
+    await proxies["postgres"].start()
+    back = time.monotonic()
+    await eventually(lambda: succeeds(lambda: client.login(user.username)), within=10)
+    recovered = time.monotonic() - back
+    await eventually(lambda: health_is(client, SERVING), within=3)
+    print(f"recovered {recovered:.2f}s after Postgres came back")
+    assert recovered < 3.0
+
+
+async def test_logins_during_an_outage_use_up_nothing(
+    proxied: tuple[App, Client], proxies: dict[str, TcpProxy], settings: Settings
+) -> None:
+    """Finding 6 of issue 8: retrying through an outage locked the owner out."""
+    _, client = proxied
+    user, _ = await client.register_and_login()
+    await proxies["postgres"].cut()
+    for _ in range(settings.login_rate_limit + 1):
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await client.login(user.username)
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    await proxies["postgres"].start()
+    await eventually(lambda: succeeds(lambda: client.login(user.username)), within=3)

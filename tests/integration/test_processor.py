@@ -130,7 +130,9 @@ async def test_only_the_lease_holder_can_finish_a_task(
     settings: Settings, db: psycopg.AsyncConnection[TupleRow]
 ) -> None:
     _, task_id = await pending_task(settings)
-    pool = create_pool(settings.database_url.reveal(), min_size=1, max_size=2, timeout=2)
+    pool = create_pool(
+        settings.database_url.reveal(), min_size=1, max_size=2, timeout=2, reconnect_timeout=2
+    )
     await pool.open()
     database = Database(pool=pool, timeout=2)
     try:

@@ -80,9 +80,11 @@ async def test_login_is_rate_limited_per_username(client: Client, settings: Sett
     for _ in range(limit - 1):
         with pytest.raises(grpc.aio.AioRpcError):
             await client.login("dave", "wrong password")
-    await client.login("dave")  # the limit-th attempt is still allowed
+    await client.login("dave")  # limit - 1 failures: the right password still works
+    with pytest.raises(grpc.aio.AioRpcError):
+        await client.login("dave", "wrong password")  # the limit-th failure
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        await client.login("dave")  # one past the limit, even with the right password
+        await client.login("dave")  # past the limit, even with the right password
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     retry = error_details_pb2.RetryInfo()
     assert rich_status(info.value).details[0].Unpack(retry)

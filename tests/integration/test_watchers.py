@@ -103,3 +103,22 @@ async def test_a_client_that_goes_away_frees_its_watch(settings: Settings) -> No
                 break
             await asyncio.sleep(0.02)
         assert len(app.tasks._events) == 0
+
+
+async def test_the_listener_reconnects_and_watchers_carry_on(settings: Settings) -> None:
+    url = settings.database_url.reveal()
+    async with serving(settings, watch_poll_interval=30.0) as (app, client):
+        tasks: Tasks = await task_user(client)
+        await asyncio.wait_for(app.listener.connected.wait(), 5)
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as db:
+            cursor = await db.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND query LIKE 'LISTEN%%'"
+            )
+            assert await cursor.fetchall() == [(True,)]  # the process's one listener
+        await asyncio.sleep(0.1)
+        await asyncio.wait_for(app.listener.connected.wait(), 5)
+        # Woken by notifications again (the poll interval is far longer than the wait).
+        created = await tasks.create(image_bytes(), [grayscale()])
+        final = await asyncio.wait_for(tasks.wait_until_ended(created.task_id), 10)
+        assert final.status == pb.TASK_STATUS_COMPLETED

@@ -9,13 +9,16 @@ import grpc
 
 from server.app import App
 from server.config import Settings
+from server.passwords import PasswordHasher
 from tests.support.clients import Client
 
 
 @asynccontextmanager
-async def serving(settings: Settings, **changes: Any) -> AsyncIterator[tuple[App, Client]]:
+async def serving(
+    settings: Settings, *, hasher: PasswordHasher | None = None, **changes: Any
+) -> AsyncIterator[tuple[App, Client]]:
     """A real server with ``changes`` applied to ``settings``, and a client of it."""
-    app = App(replace(settings, **changes))
+    app = App(replace(settings, **changes), hasher=hasher)
     await app.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:

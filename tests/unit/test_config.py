@@ -80,3 +80,72 @@ def test_parse_addr_and_bool() -> None:
     assert parse_addr(":8080") == ("0.0.0.0", 8080)  # noqa: S104
     assert parse_bool("Yes") is True
     assert parse_bool("off") is False
+
+
+def test_task_and_processor_settings() -> None:
+    settings = Settings.from_env(
+        {
+            "TASKGATE_PROCESSOR_CONCURRENCY": "8",
+            "TASKGATE_PROCESSOR_WORKERS": "3",
+            "TASKGATE_TASK_LEASE": "10s",
+            "TASKGATE_TASK_RETRY_BACKOFF": "500ms",
+            "TASKGATE_TASK_RETRY_BACKOFF_MAX": "1m",
+            "TASKGATE_TASK_RETENTION": "2d",
+            "TASKGATE_MAX_IMAGE_PIXELS": "1000000",
+            "TASKGATE_TASK_MAX_ATTEMPTS": "5",
+        }
+    )
+    assert settings.processor_concurrency == 8
+    assert settings.processor_workers == 3
+    assert settings.processor_pool_size == 10  # one per task in flight, plus two
+    assert settings.task_lease == 10
+    assert settings.task_retry_backoff == 0.5
+    assert settings.task_retry_backoff_max == 60
+    assert settings.task_retention == 2 * 86400
+    assert settings.max_image_pixels == 1_000_000
+    assert settings.task_max_attempts == 5
+    assert Settings.from_env({"TASKGATE_PROCESSOR_DB_POOL_SIZE": "4"}).processor_pool_size == 4
+    assert Settings.from_env({}).processor_concurrency >= 1
+
+
+def test_the_limits_of_issue_8_are_read() -> None:
+    settings = Settings.from_env(
+        {
+            "TASKGATE_MAX_REQUEST_BYTES": "1000",
+            "TASKGATE_MAX_CONCURRENT_RPCS": "50",
+            "TASKGATE_GRPC_MAX_CONNECTION_IDLE": "30s",
+            "TASKGATE_GRPC_KEEPALIVE_WITHOUT_CALLS": "false",
+            "TASKGATE_PASSWORD_HASH_QUEUE": "0",
+            "TASKGATE_TRUSTED_PROXIES": "10.0.0.0/8, 192.168.1.7",
+            "TASKGATE_CLIENT_RATE_WINDOW": "2m",
+        }
+    )
+    assert settings.max_request_bytes == 1000
+    assert settings.max_concurrent_rpcs == 50
+    assert settings.grpc_max_connection_idle == 30
+    assert settings.grpc_keepalive_without_calls is False
+    assert settings.password_hash_queue == 0
+    assert settings.trusted_proxies == ("10.0.0.0/8", "192.168.1.7")
+    assert settings.client_rate_window == 120
+    assert Settings.from_env({}).trusted_proxies == ()
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("TASKGATE_PROCESSOR_CONCURRENCY", "0"),
+        ("TASKGATE_PROCESSOR_WORKERS", "-1"),
+        ("TASKGATE_TASK_LEASE", "soon"),
+        ("TASKGATE_MAX_IMAGE_PIXELS", "0"),
+        ("TASKGATE_PROCESSOR_METRICS_ADDR", "nowhere"),
+        ("TASKGATE_TASK_RETRY_BACKOFF", "10m"),  # past the maximum of 5m
+        ("TASKGATE_TRUSTED_PROXIES", "10.0.0.0/8, gateway"),
+        ("TASKGATE_MAX_REQUEST_BYTES", str(20 * 1024 * 1024)),
+        ("TASKGATE_MAX_CONCURRENT_RPCS", "0"),
+        ("TASKGATE_PASSWORD_HASH_WORKERS", "0"),
+        ("TASKGATE_GRPC_MAX_CONNECTION_IDLE", "never"),
+    ],
+)
+def test_a_bad_setting_is_refused_by_name(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_env({name: value})

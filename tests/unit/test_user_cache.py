@@ -35,3 +35,15 @@ def test_evict_and_disabled() -> None:
     off.put(a)
     assert off.get(a.id) is None
     assert len(off) == 0
+
+
+def test_an_entry_is_dropped_at_its_maximum_age() -> None:
+    now = [0.0]
+    cache = UserCache(max_size=10, max_age=60.0, clock=lambda: now[0])
+    a = user("a")
+    cache.put(a)
+    now[0] = 59.9
+    assert cache.get(a.id) == a  # at the edge: still served
+    now[0] = 60.0
+    assert cache.get(a.id) is None
+    assert len(cache) == 0

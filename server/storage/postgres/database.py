@@ -8,6 +8,7 @@ UNAVAILABLE answer, never a hung call.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -23,20 +24,39 @@ from server.context import time_budget
 from server.storage.errors import StorageUnavailable, UniqueViolation, timed_out
 from server.storage.postgres.queries import QUERIES
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 Params = Mapping[str, Any]
 
 
 def create_pool(
-    conninfo: str, *, min_size: int, max_size: int, timeout: float, name: str = "taskgate"
+    conninfo: str,
+    *,
+    min_size: int,
+    max_size: int,
+    timeout: float,
+    reconnect_timeout: float,
+    name: str = "taskgate",
+    check_on_checkout: bool = True,
 ) -> AsyncConnectionPool:
-    """A pool that is opened later (``await pool.open(wait=False)``) by the app."""
+    """A pool that is opened later (``await pool.open(wait=False)``) by the app.
+
+    psycopg_pool retries a failed connection with a doubling delay (1, 2, 4, 8 s…)
+    until ``reconnect_timeout``; calls meanwhile wait for that schedule, so after a
+    long outage the pool stayed empty for up to the last delay (13-17 s seen).
+    A short ``reconnect_timeout`` gives the attempt up early instead, and the next
+    call (or health probe) starts a fresh one at once. Connections are checked
+    on checkout, so one broken by the outage is replaced, not handed out
+    (unless ``check_on_checkout`` is off: the check costs a round trip each time).
+    """
     return AsyncConnectionPool(
         conninfo,
         min_size=min_size,
         max_size=max_size,
         open=False,
         timeout=timeout,
+        reconnect_timeout=reconnect_timeout,
+        check=AsyncConnectionPool.check_connection if check_on_checkout else None,
         name=name,
         kwargs={"autocommit": True, "connect_timeout": max(1, math.ceil(timeout))},
     )
@@ -70,11 +90,17 @@ class Database:
         self._timeout = timeout
         self._abandoned: set[asyncio.Task[Any]] = set()
 
-    async def fetch_one(self, query: str, params: Params, row: Callable[..., T]) -> T | None:
-        """The first row, built by ``row(**columns)`` (a dataclass or a function)."""
+    async def fetch_one(
+        self, query: str, params: Params, row: Callable[..., T], *, binary: bool = False
+    ) -> T | None:
+        """The first row, built by ``row(**columns)`` (a dataclass or a function).
+
+        ``binary`` asks for the row in binary format: for image bytes, which
+        would otherwise travel hex-encoded (twice the size, and decoded here).
+        """
 
         async def run(conn: AsyncConnection[Any]) -> T | None:
-            cursor = conn.cursor(row_factory=kwargs_row(row))
+            cursor = conn.cursor(row_factory=kwargs_row(row), binary=binary)
             await cursor.execute(QUERIES[query], params)
             return await cursor.fetchone()
 
@@ -112,14 +138,16 @@ class Database:
     async def _run(self, statement: Callable[[AsyncConnection[Any]], Awaitable[T]]) -> T:
         budget = time_budget(self._timeout)
         task = asyncio.create_task(self._on_connection(statement, budget))
+        waited = False
         try:
             async with translate_errors():
                 done, _ = await asyncio.wait((task,), timeout=budget)
                 if not done:
                     raise TimeoutError
+                waited = True
                 return task.result()
         finally:
-            if not task.done():
+            if not waited:  # even if it finished just now: its outcome is still to retrieve
                 self._abandon(task)
 
     async def _on_connection(
@@ -131,4 +159,11 @@ class Database:
     def _abandon(self, task: asyncio.Task[Any]) -> None:
         task.cancel()
         self._abandoned.add(task)
-        task.add_done_callback(self._abandoned.discard)
+        task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task[Any]) -> None:
+        """Drops a statement given up on, retrieving its outcome: nobody waits for it,
+        and a PoolTimeout there is the caller's deadline, not a server error."""
+        self._abandoned.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.debug("a statement given up on ended with %r", error)

@@ -77,7 +77,9 @@ class QueueRepository:
 
     async def input_image(self, job: Job) -> bytes | None:
         """The job's input; None when the lease is no longer this processor's."""
-        data: bytes | None = await self._db.fetch_one("get_job_input", self._fence(job), _value)
+        data: bytes | None = await self._db.fetch_one(
+            "get_job_input", self._fence(job), _value, binary=True
+        )
         return data
 
     async def record_progress(self, job: Job, done: int) -> bool | None:

@@ -112,7 +112,7 @@ class TaskRepository:
 
     async def get_result(self, user_id: UUID, task_id: UUID) -> StoredResult | None:
         return await self._db.fetch_one(
-            "get_task_result", {"id": task_id, "user_id": user_id}, StoredResult
+            "get_task_result", {"id": task_id, "user_id": user_id}, StoredResult, binary=True
         )
 
     async def list(

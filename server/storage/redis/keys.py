@@ -18,6 +18,10 @@ class RedisKeys:
         """Set of the user's session ids, for revoking them all."""
         return f"{self.prefix}user-sessions:{user_id}"
 
-    def login_attempts(self, username: str) -> str:
-        """Counter of login attempts in the current rate-limit window."""
-        return f"{self.prefix}login-attempts:{username}"
+    def login_failures(self, username: str, client: str) -> str:
+        """Counter of wrong passwords for an existing user from one client address."""
+        return f"{self.prefix}login-failures:{username}:{client}"
+
+    def client_attempts(self, action: str, client: str) -> str:
+        """Counter of password-hashing calls (``login``, ``register``) from one address."""
+        return f"{self.prefix}client-{action}:{client}"

@@ -1,4 +1,4 @@
-"""Sessions and login-attempt counters in Redis."""
+"""Sessions and rate-limit counters in Redis."""
 
 from __future__ import annotations
 
@@ -82,15 +82,40 @@ class SessionRepository:
                 results = await pipe.execute()
         return sum(results[:-1])
 
-    async def count_login_attempt(self, username: str, window: float) -> tuple[int, float]:
-        """Counts one attempt; returns the attempts in this window and its seconds left."""
-        key = self._keys.login_attempts(username)
+    async def count_login_failure(
+        self, username: str, client: str, window: float
+    ) -> tuple[int, float]:
+        """Counts a wrong password; returns the failures in this window and its seconds left."""
+        return await self._hit(self._keys.login_failures(username, client), window)
+
+    async def login_failures(self, username: str, client: str) -> tuple[int, float]:
+        """Wrong passwords for ``username`` from ``client`` in this window, and its seconds left."""
+        return await self._count(self._keys.login_failures(username, client))
+
+    async def count_client_attempt(
+        self, action: str, client: str, window: float
+    ) -> tuple[int, float]:
+        """Counts one ``action`` (login, register) from a client address."""
+        return await self._hit(self._keys.client_attempts(action, client), window)
+
+    async def client_attempts(self, action: str, client: str) -> tuple[int, float]:
+        """The ``action`` attempts counted for a client address in this window."""
+        return await self._count(self._keys.client_attempts(action, client))
+
+    async def _hit(self, key: str, window: float) -> tuple[int, float]:
         async with redis_call(self._timeout), self._redis.pipeline(transaction=True) as pipe:
             pipe.incr(key)
             pipe.pexpire(key, max(1, int(window * 1000)), nx=True)
             pipe.pttl(key)
             count, _, ttl_ms = await pipe.execute()
         return int(count), max(0.0, int(ttl_ms) / 1000)
+
+    async def _count(self, key: str) -> tuple[int, float]:
+        async with redis_call(self._timeout), self._redis.pipeline(transaction=False) as pipe:
+            pipe.get(key)
+            pipe.pttl(key)
+            count, ttl_ms = await pipe.execute()
+        return int(count or 0), max(0.0, int(ttl_ms) / 1000)
 
     async def ping(self) -> None:
         async with redis_call(self._timeout):

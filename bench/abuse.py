@@ -1,0 +1,314 @@
+"""``python -m bench.abuse``: what anonymous clients can make the server spend.
+
+Two scenarios against a throw-away ``python -m server`` (fresh database, own Redis
+prefix), each measured from outside the server process:
+
+- ``memory``: the server's RSS (VmRSS from /proc/<pid>/status, sampled every
+  20 ms) before and at its peak while 100 concurrent max-size CreateUser calls,
+  then 250 concurrent max-size CreateSession calls, all without a session, and
+  then a gzip flood (requests of ~10 KB on the wire, each inflating to the
+  largest message) are in flight. Aim: peak under 500 MB.
+- ``argon2``: production argon2 costs; 100 concurrent loops of CreateSession
+  with random unknown usernames (the flood), while a legitimate user logs in
+  every 0.5 s from another address. The flood comes from one address, then
+  (``--spread``) from a fresh address per call, through the trusted-proxy
+  ``x-forwarded-for`` path (the server trusts 127.0.0.1 as a proxy). Reports the
+  legitimate logins' latency and outcome. Aim: under 1 s.
+
+Exit status: 0 when it ran (whether or not the aims were met), 1 when it could not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import secrets
+import statistics
+import sys
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import grpc
+
+from bench.infra import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL, BenchEnv, BenchError
+from taskgate.v1 import (
+    session_service_pb2,
+    session_service_pb2_grpc,
+    user_service_pb2,
+    user_service_pb2_grpc,
+)
+
+MAX_IMAGE_BYTES = 10 * 1024 * 1024
+MAX_MESSAGE_BYTES = MAX_IMAGE_BYTES + 64 * 1024
+RSS_AIM_MB = 500
+LATENCY_AIM_S = 1.0
+CREATE_USER = "/taskgate.v1.UserService/CreateUser"
+CREATE_SESSION = "/taskgate.v1.SessionService/CreateSession"
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise BenchError("no VmRSS in /proc (not Linux?)")
+
+
+class PeakRss:
+    """Samples a process's RSS until stopped; ``peak`` is the largest seen."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peak = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> PeakRss:
+        self.peak = rss_mb(self.pid)
+        self._task = asyncio.create_task(self._sample())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        self.peak = max(self.peak, rss_mb(self.pid))
+
+    async def _sample(self) -> None:
+        while True:
+            self.peak = max(self.peak, rss_mb(self.pid))
+            await asyncio.sleep(0.02)
+
+
+def identity(data: bytes) -> bytes:
+    return data
+
+
+def max_size_request(size: int) -> bytes:
+    """A request of ``size`` bytes whose field 1 (username) is one long string."""
+    varint = bytearray()
+    value = size - 1 - 4  # the tag, and a 4-byte varint length (for sizes 2-256 MiB)
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            varint.append(byte | 0x80)
+        else:
+            varint.append(byte)
+            break
+    return b"\x0a" + bytes(varint) + b"x" * (size - 1 - len(varint))
+
+
+async def flood(
+    target: str,
+    path: str,
+    payload: bytes,
+    calls: int,
+    compression: grpc.Compression | None = None,
+) -> Counter[str]:
+    """``calls`` concurrent calls of ``path`` with ``payload``; their status codes."""
+    channels = [
+        grpc.aio.insecure_channel(
+            target,
+            options=[("grpc.max_send_message_length", -1)],
+            compression=compression,
+        )
+        for _ in range(max(1, calls // 50))
+    ]
+    codes: Counter[str] = Counter()
+
+    async def one(number: int) -> None:
+        call = channels[number % len(channels)].unary_unary(path, identity, identity)
+        try:
+            await call(payload, timeout=60)
+            codes["OK"] += 1
+        except grpc.aio.AioRpcError as error:
+            codes[error.code().name] += 1
+
+    try:
+        await asyncio.gather(*(one(n) for n in range(calls)))
+    finally:
+        for channel in channels:
+            await channel.close()
+    return codes
+
+
+async def memory(env: BenchEnv, args: argparse.Namespace) -> None:
+    assert env.process is not None
+    pid = env.process.pid
+    payload = max_size_request(MAX_MESSAGE_BYTES)
+    print(f"\nmemory: server pid {pid}, request size {len(payload):,} bytes, no session")
+    print(f"  idle RSS: {rss_mb(pid):.0f} MB")
+    runs: list[tuple[str, str, bytes, int, grpc.Compression | None]] = [
+        ("CreateUser x100", CREATE_USER, payload, 100, None),
+        ("CreateSession x250", CREATE_SESSION, payload, 250, None),
+        ("gzip CreateUser x400", CREATE_USER, payload, args.gzip_calls, grpc.Compression.Gzip),
+    ]
+    for name, path, body, calls, compression in runs:
+        before = rss_mb(pid)
+        started = time.monotonic()
+        async with PeakRss(pid) as rss:
+            codes = await flood(env.target, path, body, calls, compression)
+        took = time.monotonic() - started
+        verdict = "MET" if rss.peak < RSS_AIM_MB else "NOT MET"
+        print(
+            f"  {name:<22} RSS before {before:5.0f} MB, peak {rss.peak:5.0f} MB "
+            f"(aim < {RSS_AIM_MB}: {verdict}); {took:4.1f}s; {dict(codes)}",
+            flush=True,
+        )
+
+
+async def register(target: str, address: str) -> tuple[str, str]:
+    username, password = f"legit_{secrets.token_hex(4)}", secrets.token_urlsafe(12)
+    async with grpc.aio.insecure_channel(target) as channel:
+        await user_service_pb2_grpc.UserServiceStub(channel).CreateUser(
+            user_service_pb2.CreateUserRequest(username=username, password=password),
+            metadata=(("x-forwarded-for", address),),
+            timeout=30,
+        )
+    return username, password
+
+
+async def argon2_flood(env: BenchEnv, args: argparse.Namespace, spread: bool) -> None:
+    username, password = await register(env.target, "192.0.2.1")
+    stop = asyncio.Event()
+    flood_codes: Counter[str] = Counter()
+
+    async def attacker(stub: session_service_pb2_grpc.SessionServiceAsyncStub) -> None:
+        while not stop.is_set():
+            address = (
+                f"10.{random.randrange(256)}.{random.randrange(256)}.1"
+                if spread
+                else ("198.51.100.66")
+            )
+            try:
+                await stub.CreateSession(
+                    session_service_pb2.CreateSessionRequest(
+                        username=f"nobody_{secrets.token_hex(6)}",
+                        password="not the password",  # noqa: S106
+                    ),
+                    metadata=(("x-forwarded-for", address),),
+                    timeout=30,
+                )
+                flood_codes["OK"] += 1
+            except grpc.aio.AioRpcError as error:
+                flood_codes[error.code().name] += 1
+
+    latencies: list[float] = []
+    outcomes: Counter[str] = Counter()
+
+    async def legitimate(stub: session_service_pb2_grpc.SessionServiceAsyncStub) -> None:
+        await asyncio.sleep(1.0)  # let the flood build up
+        ends = time.monotonic() + args.duration
+        while time.monotonic() < ends:
+            started = time.monotonic()
+            try:
+                await stub.CreateSession(
+                    session_service_pb2.CreateSessionRequest(username=username, password=password),
+                    metadata=(("x-forwarded-for", "192.0.2.1"),),
+                    timeout=30,
+                )
+                outcomes["OK"] += 1
+            except grpc.aio.AioRpcError as error:
+                outcomes[error.code().name] += 1
+            latencies.append(time.monotonic() - started)
+            await asyncio.sleep(0.5)
+        stop.set()
+
+    async with (
+        grpc.aio.insecure_channel(env.target) as attack,
+        grpc.aio.insecure_channel(env.target) as legit,
+    ):
+        attack_stub = session_service_pb2_grpc.SessionServiceStub(attack)
+        await asyncio.gather(
+            legitimate(session_service_pb2_grpc.SessionServiceStub(legit)),
+            *(attacker(attack_stub) for _ in range(args.flood)),
+        )
+    where = "a fresh address per call" if spread else "one address"
+    worst = max(latencies)
+    verdict = "MET" if worst < LATENCY_AIM_S else "NOT MET"
+    print(
+        f"  flood from {where}: legitimate logins {dict(outcomes)}, latency median "
+        f"{statistics.median(latencies) * 1000:.0f} ms, max {worst * 1000:.0f} ms "
+        f"(aim < {LATENCY_AIM_S:.0f} s: {verdict}); flood calls {dict(flood_codes)}",
+        flush=True,
+    )
+
+
+async def run(
+    args: argparse.Namespace, env: BenchEnv, scenario: Callable[[], Awaitable[None]]
+) -> None:
+    await asyncio.to_thread(env.migrate)
+    env.start_server()
+    await env.wait_serving()
+    await scenario()
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.abuse", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--only", choices=("memory", "argon2"), default=None)
+    parser.add_argument("--gzip-calls", type=int, default=400, help="gzip flood calls (400)")
+    parser.add_argument("--flood", type=int, default=100, help="concurrent flood loops (100)")
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds of logins (8)")
+    parser.add_argument(
+        "--database-url", default=os.environ.get("TASKGATE_DATABASE_URL", DEFAULT_DATABASE_URL)
+    )
+    parser.add_argument(
+        "--redis-url", default=os.environ.get("TASKGATE_REDIS_URL", DEFAULT_REDIS_URL)
+    )
+    return parser.parse_args(argv)
+
+
+def scenarios(
+    args: argparse.Namespace,
+) -> list[tuple[str, dict[str, str], Callable[[BenchEnv], Awaitable[None]]]]:
+    production_argon2 = {
+        "TASKGATE_ARGON2_TIME_COST": "3",
+        "TASKGATE_ARGON2_MEMORY_KIB": "65536",
+        "TASKGATE_ARGON2_PARALLELISM": "4",
+        "TASKGATE_TRUSTED_PROXIES": "127.0.0.1",
+    }
+    found: list[tuple[str, dict[str, str], Callable[[BenchEnv], Awaitable[None]]]] = []
+    if args.only in (None, "memory"):
+        found.append(("memory", {}, lambda env: memory(env, args)))
+    if args.only in (None, "argon2"):
+        print_header = "argon2: production costs (t=3, 64 MiB, p=4), flood of unknown-user logins"
+        found.append(
+            (print_header, production_argon2, lambda env: argon2_flood(env, args, spread=False))
+        )
+        found.append(
+            (print_header, production_argon2, lambda env: argon2_flood(env, args, spread=True))
+        )
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    print(
+        f"{os.cpu_count()} CPUs, load avg {os.getloadavg()[0]:.2f}; defaults of every other limit"
+    )
+    for title, extra_env, scenario in scenarios(args):
+        if title != "memory":
+            print(f"\n{title}")
+        env = BenchEnv(
+            base_database_url=args.database_url,
+            redis_url=args.redis_url,
+            extra_env=extra_env,
+        )
+        try:
+            asyncio.run(run(args, env, lambda env=env, scenario=scenario: scenario(env)))  # type: ignore[misc]
+        except BenchError as exc:
+            print(f"bench failed: {exc}\n{env.server_log_tail()}", file=sys.stderr)
+            return 1
+        finally:
+            for problem in env.close():
+                print(f"clean-up failed: {problem}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

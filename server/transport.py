@@ -1,0 +1,48 @@
+"""The grpc server's channel options, from the settings: sizes, flow control,
+idle and age limits, keepalive enforcement.
+
+- ``grpc.max_receive_message_length`` is server-wide: the largest message of any
+  method (an image upload). grpc checks it on the message's length prefix, and
+  again after decompression, so a compressed request inflates to no more than
+  that. Smaller per-method limits are enforced by :mod:`server.interceptors.reading`.
+- BDP probing is off and the stream window fixed, so a call whose request the
+  server has not started to read holds at most one window of it: grpc's BDP
+  estimator otherwise opens megabytes per stream on a fast link.
+- Idle connections are closed after ``max_connection_idle`` (also those that
+  never sent a request, or never finished the HTTP/2 preface); every connection
+  is recycled after ``max_connection_age`` (+ a grace for calls in flight);
+  clients that ping too often are sent away.
+"""
+
+from __future__ import annotations
+
+from server.config import Settings
+
+Options = list[tuple[str, int]]
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+def server_options(settings: Settings) -> Options:
+    return [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        # grpc's default SO_REUSEPORT lets a second server share a busy
+        # port without a word; a taken address must be an error.
+        ("grpc.so_reuseport", 0),
+        ("grpc.http2.bdp_probe", 0),
+        ("grpc.http2.lookahead_bytes", settings.grpc_stream_window_bytes),
+        ("grpc.max_connection_idle_ms", _ms(settings.grpc_max_connection_idle)),
+        ("grpc.max_connection_age_ms", _ms(settings.grpc_max_connection_age)),
+        ("grpc.max_connection_age_grace_ms", _ms(settings.grpc_max_connection_age_grace)),
+        ("grpc.keepalive_time_ms", _ms(settings.grpc_keepalive_time)),
+        ("grpc.keepalive_timeout_ms", _ms(settings.grpc_keepalive_timeout)),
+        (
+            "grpc.http2.min_ping_interval_without_data_ms",
+            _ms(settings.grpc_min_ping_interval),
+        ),
+        ("grpc.keepalive_permit_without_calls", int(settings.grpc_keepalive_without_calls)),
+        ("grpc.http2.max_ping_strikes", settings.grpc_max_ping_strikes),
+    ]
