@@ -32,11 +32,11 @@ import grpc
 from server.errors import InvalidArgument, MessageTooLarge
 from server.interceptors.wrap import (
     Context,
-    Continuation,
     Handler,
+    HandlerWrapper,
     Malformed,
-    _checked_stream,
-    _TolerantDeserializer,
+    TolerantDeserializer,
+    checked_stream,
 )
 
 
@@ -55,7 +55,7 @@ class TooLarge(Malformed):
         )
 
 
-class _LimitedDeserializer(_TolerantDeserializer):
+class _LimitedDeserializer(TolerantDeserializer):
     __slots__ = ("_limit",)
 
     def __init__(self, parse: Callable[[bytes], Any], limit: int) -> None:
@@ -71,7 +71,7 @@ class _LimitedDeserializer(_TolerantDeserializer):
 Read = Callable[[Context], Awaitable[Any]]
 
 
-class RequestReader(grpc.aio.ServerInterceptor):
+class RequestReader(HandlerWrapper):
     def __init__(
         self,
         *,
@@ -84,22 +84,9 @@ class RequestReader(grpc.aio.ServerInterceptor):
         self._limits = limits
         self._unauthenticated = unauthenticated
         self._gate = asyncio.Semaphore(unauthenticated_reads)
-        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
+        super().__init__()
 
-    async def intercept_service(
-        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> Handler | None:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        method = handler_call_details.method
-        cached = self._wrapped.get(method)
-        if cached is None or cached[0] is not handler:
-            cached = (handler, self._wrap(method, handler))
-            self._wrapped[method] = cached
-        return cached[1]
-
-    def _wrap(self, method: str, handler: Handler) -> Handler:
+    def wrap(self, method: str, handler: Handler) -> Handler:
         if handler.request_deserializer is None:  # pragma: no cover - generated code sets one
             return handler
         limit = self._limits.get(method, self._default_limit)
@@ -160,12 +147,12 @@ def _checking(behavior: Callable[..., Any]) -> Callable[..., Any]:
     if inspect.isasyncgenfunction(behavior):
 
         async def stream(requests: AsyncIterator[Any], context: Context) -> AsyncIterator[Any]:
-            async for response in behavior(_checked_stream(requests), context):
+            async for response in behavior(checked_stream(requests), context):
                 yield response
 
         return stream
 
     async def call(requests: AsyncIterator[Any], context: Context) -> Any:
-        return await behavior(_checked_stream(requests), context)
+        return await behavior(checked_stream(requests), context)
 
     return call

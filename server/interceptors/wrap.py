@@ -14,6 +14,7 @@ wrapper raises it as a domain error where the error interceptor can map it.
 from __future__ import annotations
 
 import inspect
+from abc import abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeAlias
@@ -36,15 +37,15 @@ _FACTORIES = {
 }
 
 
-class ScopedInterceptor(grpc.aio.ServerInterceptor):
-    """Base of the interceptors: runs each call of a method inside ``scope(method)``."""
+class HandlerWrapper(grpc.aio.ServerInterceptor):
+    """Base of the interceptors: wraps each method's handler once, and reuses it."""
 
     def __init__(self) -> None:
         self._wrapped: dict[str, tuple[Handler, Handler]] = {}
 
-    def scope(self, method: str) -> Scope | None:
-        """The scope factory for a method's calls, or None to leave it alone."""
-        raise NotImplementedError
+    @abstractmethod
+    def wrap(self, method: str, handler: Handler) -> Handler:
+        """The handler to serve ``method`` with (``handler`` itself to leave it alone)."""
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
@@ -55,10 +56,21 @@ class ScopedInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         cached = self._wrapped.get(method)
         if cached is None or cached[0] is not handler:
-            scope = self.scope(method)
-            cached = (handler, handler if scope is None else wrap_handler(handler, scope))
+            cached = (handler, self.wrap(method, handler))
             self._wrapped[method] = cached
         return cached[1]
+
+
+class ScopedInterceptor(HandlerWrapper):
+    """Runs each call of a method inside ``scope(method)``."""
+
+    @abstractmethod
+    def scope(self, method: str) -> Scope | None:
+        """The scope factory for a method's calls, or None to leave it alone."""
+
+    def wrap(self, method: str, handler: Handler) -> Handler:
+        scope = self.scope(method)
+        return handler if scope is None else wrap_handler(handler, scope)
 
 
 class Malformed:
@@ -75,7 +87,7 @@ class Malformed:
         ) from self.error
 
 
-class _TolerantDeserializer:
+class TolerantDeserializer:
     __slots__ = ("_parse",)
 
     def __init__(self, parse: Callable[[bytes], Any]) -> None:
@@ -91,8 +103,8 @@ class _TolerantDeserializer:
 def wrap_handler(handler: Handler, scope: Scope) -> Handler:
     deserializer = handler.request_deserializer
     innermost = False
-    if deserializer is not None and not isinstance(deserializer, _TolerantDeserializer):
-        deserializer = _TolerantDeserializer(deserializer)
+    if deserializer is not None and not isinstance(deserializer, TolerantDeserializer):
+        deserializer = TolerantDeserializer(deserializer)
         innermost = True
     for kind, factory in _FACTORIES.items():
         behavior = getattr(handler, kind)
@@ -112,11 +124,11 @@ def _checked(request: Any, check: str | None) -> Any:
     if check == "unary" and isinstance(request, Malformed):
         request.raise_invalid()
     if check == "stream":
-        return _checked_stream(request)
+        return checked_stream(request)
     return request
 
 
-async def _checked_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+async def checked_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
     async for request in requests:
         if isinstance(request, Malformed):
             request.raise_invalid()
