@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import sys
 
 import grpc
@@ -13,8 +12,8 @@ from aiohttp import web
 from gateway.app import create_app
 from gateway.config import Settings
 from gateway.metrics import HttpMetrics, metrics_app
-from server import logs
-from server.config import ConfigError, parse_addr
+from server import process
+from server.config import parse_addr
 
 log = logging.getLogger("taskgate.gateway")
 
@@ -40,10 +39,7 @@ async def _site(app: web.Application, addr: str) -> web.AppRunner:
 
 async def serve(settings: Settings) -> bool:
     """Serves until SIGTERM or SIGINT; False when an address could not be bound."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    stop = process.stop_requested()
     metrics = HttpMetrics()
     async with channel_for(settings) as channel:
         runners: list[web.AppRunner] = []
@@ -79,14 +75,8 @@ def _install_uvloop() -> None:
 
 
 def main() -> int:
-    try:
-        settings = Settings.from_env()
-    except ConfigError as exc:
-        print(f"taskgate gateway: configuration error: {exc}", file=sys.stderr)
-        return 2
-    logs.configure(service="taskgate-gateway", level=settings.log_level, fmt=settings.log_format)
     _install_uvloop()
-    return 0 if asyncio.run(serve(settings)) else 1
+    return process.main(service="taskgate-gateway", load=Settings.from_env, serve=serve)
 
 
 if __name__ == "__main__":

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import signal
 import sys
 
-from server import logs
+from server import process
 from server.app import App, ListenError
-from server.config import ConfigError, Settings
+from server.config import Settings
 
 log = logging.getLogger("server")
 
@@ -17,10 +15,7 @@ log = logging.getLogger("server")
 async def serve(settings: Settings) -> bool:
     """Serves until SIGTERM or SIGINT; False when the server could not start."""
     app = App(settings)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    stop = process.stop_requested()
     try:
         await app.start()
     except ListenError as exc:
@@ -35,13 +30,7 @@ async def serve(settings: Settings) -> bool:
 
 
 def main() -> int:
-    try:
-        settings = Settings.from_env()
-    except ConfigError as exc:
-        print(f"taskgate: configuration error: {exc}", file=sys.stderr)
-        return 2
-    logs.configure(service="taskgate-server", level=settings.log_level, fmt=settings.log_format)
-    return 0 if asyncio.run(serve(settings)) else 1
+    return process.main(service="taskgate-server", load=Settings.from_env, serve=serve)
 
 
 if __name__ == "__main__":

@@ -6,15 +6,13 @@ TASKGATE_SHUTDOWN_GRACE to finish, and the rest are handed back.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import signal
 import sys
 
 from prometheus_client import CollectorRegistry
 
-from server import logs
-from server.config import ConfigError, Settings
+from server import process
+from server.config import Settings
 from server.metrics import TaskMetrics
 from server.processor.runtime import ProcessorRuntime
 from server.storage.postgres.listener import Listener
@@ -22,17 +20,14 @@ from server.storage.postgres.listener import Listener
 log = logging.getLogger("server.processor")
 
 
-async def run(settings: Settings) -> None:
+async def run(settings: Settings) -> bool:
     listener = Listener(
         conninfo=settings.database_url.reveal(), connect_timeout=settings.db_timeout
     )
     runtime = ProcessorRuntime(
         settings, listener=listener, metrics=TaskMetrics(CollectorRegistry())
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    stop = process.stop_requested()
     await runtime.start()
     listener.start()
     try:
@@ -41,17 +36,11 @@ async def run(settings: Settings) -> None:
     finally:
         await runtime.stop(settings.shutdown_grace)
         await listener.stop()
+    return True
 
 
 def main() -> int:
-    try:
-        settings = Settings.from_env()
-    except ConfigError as exc:
-        print(f"taskgate: configuration error: {exc}", file=sys.stderr)
-        return 2
-    logs.configure(service="taskgate-processor", level=settings.log_level, fmt=settings.log_format)
-    asyncio.run(run(settings))
-    return 0
+    return process.main(service="taskgate-processor", load=Settings.from_env, serve=run)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,49 @@
+"""What every taskgate process (server, processor, gateway) does around its
+work: settings from the environment, logging, and serving until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol, TypeVar
+
+from server import logs
+from server.config import ConfigError
+
+
+class ProcessSettings(Protocol):
+    @property
+    def log_level(self) -> str: ...
+
+    @property
+    def log_format(self) -> str: ...
+
+
+S = TypeVar("S", bound=ProcessSettings)
+
+
+def stop_requested() -> asyncio.Event:
+    """An event the running loop sets on SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    return stop
+
+
+def main(
+    *,
+    service: str,
+    load: Callable[[], S],
+    serve: Callable[[S], Coroutine[Any, Any, bool]],
+) -> int:
+    """Exit status: 0 after a clean stop, 1 when ``serve`` could not start, 2 for bad settings."""
+    try:
+        settings = load()
+    except ConfigError as exc:
+        print(f"{service}: configuration error: {exc}", file=sys.stderr)
+        return 2
+    logs.configure(service=service, level=settings.log_level, fmt=settings.log_format)
+    return 0 if asyncio.run(serve(settings)) else 1
