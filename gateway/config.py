@@ -8,15 +8,13 @@ read the same everywhere.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
-from server.config import ConfigError, parse_addr, parse_duration
+from server.config import ConfigError, Env, check_addrs, check_logging, parse_duration
 
 _T = TypeVar("_T")
-_LOG_LEVELS = frozenset({"debug", "info", "warning", "error"})
-_LOG_FORMATS = frozenset({"json", "text"})
 
 
 def parse_origins(text: str) -> tuple[str, ...]:
@@ -64,15 +62,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if environ is None else environ
-
-        def get(name: str, default: str, cast: Callable[[str], _T]) -> _T:
-            raw = env.get(f"TASKGATE_{name}", default)
-            try:
-                return cast(raw)
-            except ValueError as exc:
-                raise ConfigError(f"TASKGATE_{name}: {exc}") from None
-
+        get = Env(os.environ if environ is None else environ).cast
         settings = cls(
             addr=get("GATEWAY_ADDR", cls.addr, str),
             upstream=get("GATEWAY_UPSTREAM", cls.upstream, str),
@@ -94,16 +84,9 @@ class Settings:
             "GATEWAY_UPSTREAM": self.upstream,
             "GATEWAY_METRICS_ADDR": self.metrics_addr,
         }
-        for name, addr in addrs.items():
-            try:
-                parse_addr(addr)
-            except ValueError as exc:
-                raise ConfigError(f"TASKGATE_{name}: {exc}") from None
+        check_addrs(addrs)
+        check_logging(self.log_level, self.log_format)
         if self.default_timeout <= 0:
             raise ConfigError("TASKGATE_GATEWAY_DEFAULT_TIMEOUT: must be greater than 0")
         if self.sse_keepalive <= 0:
             raise ConfigError("TASKGATE_GATEWAY_SSE_KEEPALIVE: must be greater than 0")
-        if self.log_level not in _LOG_LEVELS:
-            raise ConfigError("TASKGATE_LOG_LEVEL: use debug, info, warning or error")
-        if self.log_format not in _LOG_FORMATS:
-            raise ConfigError("TASKGATE_LOG_FORMAT: use json or text")

@@ -85,7 +85,9 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
-class _Env:
+class Env:
+    """The ``TASKGATE_*`` variables, read and cast, a bad value a ConfigError naming it."""
+
     def __init__(self, environ: Mapping[str, str]) -> None:
         self._environ = environ
 
@@ -104,6 +106,22 @@ class _Env:
         if value <= 0:
             raise ConfigError(f"TASKGATE_{name}: must be greater than 0, got {value}")
         return value
+
+
+def check_addrs(addrs: Mapping[str, str]) -> None:
+    """Each ``{variable name without prefix: host:port}`` parses, or ConfigError names it."""
+    for name, addr in addrs.items():
+        try:
+            parse_addr(addr)
+        except ValueError as exc:
+            raise ConfigError(f"TASKGATE_{name}: {exc}") from None
+
+
+def check_logging(level: str, fmt: str) -> None:
+    if level not in {"debug", "info", "warning", "error"}:
+        raise ConfigError("TASKGATE_LOG_LEVEL: use debug, info, warning or error")
+    if fmt not in {"json", "text"}:
+        raise ConfigError("TASKGATE_LOG_FORMAT: use json or text")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -179,7 +197,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        env = _Env(os.environ if environ is None else environ)
+        env = Env(os.environ if environ is None else environ)
         settings = cls(
             database_url=Secret(
                 env.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/taskgate")
@@ -231,15 +249,8 @@ class Settings:
             "SERVER_METRICS_ADDR": self.metrics_addr,
             "PROCESSOR_METRICS_ADDR": self.processor_metrics_addr,
         }
-        for name, addr in addrs.items():
-            try:
-                parse_addr(addr)
-            except ValueError as exc:
-                raise ConfigError(f"TASKGATE_{name}: {exc}") from None
-        if self.log_level not in {"debug", "info", "warning", "error"}:
-            raise ConfigError("TASKGATE_LOG_LEVEL: use debug, info, warning or error")
-        if self.log_format not in {"json", "text"}:
-            raise ConfigError("TASKGATE_LOG_FORMAT: use json or text")
+        check_addrs(addrs)
+        check_logging(self.log_level, self.log_format)
         if self.task_retry_backoff > self.task_retry_backoff_max:
             raise ConfigError(
                 "TASKGATE_TASK_RETRY_BACKOFF: must not exceed TASKGATE_TASK_RETRY_BACKOFF_MAX"
@@ -268,7 +279,7 @@ def parse_list(text: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in text.split(",") if item.strip())
 
 
-def _limits_from(env: _Env) -> dict[str, Any]:
+def _limits_from(env: Env) -> dict[str, Any]:
     """The settings of issue 8's limits (each a ``TASKGATE_*`` variable)."""
     cpus = os.cpu_count() or 1
 
