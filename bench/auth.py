@@ -36,7 +36,7 @@ from bench.drivers import (
     run_h2load,
     run_python,
 )
-from bench.infra import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL, BenchEnv, BenchError
+from bench.infra import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL, BenchEnv, BenchError, run_bench
 from taskgate.v1 import (
     session_service_pb2,
     session_service_pb2_grpc,
@@ -325,27 +325,11 @@ def main(argv: list[str] | None = None) -> int:
         redis_url=args.redis_url,
         log_level=SERVER_LOG_LEVEL,
     )
-    status = 0
-    try:
-        asyncio.run(bench(args, env))
-    except BenchError as exc:
-        print(f"bench failed: {exc}", file=sys.stderr)
-        status = 1
-    except grpc.aio.AioRpcError as exc:
-        print(f"bench failed: {exc.code().name}: {exc.details()}", file=sys.stderr)
-        status = 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        status = 130
-    finally:
-        if status == 1 and env.process is not None:
-            print(f"server log (tail):\n{env.server_log_tail()}", file=sys.stderr)
-        problems = env.close()
-        for problem in problems:
-            print(f"clean-up failed: {problem}", file=sys.stderr)
-        if problems and status == 0:
-            status = 1
-    return status
+    return run_bench(
+        bench(args, env),
+        close=env.close,
+        on_failure=lambda: f"server log (tail):\n{env.server_log_tail()}" if env.process else None,
+    )
 
 
 if __name__ == "__main__":

@@ -48,6 +48,7 @@ from bench.infra import (
     BenchError,
     free_port,
     process_cpu_seconds,
+    run_bench,
 )
 from taskgate.v1 import (
     task_service_pb2,
@@ -398,26 +399,18 @@ def main(argv: list[str] | None = None) -> int:
         base_database_url=args.database_url, redis_url=args.redis_url, log_level=LOG_LEVEL
     )
     gateway = GatewayProcess(upstream="")
-    status = 0
-    try:
-        asyncio.run(bench(args, env, gateway))
-    except BenchError as exc:
-        print(f"bench failed: {exc}", file=sys.stderr)
-        status = 1
-    except grpc.aio.AioRpcError as exc:
-        print(f"bench failed: {exc.code().name}: {exc.details()}", file=sys.stderr)
-        status = 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        status = 130
-    finally:
-        if status == 1 and gateway.process is not None:
-            print(f"gateway log (tail):\n{gateway.log_tail()}", file=sys.stderr)
+
+    def close() -> list[str]:
         gateway.stop()
-        for problem in env.close():
-            print(f"clean-up failed: {problem}", file=sys.stderr)
-            status = status or 1
-    return status
+        return env.close()
+
+    return run_bench(
+        bench(args, env, gateway),
+        close=close,
+        on_failure=lambda: (
+            f"gateway log (tail):\n{gateway.log_tail()}" if gateway.process else None
+        ),
+    )
 
 
 if __name__ == "__main__":

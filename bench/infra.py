@@ -17,8 +17,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import grpc
@@ -214,3 +216,36 @@ class BenchEnv:
                     batch.clear()
             if batch:
                 client.delete(*batch)
+
+
+def run_bench(
+    bench: Coroutine[Any, Any, None],
+    *,
+    close: Callable[[], list[str]],
+    on_failure: Callable[[], str | None] = lambda: None,
+) -> int:
+    """Runs a benchmark; its exit status: 0, 1 when it (or its clean-up) failed, 130 on Ctrl-C.
+
+    ``close`` undoes its infrastructure and returns what could not be undone;
+    ``on_failure`` gives a log tail worth showing when the benchmark failed.
+    """
+    status = 0
+    try:
+        asyncio.run(bench)
+    except BenchError as exc:
+        print(f"bench failed: {exc}", file=sys.stderr)
+        status = 1
+    except grpc.aio.AioRpcError as exc:
+        print(f"bench failed: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        status = 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        status = 130
+    finally:
+        tail = on_failure() if status == 1 else None
+        if tail:
+            print(tail, file=sys.stderr)
+        for problem in close():
+            print(f"clean-up failed: {problem}", file=sys.stderr)
+            status = status or 1
+    return status

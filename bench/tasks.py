@@ -43,7 +43,7 @@ from PIL import Image, ImageFilter
 from prometheus_client import CollectorRegistry
 
 from bench.auth import register_and_login
-from bench.infra import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL, BenchError
+from bench.infra import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL, BenchError, run_bench
 from bench.procrastinate_app import NOOP, make_app
 from bench.procstat import CpuGroups, CpuUse, children
 from bench.taskenv import (
@@ -837,23 +837,7 @@ async def bench(ctx: Context) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ctx = Context(parse_args(argv))
-    status = 0
-    try:
-        asyncio.run(bench(ctx))
-    except BenchError as exc:
-        print(f"bench failed: {exc}", file=sys.stderr)
-        status = 1
-    except grpc.aio.AioRpcError as exc:
-        print(f"bench failed: {exc.code().name}: {exc.details()}", file=sys.stderr)
-        status = 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        status = 130
-    finally:
-        for problem in ctx.close_all():
-            print(f"clean-up failed: {problem}", file=sys.stderr)
-            status = status or 1
-    return status
+    return run_bench(bench(ctx), close=ctx.close_all)
 
 
 if __name__ == "__main__":
