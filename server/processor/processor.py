@@ -243,12 +243,7 @@ class Processor:
             return
         match outcome:
             case Done():
-                output = Output(outcome.data, outcome.content_type, outcome.width, outcome.height)
-                if await self._queue.complete(job, output):
-                    self._metrics.processing_time.observe(seconds)
-                    for step in job.filters:
-                        self._metrics.filters_used.labels(step.name).inc()
-                    self._ended(job, TaskStatus.COMPLETED, fields)
+                await self._completed(job, outcome, seconds, fields)
             case Failed():
                 if await self._queue.end(job, TaskStatus.FAILED, outcome.message):
                     self._ended(job, TaskStatus.FAILED, fields, outcome.message)
@@ -260,6 +255,23 @@ class Processor:
                     self._ended(job, TaskStatus.CANCELLED, fields)
             case Crashed():
                 await self._retry(job, outcome.message, fields)
+
+    async def _completed(
+        self, job: Job, outcome: Done, seconds: float, fields: dict[str, object]
+    ) -> None:
+        output = Output(outcome.data, outcome.content_type, outcome.width, outcome.height)
+        # The slot this task frees claims its successor in the same round trip.
+        done, successors = await self._queue.complete(job, output, claim=0 if self._stopping else 1)
+        for successor in successors:
+            if self._stopping:  # shutdown began while it was claimed: hand it back
+                await self._release(successor, {"task_id": str(successor.task_id)})
+            else:
+                self._launch(successor)
+        if done:
+            self._metrics.processing_time.observe(seconds)
+            for step in job.filters:
+                self._metrics.filters_used.labels(step.name).inc()
+            self._ended(job, TaskStatus.COMPLETED, fields)
 
     def _ended(
         self, job: Job, status: TaskStatus, fields: dict[str, object], error: str | None = None

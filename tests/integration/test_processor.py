@@ -141,16 +141,45 @@ async def test_only_the_lease_holder_can_finish_a_task(
         (job,) = await holder.claim(5)
         assert await holder.claim(5) == []  # nothing else is due
         output = Output(b"x", "image/png", 1, 1)
-        assert not await intruder.complete(job, output)
+        assert await intruder.complete(job, output) == (False, [])
         assert await intruder.record_progress(job, 1) is None
         assert await intruder.extend_leases([job.task_id]) == []
-        assert await holder.complete(job, output)
-        assert not await holder.complete(job, output)  # exactly once
+        assert await holder.complete(job, output) == (True, [])
+        assert await holder.complete(job, output) == (False, [])  # exactly once
     finally:
         await database.close()
     cursor = await db.execute("SELECT status, progress FROM tasks WHERE id = %s", (task_id,))
     assert await cursor.fetchone() == ("completed", 1)
     assert await attempts_of(db, task_id) == [(1, "completed")]
+
+
+async def test_a_completion_claims_the_next_task_in_the_same_round_trip(
+    settings: Settings, db: psycopg.AsyncConnection[TupleRow]
+) -> None:
+    _, first = await pending_task(settings)
+    _, second = await pending_task(settings)
+    pool = create_pool(
+        settings.database_url.reveal(), min_size=1, max_size=1, timeout=2, reconnect_timeout=2
+    )
+    await pool.open()
+    database = Database(pool=pool, timeout=2)
+    try:
+        queue = QueueRepository(database=database, owner="one", lease=30)
+        (job,) = await queue.claim(1)
+        assert str(job.task_id) == first
+        done, successors = await queue.complete(job, Output(b"x", "image/png", 1, 1), claim=1)
+        assert done
+        assert [str(s.task_id) for s in successors] == [second]
+        assert successors[0].attempt == 1
+        assert await queue.complete(successors[0], Output(b"y", "image/png", 1, 1), claim=1) == (
+            True,
+            [],
+        )
+    finally:
+        await database.close()
+    cursor = await db.execute("SELECT status FROM tasks ORDER BY created_at")
+    assert await cursor.fetchall() == [("completed",), ("completed",)]
+    assert await attempts_of(db, second) == [(1, "completed")]
 
 
 async def test_shutdown_hands_running_tasks_back(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -113,6 +113,23 @@ class Database:
             cursor = conn.cursor(row_factory=kwargs_row(row))
             await cursor.execute(QUERIES[query], params)
             return await cursor.fetchall()
+
+        return await self._run(run)
+
+    async def fetch_all_pipelined(
+        self, statements: Sequence[tuple[str, Params, Callable[..., Any]]]
+    ) -> list[list[Any]]:
+        """Runs statements in one round trip (libpq pipeline mode), each committed on its
+        own as it comes; returns each one's rows."""
+
+        async def run(conn: AsyncConnection[Any]) -> list[list[Any]]:
+            cursors = []
+            async with conn.pipeline():
+                for query, params, row in statements:
+                    cursor = conn.cursor(row_factory=kwargs_row(row))
+                    await cursor.execute(QUERIES[query], params)
+                    cursors.append(cursor)
+            return [await cursor.fetchall() for cursor in cursors]
 
         return await self._run(run)
 

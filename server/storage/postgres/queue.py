@@ -89,18 +89,29 @@ class QueueRepository:
         )
         return cancel
 
-    async def complete(self, job: Job, output: Output) -> bool:
-        """Stores the result; False when the lease is lost (someone else owns the task now)."""
-        return await self._finish(job, TaskStatus.COMPLETED, None, output)
+    async def complete(self, job: Job, output: Output, *, claim: int = 0) -> tuple[bool, list[Job]]:
+        """Stores the result (False when the lease is lost: someone else owns the task
+        now) and, in the same round trip, claims up to ``claim`` more tasks."""
+        finish = (
+            "finish_task",
+            self._finish_params(job, TaskStatus.COMPLETED, None, output),
+            _value,
+        )
+        if claim <= 0:
+            return bool(await self._db.fetch_one(*finish)), []
+        claimed = ("claim_tasks", {"limit": claim, "owner": self.owner, "lease": self._lease}, _job)
+        (finished,), jobs = await self._db.fetch_all_pipelined([finish, claimed])
+        return bool(finished), jobs
 
     async def end(self, job: Job, status: TaskStatus, error: str) -> bool:
         """Ends the task FAILED or CANCELLED; False when the lease is lost."""
-        return await self._finish(job, status, error, None)
+        params = self._finish_params(job, status, error, None)
+        return bool(await self._db.fetch_one("finish_task", params, _value))
 
-    async def _finish(
+    def _finish_params(
         self, job: Job, status: TaskStatus, error: str | None, output: Output | None
-    ) -> bool:
-        params = {
+    ) -> dict[str, Any]:
+        return {
             **self._fence(job),
             "status": status.value,
             "error": error,
@@ -110,7 +121,6 @@ class QueueRepository:
             "height": None if output is None else output.height,
             "size_bytes": None if output is None else len(output.data),
         }
-        return bool(await self._db.fetch_one("finish_task", params, _value))
 
     async def retry(self, job: Job, error: str, *, delay: float) -> TaskStatus | None:
         """Back to PENDING after ``delay`` (FAILED once the attempts are used up)."""
