@@ -148,18 +148,25 @@ def grafana_variables(expr: str, rate_interval: str) -> str:
     return expr
 
 
-def exported_series(exposition: str) -> dict[str, frozenset[str]]:
-    """``{series name: label names}`` of a /metrics page (over all its samples)."""
+def exported_series(exposition: str) -> dict[str, frozenset[str] | None]:
+    """``{series name: label names}`` of a /metrics page, over all its samples. A
+    labelled family with no child yet has only its HELP and TYPE lines: its series
+    are there with labels None (unknown until a first sample)."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    series: dict[str, set[str]] = {}
+    series: dict[str, set[str] | None] = {}
     for family in text_string_to_metric_families(exposition):
+        if not family.samples:
+            suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
+            for suffix in suffixes.get(family.type, ("",)):
+                series.setdefault(family.name + suffix, None)
         for sample in family.samples:
-            series.setdefault(sample.name, set()).update(sample.labels)
-    return {name: frozenset(labels) for name, labels in series.items()}
+            labels = series.get(sample.name) or set()
+            series[sample.name] = labels | set(sample.labels)
+    return {name: None if labels is None else frozenset(labels) for name, labels in series.items()}
 
 
-def contract_gaps(job: str, exported: dict[str, frozenset[str]]) -> list[str]:
+def contract_gaps(job: str, exported: dict[str, frozenset[str] | None]) -> list[str]:
     """What ``job``'s contract families lack in ``exported``: missing series or other labels."""
     gaps: list[str] = []
     for family in CONTRACT:
@@ -168,7 +175,7 @@ def contract_gaps(job: str, exported: dict[str, frozenset[str]]) -> list[str]:
         for name, labels in family.series().items():
             if name not in exported:
                 gaps.append(f"{job} does not export {name}")
-            elif exported[name] != labels:
-                got, want = sorted(exported[name]), sorted(labels)
+            elif (got_labels := exported[name]) is not None and got_labels != labels:
+                got, want = sorted(got_labels), sorted(labels)
                 gaps.append(f"{job} exports {name} with {got}, not {want}")
     return gaps
