@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import yaml
 
@@ -211,8 +212,6 @@ def test_keda_scales_processors_on_the_pending_task_count() -> None:
 
 
 def test_the_keda_query_counts_the_tasks_due_on_the_real_schema(database_url: str) -> None:
-    import psycopg
-
     trigger = by_kind("ScaledObject")["taskgate-processor"]["spec"]["triggers"][0]
     query = trigger["metadata"]["query"]
     with psycopg.connect(database_url, autocommit=True) as conn:
