@@ -190,16 +190,24 @@ def _counting_requests(behavior: Callable[..., Any], received: Count) -> Callabl
             received()
             yield request
 
+    return with_requests(behavior, counted)
+
+
+def with_requests(
+    behavior: Callable[..., Any],
+    transform: Callable[[AsyncIterator[Any]], AsyncIterator[Any]],
+) -> Callable[..., Any]:
+    """A streaming-request behavior whose request stream first passes ``transform``."""
     if inspect.isasyncgenfunction(behavior):
 
         async def stream(requests: AsyncIterator[Any], context: Context) -> AsyncIterator[Any]:
-            async for response in behavior(counted(requests), context):
+            async for response in behavior(transform(requests), context):
                 yield response
 
         return stream
 
     async def call(requests: AsyncIterator[Any], context: Context) -> Any:
-        return await behavior(counted(requests), context)
+        return await behavior(transform(requests), context)
 
     return call
 

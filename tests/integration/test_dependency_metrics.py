@@ -6,9 +6,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from dataclasses import replace
-from urllib.parse import urlsplit, urlunsplit
 
 import grpc
 import pytest
@@ -18,6 +16,7 @@ from server.app import App, ListenError
 from server.config import Secret, Settings
 from taskgate.v1 import task_service_pb2 as pb
 from tests.conftest import ROOT
+from tests.integration.test_outages import proxies, via
 from tests.support.clients import PASSWORD, blur, grayscale, task_user
 from tests.support.images import image_bytes
 from tests.support.metrics import find, scrape, value
@@ -109,26 +108,6 @@ async def test_the_pool_gauges_follow_the_pool(settings: Settings) -> None:
         assert value(registry, "db_query_duration_seconds_count", operation="ping") >= 1
 
 
-def _via(url: str, port: int) -> str:
-    parts = urlsplit(url)
-    user = parts.netloc.rsplit("@", 1)
-    host = f"127.0.0.1:{port}"
-    return urlunsplit(parts._replace(netloc=f"{user[0]}@{host}" if len(user) > 1 else host))
-
-
-@pytest.fixture
-async def proxies(settings: Settings) -> AsyncIterator[dict[str, TcpProxy]]:
-    found = {}
-    for name, url in (("postgres", settings.database_url), ("redis", settings.redis_url)):
-        parts = urlsplit(url.reveal())
-        found[name] = proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 0)
-        await proxy.start()
-    yield found
-    for proxy in found.values():
-        proxy.resume()
-        await proxy.close()
-
-
 @pytest.mark.parametrize(
     ("dependency", "family", "label"),
     [
@@ -145,8 +124,8 @@ async def test_a_stalled_store_counts_errors_by_call(
 ) -> None:
     proxied = serving(
         settings,
-        database_url=Secret(_via(settings.database_url.reveal(), proxies["postgres"].port)),
-        redis_url=Secret(_via(settings.redis_url.reveal(), proxies["redis"].port)),
+        database_url=Secret(via(settings.database_url.reveal(), proxies["postgres"].port)),
+        redis_url=Secret(via(settings.redis_url.reveal(), proxies["redis"].port)),
         db_timeout=0.5,
         redis_timeout=0.5,
         embedded_processor=False,
@@ -232,3 +211,6 @@ async def test_the_queue_gauges_follow_the_queue_while_the_processor_runs(
         await eventually(drained, within=20)
         assert value(registry, "tasks_finished_total", status="completed") == 2
         assert value(registry, "tasks_finished_total", status="cancelled") == 1
+
+
+__all__ = ["proxies"]  # the fixture, shared with the outage tests

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from typing import Any
 
 import grpc
@@ -29,6 +28,7 @@ from tests.support.clients import PASSWORD, Client, grayscale, task_user
 from tests.support.hashers import SlowHasher
 from tests.support.images import image_bytes
 from tests.support.metrics import settles, value
+from tests.support.servers import serving
 
 SERVICE = "taskgate.v1.TaskService"
 CODES = ("OK", "NOT_FOUND", "DEADLINE_EXCEEDED", "CANCELLED", "UNKNOWN")
@@ -185,13 +185,9 @@ def _labels(kind: str, method: str, **more: str) -> dict[str, str]:
 
 @pytest.fixture
 async def real(settings: Settings) -> AsyncIterator[tuple[App, Client]]:
-    app = App(replace(settings, embedded_processor=False), hasher=ScriptedHasher(settings))
-    await app.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
-            yield app, Client(channel)
-    finally:
-        await app.stop(grace=0.5)
+    hasher = ScriptedHasher(settings)
+    async with serving(settings, hasher=hasher, embedded_processor=False) as served:
+        yield served
 
 
 async def test_the_real_servers_unary_codes_are_counted_once(
