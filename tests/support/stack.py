@@ -89,6 +89,7 @@ async def running_stack(
         "TASKGATE_GRPC_ADDR": f"127.0.0.1:{grpc_port}",
         "TASKGATE_SERVER_METRICS_ADDR": f"127.0.0.1:{ports['server']}",
         "TASKGATE_EMBEDDED_PROCESSOR": "false",
+        "TASKGATE_DB_POOL_MAX_SIZE": "4",
         "TASKGATE_ARGON2_TIME_COST": "1",
         "TASKGATE_ARGON2_MEMORY_KIB": "1024",
         "TASKGATE_ARGON2_PARALLELISM": "1",
