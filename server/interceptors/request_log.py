@@ -23,6 +23,7 @@ from server.interceptors.wrap import (
     Scope,
     ScopedInterceptor,
     call_is_over,
+    final_code,
     metadata_value,
 )
 
@@ -41,18 +42,6 @@ def request_id_from(value: str | None) -> str:
     if value is not None and _SANE_REQUEST_ID.fullmatch(value):
         return value
     return uuid.uuid4().hex
-
-
-def final_code(context: Context, error: BaseException | None) -> grpc.StatusCode:
-    if isinstance(error, asyncio.CancelledError):
-        remaining = context.time_remaining()
-        if remaining is not None and remaining <= 0:
-            return grpc.StatusCode.DEADLINE_EXCEEDED
-        return grpc.StatusCode.CANCELLED
-    code: object = context.code()  # None until a status is set
-    if isinstance(code, grpc.StatusCode):
-        return code
-    return grpc.StatusCode.OK if error is None else grpc.StatusCode.UNKNOWN
 
 
 class RequestLogInterceptor(ScopedInterceptor):

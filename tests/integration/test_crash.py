@@ -45,6 +45,7 @@ def start_processor(settings: Settings) -> subprocess.Popen[bytes]:
         "TASKGATE_TASK_LEASE": "1500ms",
         "TASKGATE_TASK_RETRY_BACKOFF": "50ms",
         "TASKGATE_TASK_RETRY_BACKOFF_MAX": "200ms",
+        "TASKGATE_PROCESSOR_METRICS_ADDR": "127.0.0.1:0",
         "TASKGATE_LOG_LEVEL": "error",
     }
     return subprocess.Popen(
