@@ -1,7 +1,6 @@
 """The dashboard and the rules use only the metric families and labels the
-processes export (tests/support/monitoring.CONTRACT, which the stack test
-checks against the real processes): a renamed metric breaks a test, not a
-dashboard."""
+processes export (the lists tests/e2e/test_observability.py asserts on the real
+processes' /metrics): a renamed metric or label breaks a test, not a dashboard."""
 
 from __future__ import annotations
 
@@ -9,21 +8,15 @@ import re
 
 import pytest
 import yaml
-from prometheus_client import CollectorRegistry, generate_latest
 
-from gateway.metrics import HttpMetrics
-from server.metrics import TaskMetrics
 from tests.support.monitoring import (
-    CONTRACT,
     DASHBOARD,
     MONITORING,
     TARGET_LABELS,
     alert_rules,
-    contract_gaps,
     contract_series,
     dashboard,
     dashboard_queries,
-    exported_series,
     recorded_labels,
     recording_rules,
 )
@@ -132,29 +125,3 @@ def test_every_alert_is_unit_tested_firing_and_not_firing() -> None:
             (fired if case["exp_alerts"] else quiet).add(case["alertname"])
     assert fired == set(alert_rules())
     assert quiet == set(alert_rules())
-
-
-# The process_* collectors join each registry where /metrics is served; the
-# stack test checks them on the real processes.
-def _gaps_besides_process(job: str, exposition: str) -> list[str]:
-    return [g for g in contract_gaps(job, exported_series(exposition)) if "process_" not in g]
-
-
-def test_the_gateway_exports_its_part_of_the_contract() -> None:
-    metrics = HttpMetrics()
-    metrics.observe("GET", "/v1/tasks/{task_id}", 200, 0.01)
-    assert _gaps_besides_process("gateway", metrics.exposition().decode()) == []
-
-
-def test_the_task_metrics_export_their_part_of_the_contract() -> None:
-    registry = CollectorRegistry()
-    TaskMetrics(registry).filters_used.labels("blur").inc()
-    exposition = generate_latest(registry).decode()
-    task_families = {f.name for f in CONTRACT if "processor" in f.jobs and "task" in f.name}
-    task_families |= {"processing_time_seconds", "filters_used_total"}
-    gaps = [
-        g
-        for g in _gaps_besides_process("processor", exposition)
-        if any(name in g for name in task_families)
-    ]
-    assert gaps == []

@@ -1,16 +1,16 @@
 """monitoring/ as the tests read it: the dashboard's queries, the rules'
-expressions, and the metric families the processes are agreed to export."""
+expressions, and the metric families the processes export."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from tests.e2e.test_observability import GATEWAY_FAMILIES, PROCESSOR_FAMILIES, SERVER_FAMILIES
 from tests.support.promql import usage
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,81 +22,28 @@ JOBS = ("server", "processor", "gateway")
 TARGET_LABELS = frozenset({"job", "instance"})
 
 
-@dataclass(frozen=True)
-class Family:
-    """A metric family as PromQL names it (counters with ``_total``)."""
-
-    name: str
-    kind: str  # counter, gauge or histogram
-    labels: frozenset[str]
-    jobs: frozenset[str]
-
-    def series(self) -> dict[str, frozenset[str]]:
-        """The series names this family exposes, each with its labels."""
-        if self.kind == "histogram":
-            return {
-                f"{self.name}_bucket": self.labels | {"le"},
-                f"{self.name}_sum": self.labels,
-                f"{self.name}_count": self.labels,
-            }
-        return {self.name: self.labels}
-
-
-def _family(name: str, kind: str, labels: str, jobs: str) -> Family:
-    return Family(name, kind, frozenset(labels.split()), frozenset(jobs.split()))
-
-
-_GRPC = "grpc_type grpc_service grpc_method"
-_TASKS = "server processor"
-_ALL = " ".join(JOBS)
-
-# What the code exports (issue 9's contract). The stack test checks it against
-# what the real processes serve; test_metrics_contract checks that the
-# dashboard and rules use nothing else.
-CONTRACT: tuple[Family, ...] = (
-    _family("grpc_server_started_total", "counter", _GRPC, "server"),
-    _family("grpc_server_handled_total", "counter", f"{_GRPC} grpc_code", "server"),
-    _family("grpc_server_handling_seconds", "histogram", _GRPC, "server"),
-    _family("grpc_server_msg_received_total", "counter", _GRPC, "server"),
-    _family("grpc_server_msg_sent_total", "counter", _GRPC, "server"),
-    _family("tasks_created_total", "counter", "", "server"),
-    _family("tasks_finished_total", "counter", "status", _TASKS),
-    _family("tasks_retried_total", "counter", "reason", _TASKS),
-    _family("processing_time_seconds", "histogram", "", _TASKS),
-    _family("filters_used_total", "counter", "filter", _TASKS),
-    _family("task_queue_wait_seconds", "histogram", "", _TASKS),
-    _family("task_claim_to_start_seconds", "histogram", "", _TASKS),
-    _family("tasks_queue_depth", "gauge", "", _TASKS),
-    _family("tasks_running", "gauge", "", _TASKS),
-    _family("tasks_oldest_pending_age_seconds", "gauge", "", _TASKS),
-    _family("db_pool_connections_idle", "gauge", "pool", _TASKS),
-    _family("db_pool_connections_in_use", "gauge", "pool", _TASKS),
-    _family("db_pool_connections_max", "gauge", "pool", _TASKS),
-    _family("db_pool_requests_waiting", "gauge", "pool", _TASKS),
-    _family("db_query_duration_seconds", "histogram", "operation", _TASKS),
-    _family("db_query_errors_total", "counter", "operation", _TASKS),
-    _family("redis_command_duration_seconds", "histogram", "command", "server"),
-    _family("redis_command_errors_total", "counter", "command", "server"),
-    _family("sessions_created_total", "counter", "", "server"),
-    _family("login_failures_total", "counter", "reason", "server"),
-    _family("rate_limit_refusals_total", "counter", "limit", "server"),
-    _family("process_cpu_seconds_total", "counter", "", _ALL),
-    _family("process_resident_memory_bytes", "gauge", "", _ALL),
-    _family("taskgate_gateway_http_requests_total", "counter", "method route status", "gateway"),
-    _family(
-        "taskgate_gateway_http_request_duration_seconds", "histogram", "method route", "gateway"
-    ),
-    _family("taskgate_gateway_http_requests_in_flight", "gauge", "", "gateway"),
-)
+# What each process exports: tests/e2e/test_observability.py asserts exactly these
+# families and labels on the real processes' /metrics after real traffic. They are
+# the list the dashboard and the rules may use (tests/monitoring/test_metrics_contract.py).
+EXPORTED_BY_JOB: dict[str, dict[str, set[str]]] = {
+    "server": SERVER_FAMILIES,
+    "processor": PROCESSOR_FAMILIES,
+    "gateway": GATEWAY_FAMILIES,
+}
 # Prometheus's own series about each target.
 SCRAPE_SERIES: dict[str, frozenset[str]] = {"up": frozenset()}
 
 
 def contract_series() -> dict[str, frozenset[str]]:
-    """Every series name of the contract (and ``up``), with its labels."""
+    """Every series name the processes export (and ``up``), with its labels; a
+    histogram's ``_sum`` and ``_count`` beside its ``_bucket``."""
     series = dict(SCRAPE_SERIES)
-    for family in CONTRACT:
-        series.update(family.series())
+    for families in EXPORTED_BY_JOB.values():
+        for name, labels in families.items():
+            series[name] = frozenset(labels)
+            if name.endswith("_bucket"):
+                base = name.removesuffix("_bucket")
+                series[f"{base}_sum"] = series[f"{base}_count"] = frozenset(labels - {"le"})
     return series
 
 
@@ -146,36 +93,3 @@ def grafana_variables(expr: str, rate_interval: str) -> str:
     for variable in ("$__rate_interval", "$__interval", "$__range"):
         expr = expr.replace(variable, rate_interval)
     return expr
-
-
-def exported_series(exposition: str) -> dict[str, frozenset[str] | None]:
-    """``{series name: label names}`` of a /metrics page, over all its samples. A
-    labelled family with no child yet has only its HELP and TYPE lines: its series
-    are there with labels None (unknown until a first sample)."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    series: dict[str, set[str] | None] = {}
-    for family in text_string_to_metric_families(exposition):
-        if not family.samples:
-            suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
-            for suffix in suffixes.get(family.type, ("",)):
-                series.setdefault(family.name + suffix, None)
-        for sample in family.samples:
-            labels = series.get(sample.name) or set()
-            series[sample.name] = labels | set(sample.labels)
-    return {name: None if labels is None else frozenset(labels) for name, labels in series.items()}
-
-
-def contract_gaps(job: str, exported: dict[str, frozenset[str] | None]) -> list[str]:
-    """What ``job``'s contract families lack in ``exported``: missing series or other labels."""
-    gaps: list[str] = []
-    for family in CONTRACT:
-        if job not in family.jobs:
-            continue
-        for name, labels in family.series().items():
-            if name not in exported:
-                gaps.append(f"{job} does not export {name}")
-            elif (got_labels := exported[name]) is not None and got_labels != labels:
-                got, want = sorted(got_labels), sorted(labels)
-                gaps.append(f"{job} exports {name} with {got}, not {want}")
-    return gaps
