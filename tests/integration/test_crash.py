@@ -1,7 +1,7 @@
 """Processors killed at random moments lose no task and complete none twice.
 
 Three ``python -m server.processor`` processes work through 300 tasks while
-the test SIGKILLs one of them at random moments (and restarts it), at least
+the test SIGKILLs one that holds a running task at random moments (and restarts it), at least
 ten times. Afterwards every task is COMPLETED with exactly one successful
 attempt, and every attempt a killed processor had started is recorded as lost.
 """
@@ -62,6 +62,14 @@ async def counts(db: psycopg.AsyncConnection[TupleRow]) -> dict[str, int]:
     return {str(status): int(n) for status, n in await cursor.fetchall()}
 
 
+async def busy_pids(db: psycopg.AsyncConnection[TupleRow]) -> set[int]:
+    """Processes holding a running task's lease (processor ids are host:pid:nonce)."""
+    cursor = await db.execute(
+        "SELECT DISTINCT split_part(lease_owner, ':', 2) FROM tasks WHERE status = 'running'"
+    )
+    return {int(pid) for (pid,) in await cursor.fetchall() if str(pid).isdigit()}
+
+
 async def test_random_sigkills_lose_no_task_and_complete_none_twice(settings: Settings) -> None:
     rng = random.Random(int(time.time()))
     async with serving(settings, embedded_processor=False, task_max_attempts=50) as (_, client):
@@ -82,7 +90,13 @@ async def test_random_sigkills_lose_no_task_and_complete_none_twice(settings: Se
         ) as db:
             while kills < KILLS and (await counts(db)).get("completed", 0) < TASKS:
                 await asyncio.sleep(rng.uniform(0.1, 0.5))
-                victim = rng.randrange(PROCESSORS)
+                # A random moment at which a processor is mid-task: on a loaded
+                # machine a restarted processor can take seconds to claim anything.
+                busy = await busy_pids(db)
+                candidates = [i for i, p in enumerate(processors) if p.pid in busy]
+                if not candidates:
+                    continue
+                victim = rng.choice(candidates)
                 processors[victim].send_signal(signal.SIGKILL)
                 processors[victim].wait()
                 processors[victim] = start_processor(settings)
