@@ -14,7 +14,7 @@ export TASKGATE_DATABASE_URL TASKGATE_REDIS_URL
 
 .PHONY: help install run migrate migrate-check migrate-schema proto proto-check buf-lint \
         lint fmt test test-only bench bench-auth bench-abuse bench-tasks bench-gateway \
-        run-gateway clean
+        run-gateway up down clean
 
 help:
 	@echo "make run            migrate, then start the server (Ctrl-C stops it)"
@@ -30,6 +30,7 @@ help:
 	@echo "make bench-abuse    server RSS under anonymous max-size floods; login latency under an argon2 flood"
 	@echo "make bench-gateway  GetTask over HTTP through the gateway vs gRPC, calls/s and CPU"
 	@echo "make run-gateway    start the HTTP/JSON gateway (python -m gateway) on 127.0.0.1:8080"
+	@echo "make up / down      the whole stack in Docker (docker compose): gRPC, gateway, Grafana"
 
 install: $(VENV)/.installed node_modules/.installed
 
@@ -105,6 +106,13 @@ $(VENV)/.bench-installed: $(VENV)/.installed pyproject.toml
 
 bench-tasks: $(VENV)/.bench-installed
 	$(BIN)/python -m bench.tasks $(BENCH_ARGS)
+
+# The whole stack in Docker, with Prometheus and Grafana (needs Docker with compose v2).
+up:
+	docker compose up --build --detach
+
+down:
+	docker compose down --volumes
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov
