@@ -27,66 +27,13 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from tests.conftest import TEST_REDIS_URL
 from tests.support.images import image_bytes
+from tests.support.metric_families import GATEWAY_FAMILIES, PROCESSOR_FAMILIES, SERVER_FAMILIES
 from tests.support.metrics import find, samples, scrape
 from tests.support.polling import eventually
 from tests.support.stack import Process, Stack, running_stack
 
 pytestmark = pytest.mark.timeout(120)
 
-GRPC = {"grpc_type", "grpc_service", "grpc_method"}
-PROCESS_FAMILIES: dict[str, set[str]] = {
-    "process_cpu_seconds_total": set(),
-    "process_resident_memory_bytes": set(),
-    "process_open_fds": set(),
-    "python_info": {"implementation", "major", "minor", "patchlevel", "version"},
-    "python_gc_objects_collected_total": {"generation"},
-}
-TASK_FAMILIES: dict[str, set[str]] = {
-    "tasks_created_total": set(),
-    "tasks_finished_total": {"status"},
-    "tasks_retried_total": {"reason"},
-    "processing_time_seconds_bucket": {"le"},
-    "task_queue_wait_seconds_bucket": {"le"},
-    "task_claim_to_start_seconds_bucket": {"le"},
-    "tasks_queue_depth": set(),
-    "tasks_running": set(),
-    "tasks_oldest_pending_age_seconds": set(),
-}
-DB_FAMILIES: dict[str, set[str]] = {
-    "db_pool_connections_idle": {"pool"},
-    "db_pool_connections_in_use": {"pool"},
-    "db_pool_connections_max": {"pool"},
-    "db_pool_requests_waiting": {"pool"},
-    "db_query_duration_seconds_bucket": {"operation", "le"},
-    "db_query_errors_total": {"operation"},
-}
-SERVER_FAMILIES: dict[str, set[str]] = {
-    "grpc_server_started_total": GRPC,
-    "grpc_server_handled_total": GRPC | {"grpc_code"},
-    "grpc_server_handling_seconds_bucket": GRPC | {"le"},
-    "grpc_server_msg_received_total": GRPC,
-    "grpc_server_msg_sent_total": GRPC,
-    "redis_command_duration_seconds_bucket": {"command", "le"},
-    "redis_command_errors_total": {"command"},
-    "sessions_created_total": set(),
-    "login_failures_total": {"reason"},
-    "rate_limit_refusals_total": {"limit"},
-    **TASK_FAMILIES,
-    **DB_FAMILIES,
-    **PROCESS_FAMILIES,
-}
-PROCESSOR_FAMILIES: dict[str, set[str]] = {
-    **TASK_FAMILIES,
-    "filters_used_total": {"filter"},
-    **DB_FAMILIES,
-    **PROCESS_FAMILIES,
-}
-GATEWAY_FAMILIES: dict[str, set[str]] = {
-    "taskgate_gateway_http_requests_total": {"method", "route", "status"},
-    "taskgate_gateway_http_request_duration_seconds_bucket": {"method", "route", "le"},
-    "taskgate_gateway_http_requests_in_flight": set(),
-    **PROCESS_FAMILIES,
-}
 PASSWORD = "correct horse battery"
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from tests.e2e.test_observability import GATEWAY_FAMILIES, PROCESSOR_FAMILIES, SERVER_FAMILIES
+from tests.support.metric_families import GATEWAY_FAMILIES, PROCESSOR_FAMILIES, SERVER_FAMILIES
 from tests.support.promql import usage
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,9 +22,7 @@ JOBS = ("server", "processor", "gateway")
 TARGET_LABELS = frozenset({"job", "instance"})
 
 
-# What each process exports: tests/e2e/test_observability.py asserts exactly these
-# families and labels on the real processes' /metrics after real traffic. They are
-# the list the dashboard and the rules may use (tests/monitoring/test_metrics_contract.py).
+# What each process exports (tests/support/metric_families.py).
 EXPORTED_BY_JOB: dict[str, dict[str, set[str]]] = {
     "server": SERVER_FAMILIES,
     "processor": PROCESSOR_FAMILIES,
