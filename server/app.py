@@ -22,7 +22,7 @@ from redis.asyncio import Redis
 from server import logs
 from server.client_address import ClientAddresses
 from server.config import Settings
-from server.health import DependencyMonitor, HealthServicer
+from server.health import LIVENESS, DependencyMonitor, HealthServicer
 from server.interceptors.auth import PUBLIC_METHODS, AuthInterceptor
 from server.interceptors.errors import ErrorInterceptor
 from server.interceptors.metrics import MetricsInterceptor
@@ -175,7 +175,10 @@ class App:
         self.monitor = DependencyMonitor(
             health=self.health,
             probes={"postgres": database.ping, "redis": session_repository.ping},
-            needs={name: DEPENDENCIES for name in SERVICE_NAMES.values()},
+            needs={
+                LIVENESS: frozenset(),  # served while the event loop serves calls
+                **{name: DEPENDENCIES for name in SERVICE_NAMES.values()},
+            },
             interval=settings.health_check_interval,
         )
         self.server = grpc.aio.server(

@@ -155,6 +155,7 @@ def test_ports_and_probes_match_the_processes_addresses() -> None:
     probes = container("taskgate-server")
     assert probes["startupProbe"]["grpc"]["port"] == server["grpc"]
     assert probes["readinessProbe"]["grpc"]["port"] == server["grpc"]
+    assert probes["livenessProbe"]["grpc"] == {"port": server["grpc"], "service": "liveness"}
     gateway_probes = container("taskgate-gateway")
     assert gateway_probes["livenessProbe"]["httpGet"]["path"] == "/live"
     assert gateway_probes["readinessProbe"]["httpGet"]["path"] == "/ready"
