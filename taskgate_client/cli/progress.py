@@ -1,0 +1,33 @@
+"""``watch``: a progress bar (tqdm, on stderr) that follows a task until it ends."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from tqdm import tqdm
+
+from taskgate.v1 import task_service_pb2 as task_pb
+from taskgate_client.cli.output import as_dict, emit_json, status_name
+
+BAR = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} filters [{elapsed}]"
+ENDED = {task_pb.TASK_STATUS_COMPLETED, task_pb.TASK_STATUS_FAILED, task_pb.TASK_STATUS_CANCELLED}
+
+
+def follow(updates: Iterable[task_pb.Task], *, json_lines: bool) -> task_pb.Task | None:
+    """The task's last state; JSON lines, or a bar that shows progress and status."""
+    last: task_pb.Task | None = None
+    if json_lines:
+        for last in updates:
+            emit_json(as_dict(last))
+            if last.status in ENDED:
+                break
+        return last
+    # progress counts the filters done, up to all of them when the task completes
+    with tqdm(total=None, unit="filter", bar_format=BAR) as bar:
+        for last in updates:
+            bar.total = max(len(last.filters), 1)
+            bar.set_description(f"{last.task_id[:8]} {status_name(last.status)}")
+            bar.update(last.progress - bar.n)
+            if last.status in ENDED:
+                break
+    return last
