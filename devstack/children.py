@@ -56,7 +56,7 @@ class Child:
                 stdout=output,
                 stderr=subprocess.STDOUT if output is not None else None,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads yet
+                preexec_fn=_die_with_parent,
             )
         finally:
             if output is not None:

@@ -91,7 +91,14 @@ class LocalPostgres:
             "-c", f"max_connections={self.tuning.max_connections}",
         ]  # fmt: skip
         if not self.tuning.durable:
-            argv += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+            argv += [
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+            ]
         self.child = Child(
             "postgres",
             self.account.command(argv),

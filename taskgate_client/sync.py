@@ -32,7 +32,7 @@ class Client(base.ClientBase):
 
     def __init__(
         self,
-        transport: Transport | str = base.Transport(),
+        transport: Transport | str = base.DEFAULT_TRANSPORT,
         *,
         token: str | None = None,
         timeout: float = base.DEFAULT_TIMEOUT,

@@ -102,6 +102,14 @@ class Transport:
         return grpc.aio.secure_channel(self.target, creds, options=self.options())
 
 
+def rpc_status(error: grpc.RpcError) -> tuple[grpc.StatusCode, str]:
+    """The code and details of a failed call (the stubs raise ``RpcError`` that is a ``Call``)."""
+    code, details = getattr(error, "code", None), getattr(error, "details", None)
+    status = code() if callable(code) else grpc.StatusCode.UNKNOWN
+    text = details() if callable(details) else None
+    return status, text or status.name
+
+
 @dataclass(frozen=True)
 class Auth:
     """The session token, as call credentials where gRPC allows them, else as metadata."""

@@ -24,6 +24,7 @@ from taskgate_client.cli.output import (
 )
 from taskgate_client.cli.progress import follow
 from taskgate_client.sync import Client
+from taskgate_client.transport import rpc_status
 
 FORMATS = {
     "png": task_pb.IMAGE_FORMAT_PNG,
@@ -78,7 +79,7 @@ def logout(s: Session, args: argparse.Namespace) -> None:
         try:
             s.client.logout()
         except grpc.RpcError as exc:  # already gone on the server: forget it here too
-            if not isinstance(exc, grpc.Call) or exc.code() not in {
+            if rpc_status(exc)[0] not in {
                 grpc.StatusCode.UNAUTHENTICATED,
                 grpc.StatusCode.NOT_FOUND,
             }:
@@ -188,7 +189,7 @@ def cancel(s: Session, args: argparse.Namespace) -> None:
 
 
 def list_tasks(s: Session, args: argparse.Namespace) -> None:
-    wanted = task_pb.TaskStatus.Value(f"TASK_STATUS_{args.status.upper()}") if args.status else 0
+    wanted = task_pb.TaskStatus.Value(f"TASK_STATUS_{(args.status or 'unspecified').upper()}")
     tasks: list[task_pb.Task] = []
     token = ""
     while len(tasks) < args.limit:
@@ -204,4 +205,3 @@ def list_tasks(s: Session, args: argparse.Namespace) -> None:
     else:
         for task in tasks:
             print(task_line(task))
-

@@ -6,6 +6,8 @@ from enum import IntEnum
 
 import grpc
 
+from taskgate_client.transport import rpc_status
+
 
 class Exit(IntEnum):
     OK = 0
@@ -41,8 +43,7 @@ _BY_CODE = {
 
 
 def from_rpc(error: grpc.RpcError, server: str) -> CliError:
-    code = error.code() if isinstance(error, grpc.Call) else grpc.StatusCode.UNKNOWN
-    details = (error.details() if isinstance(error, grpc.Call) else None) or code.name
+    code, details = rpc_status(error)
     status = _BY_CODE.get(code, Exit.SERVER_ERROR)
     if code == grpc.StatusCode.UNAVAILABLE:
         message = f"cannot reach the server at {server}: {details}"

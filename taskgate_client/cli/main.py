@@ -45,9 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--tls", action="store_true", help="connect with TLS")
     parser.add_argument("--json", action="store_true", help="JSON output, for scripts")
-    parser.add_argument(
-        "--timeout", type=float, default=30.0, help="seconds per call (default 30)"
-    )
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per call (default 30)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, run: Command, help_text: str) -> argparse.ArgumentParser:
@@ -76,7 +74,9 @@ def _parser() -> argparse.ArgumentParser:
     result.add_argument("-o", "--output", help="file (default TASK_ID.EXT; - for stdout)")
     add("cancel", commands.cancel, "cancel a task").add_argument("task_id")
     listing = add("list", commands.list_tasks, "your tasks, newest first")
-    listing.add_argument("--status", choices=["pending", "running", "completed", "failed", "cancelled"])
+    listing.add_argument(
+        "--status", choices=["pending", "running", "completed", "failed", "cancelled"]
+    )
     listing.add_argument("--limit", type=int, default=50)
     return parser
 

