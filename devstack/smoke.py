@@ -107,7 +107,11 @@ def fresh_stack() -> Iterator[FreshStack]:
                     raise RuntimeError(f"make run did not start:\n{log_file.read_text()[-3000:]}")
                 time.sleep(0.2)
                 endpoints = _announced(log_file)
-            yield FreshStack(process, log_file, endpoints, time.monotonic() - started)
+            try:
+                yield FreshStack(process, log_file, endpoints, time.monotonic() - started)
+            except Exception as exc:
+                tail = "\n".join(log_file.read_text(errors="replace").splitlines()[-40:])
+                raise RuntimeError(f"{exc}\n--- the end of make run's log:\n{tail}") from exc
         finally:
             if process.poll() is None:
                 process.send_signal(signal.SIGINT)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 
 from tqdm import tqdm
 
 from taskgate.v1 import task_service_pb2 as task_pb
-from taskgate_client.cli.output import as_dict, emit_json, status_name
+from taskgate_client.cli.output import as_dict, emit_json, note, status_name
 
 BAR = "{desc}{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} filters [{elapsed}]"
 ENDED = {task_pb.TASK_STATUS_COMPLETED, task_pb.TASK_STATUS_FAILED, task_pb.TASK_STATUS_CANCELLED}
@@ -22,6 +23,8 @@ def follow(updates: Iterable[task_pb.Task], *, json_lines: bool) -> task_pb.Task
             if last.status in ENDED:
                 break
         return last
+    if not sys.stderr.isatty():
+        return _lines(updates)
     # progress counts the filters done, up to all of them when the task completes
     with tqdm(total=None, unit="filter", bar_format=BAR) as bar:
         for last in updates:
@@ -30,4 +33,16 @@ def follow(updates: Iterable[task_pb.Task], *, json_lines: bool) -> task_pb.Task
             bar.update(last.progress - bar.n)
             if last.status in ENDED:
                 break
+    return last
+
+
+def _lines(updates: Iterable[task_pb.Task]) -> task_pb.Task | None:
+    """Not a terminal (a log, a pipe): one line per change instead of a redrawn bar."""
+    last: task_pb.Task | None = None
+    for last in updates:
+        note(
+            f"{last.task_id[:8]} {status_name(last.status)} {last.progress}/{len(last.filters)} filters"
+        )
+        if last.status in ENDED:
+            break
     return last
