@@ -40,9 +40,8 @@ def _lines(updates: Iterable[task_pb.Task]) -> task_pb.Task | None:
     """Not a terminal (a log, a pipe): one line per change instead of a redrawn bar."""
     last: task_pb.Task | None = None
     for last in updates:
-        note(
-            f"{last.task_id[:8]} {status_name(last.status)} {last.progress}/{len(last.filters)} filters"
-        )
+        done = f"{last.progress}/{len(last.filters)}"
+        note(f"{last.task_id[:8]} {status_name(last.status)} {done} filters")
         if last.status in ENDED:
             break
     return last
