@@ -67,6 +67,7 @@ def _scrubbed_env(folder: Path) -> dict[str, str]:
         "TASKGATE_DEV_BINARIES": "wheels",
         "TASKGATE_DEV_DATA_DIR": str(folder / "data"),
         "TASKGATE_LOG_FORMAT": "json",
+        "PYTHONFAULTHANDLER": "1",  # a crash in a child leaves its Python traceback in the log
     }
     for name in ("GRPC_ADDR", "SERVER_METRICS_ADDR", "PROCESSOR_METRICS_ADDR", "GATEWAY_ADDR",
                  "GATEWAY_METRICS_ADDR"):  # fmt: skip
