@@ -171,11 +171,9 @@ def round_trip_grpc(grpc_addr: str) -> tuple[str, bytes]:
         client.login(username, PASSWORD)
         blur = task_pb.Filter(blur=task_pb.Filter.Blur(radius=2))
         task = client.submit(sample_png(), [blur])
-        for update in client.watch(task.task_id, timeout=TASK_TIMEOUT):
-            if update.status in {task_pb.TASK_STATUS_FAILED, task_pb.TASK_STATUS_CANCELLED}:
-                raise RuntimeError(f"gRPC task {task.task_id} ended {update.status}")
-            if update.status == task_pb.TASK_STATUS_COMPLETED:
-                break
+        *_, last = client.watch(task.task_id, timeout=TASK_TIMEOUT)  # ends with the task
+        if last.status != task_pb.TASK_STATUS_COMPLETED:
+            raise RuntimeError(f"gRPC task {task.task_id} ended {last.status}")
         body = client.result(task.task_id)
     return body.content_type, body.data
 

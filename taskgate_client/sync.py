@@ -113,7 +113,10 @@ class Client(base.ClientBase):
         return self.tasks.ListTasks(request, **self.call_options())
 
     def watch(self, task_id: str, *, timeout: float | None = None) -> Iterator[task_pb.Task]:
-        """The task on every change until it ends (no deadline unless ``timeout``)."""
+        """The task on every change; the server ends the stream once the task has ended.
+
+        No deadline unless ``timeout``. Read it to its end: dropping it cancels the call.
+        """
         request = task_pb.WatchTaskRequest(task_id=task_id)
         for reply in self.tasks.WatchTask(request, **self.call_options(timeout)):
             yield reply.task

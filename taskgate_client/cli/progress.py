@@ -1,4 +1,8 @@
-"""``watch``: a progress bar (tqdm, on stderr) that follows a task until it ends."""
+"""``watch``: a progress bar (tqdm, on stderr) that follows a task until it ends.
+
+The stream is read to its end (the server closes it once the task has ended)
+rather than dropped at the last state: a call the client cancels is work for the
+server, and the server's own end is the clean one."""
 
 from __future__ import annotations
 
@@ -11,7 +15,6 @@ from taskgate.v1 import task_service_pb2 as task_pb
 from taskgate_client.cli.output import as_dict, emit_json, note, status_name
 
 BAR = "{desc}{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} filters [{elapsed}]"
-ENDED = {task_pb.TASK_STATUS_COMPLETED, task_pb.TASK_STATUS_FAILED, task_pb.TASK_STATUS_CANCELLED}
 
 
 def follow(updates: Iterable[task_pb.Task], *, json_lines: bool) -> task_pb.Task | None:
@@ -20,8 +23,6 @@ def follow(updates: Iterable[task_pb.Task], *, json_lines: bool) -> task_pb.Task
     if json_lines:
         for last in updates:
             emit_json(as_dict(last))
-            if last.status in ENDED:
-                break
         return last
     if not sys.stderr.isatty():
         return _lines(updates)
@@ -31,8 +32,6 @@ def follow(updates: Iterable[task_pb.Task], *, json_lines: bool) -> task_pb.Task
             bar.total = max(len(last.filters), 1)
             bar.set_description(f"{last.task_id[:8]} {status_name(last.status)}")
             bar.update(last.progress - bar.n)
-            if last.status in ENDED:
-                break
     return last
 
 
@@ -42,6 +41,4 @@ def _lines(updates: Iterable[task_pb.Task]) -> task_pb.Task | None:
     for last in updates:
         done = f"{last.progress}/{len(last.filters)}"
         note(f"{last.task_id[:8]} {status_name(last.status)} {done} filters")
-        if last.status in ENDED:
-            break
     return last
