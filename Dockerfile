@@ -24,6 +24,8 @@ COPY pyproject.toml README.md ./
 COPY gen/ gen/
 COPY server/ server/
 COPY gateway/ gateway/
+COPY taskgate_client/ taskgate_client/
+COPY devstack/ devstack/
 RUN /opt/venv/bin/pip install . \
  && /opt/venv/bin/python -c "import server.app, server.processor.runtime, gateway.app, taskgate.v1.user_service_pb2"
 
