@@ -223,8 +223,13 @@ class Gateway:
         extra: dict[str, str],
     ) -> web.StreamResponse:
         message = await self._request_message(request, call, raw_params)
-        metadata = headers.outgoing_metadata(
-            request.headers.items(), request_id=request_id, peer=request.remote, host=request.host
+        metadata = grpc.aio.Metadata(  # as grpc.aio keeps it: no conversion per call
+            *headers.outgoing_metadata(
+                request.headers.items(),
+                request_id=request_id,
+                peer=request.remote,
+                host=request.host,
+            )
         )
         deadline = self._timeout(request, streaming=call.stream is not None)
         if call.unary is not None:
