@@ -13,6 +13,7 @@ from google.protobuf import any_pb2, duration_pb2, json_format
 from gateway import errors, headers, routes, transcode
 from gateway.app import PRODUCT_SERVICES
 from gateway.config import Settings
+from gateway.metrics import HttpMetrics
 from gateway.openapi import _summary, product_comments
 from server.config import ConfigError
 from taskgate.v1 import task_service_pb2, user_service_pb2
@@ -268,3 +269,17 @@ def test_to_dict_matches_json_format() -> None:
     assert "textChoice" not in out["request"]
     assert transcode._double(float("-inf")) == "-Infinity"
     assert transcode._float32(float("inf")) == "Infinity"
+
+
+def test_in_flight_is_read_at_scrape_time() -> None:
+    metrics = HttpMetrics()
+    metrics.started()
+    metrics.started()
+    assert b"taskgate_gateway_http_requests_in_flight 2.0" in metrics.exposition()
+    metrics.finished("GET", "/v1/tasks/{task_id}", 200, 0.003)
+    text = metrics.exposition()
+    assert b"taskgate_gateway_http_requests_in_flight 1.0" in text
+    assert (
+        b'taskgate_gateway_http_requests_total{method="GET",route="/v1/tasks/{task_id}",'
+        b'status="200"} 1.0' in text
+    )
