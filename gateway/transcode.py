@@ -327,12 +327,6 @@ def path_setter(message_type: descriptor.Descriptor, field_path: Sequence[str]) 
     return lambda message, value: set_field(message, path, (value,))
 
 
-def apply_path(message: Message, params: Mapping[str, str]) -> None:
-    """Sets the path variables (they win over anything the body said)."""
-    for name, value in params.items():
-        set_field(message, name.split("."), (value,))
-
-
 def parse_json_body(data: bytes) -> Any:
     """The JSON value of a request body; an empty body is an empty message."""
     if not data.strip():
