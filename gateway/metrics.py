@@ -46,8 +46,18 @@ class HttpMetrics:
             "HTTP requests being answered now.",
             registry=self.registry,
         )
+        # Counted in a plain int (one event loop) and read at scrape time: no lock per request.
+        self.active = 0
+        self.in_flight.set_function(lambda: self.active)
         self._counters: dict[tuple[str, str, int], Any] = {}
         self._histograms: dict[tuple[str, str], Any] = {}
+
+    def started(self) -> None:
+        self.active += 1
+
+    def finished(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.active -= 1
+        self.observe(method, route, status, seconds)
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         counter = self._counters.get((method, route, status))
