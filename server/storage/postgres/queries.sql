@@ -121,10 +121,14 @@ WITH due AS (
 ), recorded AS (
     INSERT INTO task_attempts (task_id, attempt, processor_id, started_at)
     SELECT id, attempts, %(owner)s, started_at FROM claimed
+), noted AS (
+    -- For claimed_inputs, later in the same transaction.
+    SELECT set_config('taskgate.claimed', coalesce(array_agg(id)::text, '{}'), true)
+    FROM claimed
 )
 SELECT id AS task_id, attempts AS attempt, filters, output_format, request_id,
        created_at, started_at, run_after
-FROM claimed
+FROM claimed CROSS JOIN noted
 ORDER BY run_after, created_at;
 
 -- name: next_run_after
@@ -148,13 +152,14 @@ WHERE id = %(id)s AND lease_owner = %(owner)s AND attempts = %(attempt)s
 RETURNING cancel_requested;
 
 -- name: claimed_inputs
--- The inputs of the tasks claimed earlier in this transaction (claim_tasks set
--- their started_at to now(), the transaction's start): run in the same
--- pipeline as the claim, it saves a round trip per task without the claim
--- itself reading image bytes.
+-- The inputs of the tasks claim_tasks claimed earlier in this transaction
+-- (it notes their ids in the transaction-local setting taskgate.claimed): run
+-- in the same pipeline as the claim, it saves a round trip per task without
+-- the claim itself reading image bytes. The claim's row locks fence them
+-- until the commit.
 SELECT id AS task_id, input_image AS image
 FROM tasks
-WHERE lease_owner = %(owner)s AND status = 'running' AND started_at = now();
+WHERE id = ANY(nullif(current_setting('taskgate.claimed', true), '')::uuid[]);
 
 -- name: finish_tasks
 -- Attempts end their tasks, many in one statement (the unnest arrays run in
@@ -184,8 +189,12 @@ WITH ending AS (
         finished_at = now(),
         updated_at = now()
     FROM ending AS e
+    -- %(running)s is 'running', as a parameter: a literal would let the cached
+    -- plan of this prepared statement scan tasks_lease_expiry_idx, whose dead
+    -- entries (every task that ever ran, until a vacuum) make it slower with
+    -- every task, instead of looking each id up in the primary key.
     WHERE tasks.id = e.id AND tasks.lease_owner = %(owner)s AND tasks.attempts = e.attempt
-      AND tasks.status = 'running'
+      AND tasks.status = %(running)s::text
     RETURNING tasks.id, tasks.attempts, tasks.finished_at, e.status, e.error
 ), closed AS (
     UPDATE task_attempts

@@ -148,6 +148,7 @@ class QueueRepository:
         outputs = [ending.output for ending in endings]
         return {
             "owner": self.owner,
+            "running": TaskStatus.RUNNING.value,
             "ids": [ending.job.task_id for ending in endings],
             "attempts": [ending.job.attempt for ending in endings],
             "statuses": [ending.status.value for ending in endings],
