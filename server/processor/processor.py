@@ -275,7 +275,10 @@ class Processor:
             progress = ProgressRecorder(self._queue, job, control, self._lose(job))
             self._metrics.claim_to_start.observe(time.perf_counter() - claimed_at)
             started = time.perf_counter()
-            pipeline = Pipeline(image, job.filters, job.output_format, self._config.max_pixels)
+            size = (job.input_width, job.input_height)
+            pipeline = Pipeline(
+                image, job.filters, job.output_format, self._config.max_pixels, size
+            )
             outcome = await self._pool.run(pipeline, control=control, on_progress=progress)
             await progress.flush()
             await self._finish(job, outcome, time.perf_counter() - started, fields)

@@ -117,7 +117,8 @@ WITH due AS (
         updated_at = now()
     FROM due
     WHERE id = due_id
-    RETURNING id, attempts, filters, output_format, request_id, created_at, started_at, run_after
+    RETURNING id, attempts, filters, output_format, input_width, input_height, request_id,
+              created_at, started_at, run_after
 ), recorded AS (
     INSERT INTO task_attempts (task_id, attempt, processor_id, started_at)
     SELECT id, attempts, %(owner)s, started_at FROM claimed
@@ -126,8 +127,8 @@ WITH due AS (
     SELECT set_config('taskgate.claimed', coalesce(array_agg(id)::text, '{}'), true)
     FROM claimed
 )
-SELECT id AS task_id, attempts AS attempt, filters, output_format, request_id,
-       created_at, started_at, run_after
+SELECT id AS task_id, attempts AS attempt, filters, output_format, input_width, input_height,
+       request_id, created_at, started_at, run_after
 FROM claimed CROSS JOIN noted
 ORDER BY run_after, created_at;
 
