@@ -61,6 +61,14 @@ async def counts(db: psycopg.AsyncConnection[TupleRow]) -> dict[str, int]:
     return {str(status): int(n) for status, n in await cursor.fetchall()}
 
 
+async def lease_holders(db: psycopg.AsyncConnection[TupleRow]) -> set[int]:
+    """The pids of the processors holding a lease (their ids are host:pid:random)."""
+    cursor = await db.execute(
+        "SELECT DISTINCT split_part(lease_owner, ':', 2) FROM tasks WHERE status = 'running'"
+    )
+    return {int(pid) for (pid,) in await cursor.fetchall() if str(pid).isdigit()}
+
+
 async def test_random_sigkills_lose_no_task_and_complete_none_twice(settings: Settings) -> None:
     rng = random.Random(int(time.time()))
     async with serving(settings, embedded_processor=False, task_max_attempts=50) as (_, client):
@@ -81,7 +89,13 @@ async def test_random_sigkills_lose_no_task_and_complete_none_twice(settings: Se
         ) as db:
             while kills < KILLS and (await counts(db)).get("completed", 0) < TASKS:
                 await asyncio.sleep(rng.uniform(0.1, 0.5))
-                victim = rng.randrange(PROCESSORS)
+                # Only a processor holding tasks: on a busy machine a restarted one
+                # can take seconds to start, and killing it then tests nothing.
+                holding = await lease_holders(db)
+                candidates = [i for i, p in enumerate(processors) if p.pid in holding]
+                if not candidates:
+                    continue
+                victim = rng.choice(candidates)
                 processors[victim].send_signal(signal.SIGKILL)
                 processors[victim].wait()
                 processors[victim] = start_processor(settings)
