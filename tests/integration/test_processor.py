@@ -17,9 +17,9 @@ from psycopg.types.json import Jsonb
 
 from server.config import Settings
 from server.imaging.filters import FilterStep
+from server.models import TaskStatus
 from server.processor.workers import Done, Failed, JobControl, Pipeline, WorkerDied, WorkerPool
 from server.storage.postgres.database import Database, create_pool
-from server.models import TaskStatus
 from server.storage.postgres.queue import Ending, Output, QueueRepository
 from taskgate.v1 import task_service_pb2 as pb
 from tests.conftest import ROOT
@@ -176,7 +176,8 @@ async def test_endings_claim_the_next_tasks_with_their_inputs_in_the_same_round_
         assert [str(s.job.task_id) for s in successors] == [third]
         assert successors[0].job.attempt == 1
         input_image = await queue.input_image(successors[0].job)
-        assert input_image is not None and successors[0].image == input_image
+        assert input_image is not None
+        assert successors[0].image == input_image
         cancelled = Ending(successors[0].job, TaskStatus.CANCELLED, "asked")
         assert await queue.finish([cancelled], claim=1) == ({successors[0].job.task_id}, [])
     finally:
@@ -266,6 +267,27 @@ async def test_a_dead_worker_process_costs_one_attempt_not_the_pool() -> None:
             on_progress=lambda n: None,
         )
         assert isinstance(bad, Failed)
+    finally:
+        await pool.close()
+
+
+async def test_light_pipelines_handed_over_together_share_one_worker_trip() -> None:
+    pool = WorkerPool(size=2)
+    tiny = Pipeline(image_bytes(8, 8), [FilterStep("grayscale", {})], "png", size=(8, 8))
+    grow = FilterStep("resize", {"width": 512, "height": 512})
+    assert tiny.light
+    assert not Pipeline(tiny.image, [grow], "png", size=(8, 8)).light
+    assert not Pipeline(tiny.image, tiny.steps, "png").light  # size unknown
+    bad = Pipeline(b"not an image", tiny.steps, "png", size=(8, 8))
+    try:
+        outcomes = await asyncio.gather(
+            *(
+                pool.run(pipeline, control=JobControl(), on_progress=lambda n: None)
+                for pipeline in (tiny, bad, tiny)
+            )
+        )
+        assert [type(outcome) for outcome in outcomes] == [Done, Failed, Done]
+        assert len(pool._idle) == 1  # one worker ran the three, in one message each way
     finally:
         await pool.close()
 
