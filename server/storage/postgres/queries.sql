@@ -167,12 +167,13 @@ WHERE id = ANY(nullif(current_setting('taskgate.claimed', true), '')::uuid[]);
 -- parallel, one element per task): COMPLETED with the result, FAILED (the
 -- input cannot be processed) or CANCELLED (its owner asked, and it stopped
 -- between two filters); each attempt row is closed with the same outcome.
--- Returns the tasks whose fence held.
+-- Returns the tasks whose fence held. The images go in binary (%(images)b): a
+-- list of bytes would otherwise travel as hex text, twice the size.
 WITH ending AS (
     SELECT *
     FROM unnest(
         %(ids)s::uuid[], %(attempts)s::int[], %(statuses)s::text[], %(errors)s::text[],
-        %(images)s::bytea[], %(content_types)s::text[], %(widths)s::int[], %(heights)s::int[]
+        %(images)b::bytea[], %(content_types)s::text[], %(widths)s::int[], %(heights)s::int[]
     ) AS e(id, attempt, status, error, image, content_type, width, height)
 ), finished AS (
     UPDATE tasks
