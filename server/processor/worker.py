@@ -59,14 +59,17 @@ class Channel:
         """After a batch: its cancellations are moot now."""
         self._cancelled.clear()
 
-    def _read(self, size: int) -> bytes | None:
-        chunks = bytearray()
-        while len(chunks) < size:
-            chunk = self._sock.recv(min(size - len(chunks), 1 << 20))
-            if not chunk:
+    def _read(self, size: int) -> bytearray | None:
+        """Exactly ``size`` bytes, received in place (an input image is megabytes)."""
+        buffer = bytearray(size)
+        view = memoryview(buffer)
+        got = 0
+        while got < size:
+            n = self._sock.recv_into(view[got:])
+            if not n:
                 return None
-            chunks += chunk
-        return bytes(chunks)
+            got += n
+        return buffer
 
 
 def run(
