@@ -1,10 +1,15 @@
 # taskgate images. Stages:
 #   build    pip-installs the project (non-editable) into /opt/venv
 #   migrate  dbmate + db/migrations; runs `scripts/migrate.sh up` against TASKGATE_DATABASE_URL
-#   server   the default (last) stage: the venv only, as a non-root user; `python -m server`
+#   server   the default (last) stage: the venv only, as a non-root user; `python -m server`.
+#            The same image runs the standalone processor (`python -m server.processor`)
+#            and the HTTP/JSON gateway (`python -m gateway`): see docker-compose.yml.
 #
-#   docker build -t taskgate .                          # server
+#   docker build -t taskgate .                          # server, processor, gateway
 #   docker build -t taskgate-migrate --target migrate .
+#
+# No secret is baked in: the DSNs (TASKGATE_DATABASE_URL, TASKGATE_REDIS_URL) come
+# from the environment at run time.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
@@ -18,8 +23,11 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY gen/ gen/
 COPY server/ server/
+COPY gateway/ gateway/
+COPY taskgate_client/ taskgate_client/
+COPY devstack/ devstack/
 RUN /opt/venv/bin/pip install . \
- && /opt/venv/bin/python -c "import server.app, taskgate.v1.user_service_pb2"
+ && /opt/venv/bin/python -c "import server.app, server.processor.runtime, gateway.app, taskgate.v1.user_service_pb2"
 
 # --------------------------------------------------------------------------- migrate
 FROM ${PYTHON_IMAGE} AS migrate
@@ -49,13 +57,17 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     TASKGATE_GRPC_ADDR=0.0.0.0:50051 \
-    TASKGATE_SERVER_METRICS_ADDR=0.0.0.0:9464
+    TASKGATE_SERVER_METRICS_ADDR=0.0.0.0:9464 \
+    TASKGATE_PROCESSOR_METRICS_ADDR=0.0.0.0:9465 \
+    TASKGATE_GATEWAY_ADDR=0.0.0.0:8080 \
+    TASKGATE_GATEWAY_METRICS_ADDR=0.0.0.0:9466
 WORKDIR /app
 USER 10001:10001
-# 50051 gRPC; 9464 is reserved for the server's /metrics.
-EXPOSE 50051 9464
-# SERVING only while Postgres and Redis are reachable (server/health.py).
-# The port follows TASKGATE_GRPC_ADDR.
+# 50051 gRPC and 9464 its /metrics (server); 9465 a standalone processor's /metrics;
+# 8080 HTTP and 9466 its /metrics (gateway).
+EXPOSE 50051 9464 9465 8080 9466
+# The server's: SERVING only while Postgres and Redis are reachable (server/health.py).
+# The port follows TASKGATE_GRPC_ADDR. The gateway and processor services set their own.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=15s --retries=3 \
   CMD ["python", "-c", "import os, sys, grpc; from grpc_health.v1 import health_pb2, health_pb2_grpc; port = os.environ.get('TASKGATE_GRPC_ADDR', ':50051').rpartition(':')[2]; r = health_pb2_grpc.HealthStub(grpc.insecure_channel('127.0.0.1:' + port)).Check(health_pb2.HealthCheckRequest(), timeout=3); sys.exit(0 if r.status == health_pb2.HealthCheckResponse.SERVING else 1)"]
 CMD ["python", "-m", "server"]

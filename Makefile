@@ -1,6 +1,8 @@
 # taskgate — the targets a newcomer would guess.
-#   make run     migrate the database and start the gRPC server
+#   make run     the whole product (server with processor, gateway), on a local
+#                Postgres and Redis of its own unless TASKGATE_DATABASE_URL/_REDIS_URL are set
 #   make test    install everything into .venv, lint, check, and run the tests
+#                (on throwaway local servers unless TASKGATE_TEST_DATABASE_URL/_REDIS_URL are set)
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
@@ -11,13 +13,18 @@ DBMATE := $(BIN)/dbmate
 TASKGATE_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/taskgate
 TASKGATE_REDIS_URL ?= redis://127.0.0.1:6379/0
 export TASKGATE_DATABASE_URL TASKGATE_REDIS_URL
+# make run uses the URLs only when the caller gave them (not the defaults above).
+CALLER_URLS_ONLY := env $(if $(filter file,$(origin TASKGATE_DATABASE_URL)),-u TASKGATE_DATABASE_URL) \
+                        $(if $(filter file,$(origin TASKGATE_REDIS_URL)),-u TASKGATE_REDIS_URL)
 
 .PHONY: help install run migrate migrate-check migrate-schema proto proto-check buf-lint \
         lint fmt test test-only bench bench-auth bench-abuse bench-tasks bench-gateway \
-        run-gateway clean
+        run-gateway demo up down clean
 
 help:
-	@echo "make run            migrate, then start the server (Ctrl-C stops it)"
+	@echo "make run            the whole product: Postgres+Redis if none given, migrations,"
+	@echo "                    server with processor, gateway (Ctrl-C stops it all)"
+	@echo "make demo           a walk through the running product: grpcurl, curl, the taskgate CLI"
 	@echo "make test           install into .venv, then lint + checks + all tests"
 	@echo "make lint           buf lint, gen/ drift, ruff, mypy"
 	@echo "make fmt            ruff format + autofix"
@@ -30,8 +37,9 @@ help:
 	@echo "make bench-abuse    server RSS under anonymous max-size floods; login latency under an argon2 flood"
 	@echo "make bench-gateway  GetTask over HTTP through the gateway vs gRPC, calls/s and CPU"
 	@echo "make run-gateway    start the HTTP/JSON gateway (python -m gateway) on 127.0.0.1:8080"
+	@echo "make up / down      the whole stack in Docker (docker compose): gRPC, gateway, Grafana"
 
-install: $(VENV)/.installed node_modules/.installed
+install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,13 +47,11 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
-node_modules/.installed: package.json package-lock.json
-	# npm ci refuses this lock file: it lists only the platform package npm resolved here
-	npm install --no-audit --no-fund --loglevel=error
-	touch $@
+run: $(VENV)/.installed
+	$(CALLER_URLS_ONLY) $(BIN)/python -m devstack
 
-run: $(VENV)/.installed migrate
-	$(BIN)/python -m server
+demo: $(VENV)/.installed
+	PATH="$(CURDIR)/$(BIN):$$PATH" scripts/demo.sh
 
 migrate: $(VENV)/.installed
 	scripts/migrate.sh up
@@ -67,7 +73,7 @@ proto-check: $(VENV)/.installed
 
 buf-lint: install
 	scripts/third_party_protos.sh build/third_party
-	node_modules/.bin/buf lint
+	$(BIN)/buf lint
 
 lint: install buf-lint proto-check
 	$(BIN)/ruff check .
@@ -79,7 +85,9 @@ fmt: $(VENV)/.installed
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: install lint migrate-check test-only
+# Throwaway local Postgres and Redis around both unless TASKGATE_TEST_*_URL are set.
+test: install lint
+	$(BIN)/python -m devstack.around -- $(MAKE) --no-print-directory migrate-check test-only
 
 test-only: $(VENV)/.installed
 	$(BIN)/pytest --cov --cov-report=term --cov-fail-under=85 $(PYTEST_ARGS)
@@ -105,6 +113,13 @@ $(VENV)/.bench-installed: $(VENV)/.installed pyproject.toml
 
 bench-tasks: $(VENV)/.bench-installed
 	$(BIN)/python -m bench.tasks $(BENCH_ARGS)
+
+# The whole stack in Docker, with Prometheus and Grafana (needs Docker with compose v2).
+up:
+	docker compose up --build --detach
+
+down:
+	docker compose down --volumes
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov

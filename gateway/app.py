@@ -84,11 +84,15 @@ GATEWAY_KEY = web.AppKey("gateway", object)
 
 @dataclass(frozen=True)
 class _Call:
-    """A route's method, ready to call."""
+    """A route's method, ready to call, and what its requests need, worked out once."""
 
     route: routes.Route
     unary: Callable[..., Any] | None
     stream: Callable[..., Any] | None
+    label: str  # the route template: the metrics' route label
+    path_setters: tuple[tuple[routes.Variable, transcode.Setter], ...]
+    bound: tuple[list[str], ...]  # field paths the query may not set
+    raw_response: bool  # google.api.HttpBody: written as it is
 
 
 Page = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -133,28 +137,45 @@ class Gateway:
             "request_serializer": method.request_class.SerializeToString,
             "response_deserializer": method.response_class.FromString,
         }
+        unary = stream = None
         if method.server_streaming:
-            return _Call(route, None, channel.unary_stream(method.grpc_path, **kwargs))
-        return _Call(route, channel.unary_unary(method.grpc_path, **kwargs), None)
+            stream = channel.unary_stream(method.grpc_path, **kwargs)
+        else:
+            unary = channel.unary_unary(method.grpc_path, **kwargs)
+        request_type = method.descriptor.input_type
+        return _Call(
+            route=route,
+            unary=unary,
+            stream=stream,
+            label=route.template.source,
+            path_setters=tuple(
+                (variable, transcode.path_setter(request_type, variable.field_path))
+                for variable in route.template.variables
+            ),
+            bound=tuple(name.split(".") for name in sorted(route.bound_fields)),
+            raw_response=method.http_body_response,
+        )
 
     # -- the one handler -----------------------------------------------------------------
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
         request_id = headers.request_id_from(request.headers.get("X-Request-Id"))
-        extra = {"X-Request-Id": request_id, **self._cors_headers(request)}
+        extra = {"X-Request-Id": request_id}
+        if self._cors:
+            extra.update(self._cors_headers(request))
         label = UNMATCHED
         status = 500
-        self.metrics.in_flight.inc()
+        metrics = self.metrics
+        metrics.started()
         try:
             label, response = await self._answer(request, request_id, extra)
             status = response.status
             return response
         finally:
-            self.metrics.in_flight.dec()
             elapsed = time.perf_counter() - started
             method = request.method if request.method in _KNOWN_METHODS else "other"
-            self.metrics.observe(method, label, status, elapsed)
+            metrics.finished(method, label, status, elapsed)
             if access_log.isEnabledFor(logging.INFO):
                 _log_access(request, label, status, elapsed, request_id)
 
@@ -178,7 +199,7 @@ class Gateway:
             error = errors.not_found() if found == 404 else errors.method_not_allowed()
             return UNMATCHED, _error_response(error, extra)
         call = self._calls[id(found.route)]
-        label = found.route.template.source
+        label = call.label
         try:
             return label, await self._forward(request, call, found.raw_params, request_id, extra)
         except GatewayError as error:
@@ -201,37 +222,38 @@ class Gateway:
         request_id: str,
         extra: dict[str, str],
     ) -> web.StreamResponse:
-        route = call.route
-        message = await self._request_message(request, route, raw_params)
-        metadata = headers.outgoing_metadata(
-            request.headers.items(), request_id=request_id, peer=request.remote, host=request.host
+        message = await self._request_message(request, call, raw_params)
+        metadata = grpc.aio.Metadata(  # as grpc.aio keeps it: no conversion per call
+            *headers.outgoing_metadata(
+                request.headers.items(),
+                request_id=request_id,
+                peer=request.remote,
+                host=request.host,
+            )
         )
         deadline = self._timeout(request, streaming=call.stream is not None)
         if call.unary is not None:
             rpc = call.unary(message, metadata=metadata, timeout=deadline)
-            return await self._unary(rpc, route, extra)
+            return await self._unary(rpc, call, extra)
         assert call.stream is not None
         rpc = call.stream(message, metadata=metadata, timeout=deadline)
-        return await _Streamer(request, route, rpc, extra, self.settings.sse_keepalive).run()
+        return await _Streamer(request, call.route, rpc, extra, self.settings.sse_keepalive).run()
 
     async def _request_message(
-        self, request: web.Request, route: routes.Route, raw_params: dict[str, str]
+        self, request: web.Request, call: _Call, raw_params: dict[str, str]
     ) -> Any:
+        route = call.route
         message = route.method.request_class()
         try:
             if route.body:
                 body = transcode.parse_json_body(await self._read_body(request))
                 transcode.apply_body(message, route.body, body)
-            params = {
-                variable.name: routes.decode_variable(raw_params[variable.name], variable)
-                for variable in route.template.variables
-            }
-            transcode.apply_path(message, params)
+            for variable, setter in call.path_setters:  # path values win over the body's
+                setter(message, routes.decode_variable(raw_params[variable.name], variable))
             if route.body != "*" and request.rel_url.raw_query_string:
                 query = request.rel_url.query
                 grouped = {key: query.getall(key) for key in query}
-                bound = [name.split(".") for name in route.bound_fields]
-                transcode.apply_query(message, grouped, bound)
+                transcode.apply_query(message, grouped, call.bound)
         except (transcode.TranscodeError, routes.PathError) as exc:
             raise errors.invalid_argument(str(exc)) from None
         return message
@@ -253,19 +275,21 @@ class Gateway:
             return self.settings.stream_timeout or None
         return self.settings.default_timeout
 
-    async def _unary(self, rpc: Any, route: routes.Route, extra: dict[str, str]) -> web.Response:
+    async def _unary(self, rpc: Any, call: _Call, extra: dict[str, str]) -> web.Response:
         reply = await rpc
-        response_headers = headers.response_headers(
+        metadata = headers.response_headers(
             await rpc.initial_metadata(), await rpc.trailing_metadata()
         )
-        if route.method.http_body_response:
-            response = web.Response(body=reply.data)
-            response.headers["Content-Type"] = reply.content_type or "application/octet-stream"
+        if call.raw_response:
+            body = reply.data
+            content_type = reply.content_type or "application/octet-stream"
         else:
-            body = transcode.dumps(transcode.response_value(reply, route.response_body))
-            response = web.Response(body=body)
-            response.headers["Content-Type"] = JSON
-        _add_headers(response, response_headers, extra)
+            body = transcode.dumps(transcode.response_value(reply, call.route.response_body))
+            content_type = JSON
+        if not metadata:  # the usual case: the headers in one go
+            return web.Response(body=body, headers={"Content-Type": content_type, **extra})
+        response = web.Response(body=body, headers={"Content-Type": content_type})
+        _add_headers(response, metadata, extra)
         return response
 
     # -- the other pages -----------------------------------------------------------------

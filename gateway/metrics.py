@@ -7,6 +7,9 @@
 ``route`` is the path template (``/v1/users/{user_id}``), never the raw path,
 so the label values stay bounded: a request that matches no route is
 ``unmatched``.
+
+The registry also carries the process, platform and GC collectors
+(:func:`server.metrics_http.process_registry`).
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from server import metrics_http
 
 UNMATCHED = "unmatched"
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -23,7 +27,7 @@ _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5
 
 class HttpMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = CollectorRegistry(auto_describe=True) if registry is None else registry
+        self.registry = metrics_http.process_registry() if registry is None else registry
         self.requests = Counter(
             "taskgate_gateway_http_requests",
             "HTTP requests answered, by method, route template and status.",
@@ -42,8 +46,18 @@ class HttpMetrics:
             "HTTP requests being answered now.",
             registry=self.registry,
         )
+        # Counted in a plain int (one event loop) and read at scrape time: no lock per request.
+        self.active = 0
+        self.in_flight.set_function(lambda: self.active)
         self._counters: dict[tuple[str, str, int], Any] = {}
         self._histograms: dict[tuple[str, str], Any] = {}
+
+    def started(self) -> None:
+        self.active += 1
+
+    def finished(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.active -= 1
+        self.observe(method, route, status, seconds)
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         counter = self._counters.get((method, route, status))
@@ -62,11 +76,5 @@ class HttpMetrics:
 
 
 def metrics_app(metrics: HttpMetrics) -> web.Application:
-    async def serve(request: web.Request) -> web.Response:
-        response = web.Response(body=metrics.exposition())
-        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
-        return response
-
-    app = web.Application()
-    app.router.add_get("/metrics", serve)
-    return app
+    """The gateway's registry on ``/metrics`` (process metrics included)."""
+    return metrics_http.metrics_app(metrics.registry)

@@ -334,6 +334,31 @@ class Found:
     raw_params: dict[str, str]
 
 
+class _Matcher:
+    """The routes of one HTTP method as one regular expression: an alternative per
+    route, in order, so one ``fullmatch`` finds the first route that matches."""
+
+    def __init__(self, routes: Sequence[Route]) -> None:
+        alternatives: list[str] = []
+        self._by_group: dict[int, tuple[Route, tuple[str, ...], int]] = {}
+        group = 1
+        for route in routes:
+            template = route.template
+            alternatives.append(f"({template.regex.pattern})")
+            names = tuple(variable.name for variable in template.variables)
+            self._by_group[group] = (route, names, group + 1)
+            group += 1 + template.regex.groups
+        self._regex = re.compile("|".join(alternatives))
+
+    def match(self, path: str) -> Found | None:
+        found = self._regex.fullmatch(path)
+        if found is None:
+            return None
+        route, names, first = self._by_group[found.lastindex or 0]
+        values = found.groups()[first - 1 : first - 1 + len(names)]
+        return Found(route, dict(zip(names, values, strict=True)))
+
+
 class Router:
     """Finds the route of a request: ``Found``, or the HTTP status of the routing error."""
 
@@ -345,15 +370,17 @@ class Router:
         self._by_method: dict[str, list[Route]] = {}
         for route in self.routes:
             self._by_method.setdefault(route.http_method, []).append(route)
+        self._matchers = {method: _Matcher(routes) for method, routes in self._by_method.items()}
 
     def methods(self) -> frozenset[str]:
         return frozenset(self._by_method)
 
     def resolve(self, http_method: str, path: str) -> Found | int:
-        for route in self._by_method.get(http_method, ()):
-            params = route.template.match(path)
-            if params is not None:
-                return Found(route, params)
+        matcher = self._matchers.get(http_method)
+        if matcher is not None:
+            found = matcher.match(path)
+            if found is not None:
+                return found
         for other, routes in self._by_method.items():
             if other == http_method:
                 continue

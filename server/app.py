@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 
 import grpc
@@ -21,12 +22,16 @@ from redis.asyncio import Redis
 from server import logs
 from server.client_address import ClientAddresses
 from server.config import Settings
-from server.health import DependencyMonitor, HealthServicer
+from server.health import LIVENESS, DependencyMonitor, HealthServicer
 from server.interceptors.auth import PUBLIC_METHODS, AuthInterceptor
 from server.interceptors.errors import ErrorInterceptor
+from server.interceptors.metrics import MetricsInterceptor
 from server.interceptors.reading import RequestReader
 from server.interceptors.request_log import RequestLogInterceptor
 from server.metrics import TaskMetrics
+from server.metrics_auth import AuthMetrics
+from server.metrics_http import MetricsListenError, MetricsServer, process_registry
+from server.metrics_storage import DatabaseMetrics, RedisMetrics
 from server.passwords import PasswordHasher
 from server.processor.runtime import ProcessorRuntime
 from server.rpc.sessions import SessionServicer
@@ -66,7 +71,7 @@ TASK_EVENTS_CHANNEL = "taskgate_task_events"
 
 
 class ListenError(Exception):
-    """The gRPC address cannot be bound."""
+    """The gRPC or the metrics address cannot be bound."""
 
 
 class App:
@@ -82,8 +87,11 @@ class App:
         """``hasher`` replaces the one built from the settings (tests slow it down)."""
         self.settings = settings
         logs.install_grpc_filter()
-        self.registry = CollectorRegistry() if registry is None else registry
+        self.registry = process_registry() if registry is None else registry
         self.task_metrics = TaskMetrics(self.registry)
+        self.db_metrics = DatabaseMetrics(self.registry)
+        auth_metrics = AuthMetrics(self.registry)
+        self.metrics_server = MetricsServer(self.registry, settings.metrics_addr)
         self.pool: AsyncConnectionPool = create_pool(
             settings.database_url.reveal(),
             min_size=settings.db_pool_min_size,
@@ -94,12 +102,16 @@ class App:
         self.redis: Redis = create_client(
             settings.redis_url.reveal(), timeout=settings.redis_timeout
         )
-        self.database = database = Database(pool=self.pool, timeout=settings.db_timeout)
+        self.db_metrics.pools.add("api", self.pool)
+        self.database = database = Database(
+            pool=self.pool, timeout=settings.db_timeout, metrics=self.db_metrics
+        )
         user_repository = UserRepository(database=database)
         session_repository = SessionRepository(
             redis=self.redis,
             keys=RedisKeys(settings.redis_key_prefix),
             timeout=settings.redis_timeout,
+            metrics=RedisMetrics(self.registry),
         )
         self.hasher = hasher = hasher or PasswordHasher(
             time_cost=settings.argon2_time_cost,
@@ -107,12 +119,14 @@ class App:
             parallelism=settings.argon2_parallelism,
             workers=settings.password_hash_workers,
             queue=settings.password_hash_queue,
+            on_refusal=functools.partial(auth_metrics.refused, "password_hashing"),
         )
         client_limits = ClientLimits(
             counters=session_repository,
             login=settings.client_login_limit,
             register=settings.client_register_limit,
             window=settings.client_rate_window,
+            metrics=auth_metrics,
         )
         self.sessions = SessionService(
             users=user_repository,
@@ -122,6 +136,7 @@ class App:
             login_limit=settings.login_rate_limit,
             login_window=settings.login_rate_window,
             client_limits=client_limits,
+            metrics=auth_metrics,
         )
         users = UserService(
             users=user_repository,
@@ -151,17 +166,25 @@ class App:
         self.processor: ProcessorRuntime | None = None
         if settings.embedded_processor:
             self.processor = ProcessorRuntime(
-                settings, listener=self.listener, metrics=self.task_metrics
+                settings,
+                listener=self.listener,
+                metrics=self.task_metrics,
+                db_metrics=self.db_metrics,
             )
         self.health = HealthServicer()
         self.monitor = DependencyMonitor(
             health=self.health,
             probes={"postgres": database.ping, "redis": session_repository.ping},
-            needs={name: DEPENDENCIES for name in SERVICE_NAMES.values()},
+            needs={
+                LIVENESS: frozenset(),  # served while the event loop serves calls
+                **{name: DEPENDENCIES for name in SERVICE_NAMES.values()},
+            },
             interval=settings.health_check_interval,
         )
         self.server = grpc.aio.server(
             interceptors=[
+                # The outermost: it sees every call's final status, whoever set it.
+                MetricsInterceptor(registry=self.registry),
                 RequestLogInterceptor(client_addresses=ClientAddresses(settings.trusted_proxies)),
                 ErrorInterceptor(),
                 AuthInterceptor(authenticate=self.sessions.authenticate),
@@ -195,17 +218,23 @@ class App:
     async def start(self) -> int:
         """Binds, opens the pools, runs a first health check and serves; returns the port.
 
-        Raises ListenError, with nothing left open, when the address cannot be bound.
+        Raises ListenError, with nothing left open, when an address (gRPC or
+        metrics) cannot be bound.
         """
         try:
             self.port = self.server.add_insecure_port(self.settings.grpc_addr)
         except RuntimeError:
-            await self.redis.aclose()
-            self.hasher.close()
+            await self._close_clients()
             raise ListenError(
                 f"cannot listen on {self.settings.grpc_addr}: the port is taken "
                 "or the host is not an address of this machine"
             ) from None
+        try:
+            await self.metrics_server.start()
+        except MetricsListenError as exc:
+            await self.server.stop(None)  # gives the gRPC port back
+            await self._close_clients()
+            raise ListenError(str(exc)) from None
         await self.pool.open(wait=False)
         self.listener.start()
         if self.processor is not None:
@@ -235,9 +264,13 @@ class App:
         )
         await self.listener.stop()
         await self.database.close()
+        await self.metrics_server.stop()
+        await self._close_clients()
+        log.info("stopped")
+
+    async def _close_clients(self) -> None:
         await self.redis.aclose()
         self.hasher.close()
-        log.info("stopped")
 
     def _listen_addr(self) -> str:
         host = self.settings.grpc_addr.rpartition(":")[0]

@@ -162,6 +162,7 @@ class Settings:
     processor_poll_interval: float = 5.0
     processor_db_pool_size: int = 0
     processor_metrics_addr: str = "127.0.0.1:9465"
+    processor_stats_interval: float = 5.0
 
     @property
     def processor_pool_size(self) -> int:
@@ -237,6 +238,7 @@ class Settings:
             processor_poll_interval=env.positive("PROCESSOR_POLL_INTERVAL", "5s", parse_duration),
             processor_db_pool_size=env.cast("PROCESSOR_DB_POOL_SIZE", "0", _non_negative_int),
             processor_metrics_addr=env.get("PROCESSOR_METRICS_ADDR", "127.0.0.1:9465"),
+            processor_stats_interval=env.positive("PROCESSOR_STATS_INTERVAL", "5s", parse_duration),
             **_limits_from(env),
         )
         settings.validate()

@@ -2,9 +2,13 @@
 
 The request-log interceptor binds the request id, the deadline and the client
 address, the auth
-interceptor binds the calling user; the logger, the services and the storage
-layer read them. Each RPC runs in its own asyncio task, so nothing leaks
-between calls.
+interceptor binds the calling user, the task service the task a call is about;
+the logger, the services and the storage layer read them. Each RPC runs in its
+own asyncio task, so nothing leaks between calls.
+
+A processor runs each task in an asyncio task of its own too, with the task's
+id, its owner and the request id that created it bound (:func:`bind_task`): every
+log line about the task carries them, whichever process writes it.
 """
 
 from __future__ import annotations
@@ -21,6 +25,15 @@ deadline: ContextVar[float | None] = ContextVar("deadline", default=None)
 """When the caller stops waiting, in ``loop.time()`` seconds; None without a deadline."""
 client_address: ContextVar[str | None] = ContextVar("client_address", default=None)
 """The caller's IP address (see :mod:`server.client_address`); None outside a call."""
+task_id: ContextVar[UUID | None] = ContextVar("task_id", default=None)
+"""The task a call (or a processor's run) is about, once known."""
+
+
+def bind_task(task: UUID, *, user: UUID | None, request: str | None) -> None:
+    """Binds a task, its owner and the id of the request that created it (a processor's run)."""
+    task_id.set(task)
+    user_id.set(user)
+    request_id.set(request)
 
 
 def current_user() -> UUID:

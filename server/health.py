@@ -2,6 +2,9 @@
 
 A monitor probes each dependency every few seconds; a service is SERVING only
 while every dependency it needs answers. The overall status ("") needs all.
+``liveness`` needs none: it answers SERVING for as long as the server's event
+loop serves calls, so an orchestrator restarts a stuck server, not every server
+during a database outage (readiness, on "", takes those out of rotation).
 :class:`HealthServicer` adds ``List`` (every service's status) to grpc's own.
 """
 
@@ -19,6 +22,7 @@ from server.errors import Unavailable
 log = logging.getLogger(__name__)
 
 Probe = Callable[[], Awaitable[None]]
+LIVENESS = "liveness"
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 

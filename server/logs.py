@@ -1,8 +1,10 @@
 """Logging set-up: one JSON object a line (or plain text for a terminal).
 
-Each record carries the service name and, inside an RPC, the request id and
-the calling user from :mod:`server.context`. Extra fields given with
-``logger.info(..., extra={"fields": {...}})`` are merged into the object.
+Each record carries the time, level, service name and message and, where
+they are known (:mod:`server.context`), the request id, the user id and the
+task id: inside an RPC, and inside a processor's run of a task. Extra fields
+given with ``logger.info(..., extra={"fields": {...}})`` are merged into the
+object (and win over the context's).
 
 grpc's own loggers are filtered (:class:`GrpcLogFilter`): grpc logs a metadata
 value that is not valid UTF-8 whole, with a traceback, at ERROR, once for every
@@ -48,6 +50,9 @@ class JsonFormatter(logging.Formatter):
         user = context.user_id.get()
         if user is not None:
             entry["user_id"] = str(user)
+        task = context.task_id.get()
+        if task is not None:
+            entry["task_id"] = str(task)
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
             entry.update(fields)

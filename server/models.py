@@ -128,3 +128,4 @@ class Job:
     created_at: datetime
     started_at: datetime
     run_after: datetime
+    user_id: UUID | None = None

@@ -34,7 +34,9 @@ class PasswordHasher:
         parallelism: int,
         workers: int = 1,
         queue: int = 4,
+        on_refusal: Callable[[], None] | None = None,
     ) -> None:
+        """``on_refusal`` is called for each call refused because the pool is full."""
         self._hasher = argon2.PasswordHasher(
             time_cost=time_cost,
             memory_cost=memory_kib,
@@ -48,6 +50,7 @@ class PasswordHasher:
         self._capacity = workers + queue
         self._admitted = 0
         self._lock = threading.Lock()  # slots are freed from the pool's threads
+        self._on_refusal = on_refusal
 
     async def hash(self, password: str) -> str:
         return await self._run(self._hasher.hash, password)
@@ -67,6 +70,8 @@ class PasswordHasher:
     async def _run(self, function: Callable[..., T], *args: object) -> T:
         with self._lock:
             if self._admitted >= self._capacity:
+                if self._on_refusal is not None:
+                    self._on_refusal()
                 raise ResourceExhausted(
                     "the server is busy checking passwords; try again shortly",
                     retry_after=BUSY_RETRY_AFTER,

@@ -1,6 +1,8 @@
 """Test harness: a database and a Redis key space of this run's own, on the
-real servers named by TASKGATE_TEST_DATABASE_URL / TASKGATE_TEST_REDIS_URL
-(the local ones by default), dropped afterwards.
+real servers named by TASKGATE_TEST_DATABASE_URL / TASKGATE_TEST_REDIS_URL,
+dropped afterwards. When those are not set, a local Postgres and Redis of the
+run's own are started (devstack: the machine's programs, else the wheels') and
+stopped at the end.
 
 - One Postgres database per run, migrated with dbmate; tables are emptied
   before each test that asks for ``database_url``.
@@ -10,9 +12,11 @@ real servers named by TASKGATE_TEST_DATABASE_URL / TASKGATE_TEST_REDIS_URL
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import subprocess
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -22,15 +26,35 @@ import psycopg
 import pytest
 import redis
 
+from devstack.around import TEST_TUNING
+from devstack.stack import local_databases
 from server.app import App
 from server.config import Secret, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
-ADMIN_DATABASE_URL = os.environ.get(
-    "TASKGATE_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
-TEST_REDIS_URL = os.environ.get("TASKGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+# Set by pytest_configure, before the test modules that import them are collected.
+ADMIN_DATABASE_URL = os.environ.get("TASKGATE_TEST_DATABASE_URL", "")
+TEST_REDIS_URL = os.environ.get("TASKGATE_TEST_REDIS_URL", "")
 RUN_ID = secrets.token_hex(4)
+_embedded = contextlib.ExitStack()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """No URLs given: a throwaway local Postgres and Redis for this run."""
+    global ADMIN_DATABASE_URL, TEST_REDIS_URL
+    if ADMIN_DATABASE_URL and TEST_REDIS_URL:
+        return
+    folder = Path(_embedded.enter_context(tempfile.TemporaryDirectory(prefix="taskgate-test-")))
+    postgres, redis_server = _embedded.enter_context(
+        local_databases(folder, prefer=os.environ.get("TASKGATE_DEV_BINARIES", "machine"),
+                        tuning=TEST_TUNING)
+    )  # fmt: skip
+    ADMIN_DATABASE_URL = ADMIN_DATABASE_URL or postgres.admin_url()
+    TEST_REDIS_URL = TEST_REDIS_URL or redis_server.url
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    _embedded.close()
 
 
 def with_database(url: str, name: str) -> str:

@@ -37,6 +37,7 @@ from server.interceptors.wrap import (
     Malformed,
     TolerantDeserializer,
     checked_stream,
+    with_requests,
 )
 
 
@@ -144,15 +145,4 @@ def _reading(behavior: Callable[..., Any], read: Read) -> Callable[..., Any]:
 
 def _checking(behavior: Callable[..., Any]) -> Callable[..., Any]:
     """A streaming-request behavior whose requests raise when malformed or too large."""
-    if inspect.isasyncgenfunction(behavior):
-
-        async def stream(requests: AsyncIterator[Any], context: Context) -> AsyncIterator[Any]:
-            async for response in behavior(checked_stream(requests), context):
-                yield response
-
-        return stream
-
-    async def call(requests: AsyncIterator[Any], context: Context) -> Any:
-        return await behavior(checked_stream(requests), context)
-
-    return call
+    return with_requests(behavior, checked_stream)

@@ -23,6 +23,7 @@ from server.interceptors.wrap import (
     Scope,
     ScopedInterceptor,
     call_is_over,
+    final_code,
     metadata_value,
 )
 
@@ -43,18 +44,6 @@ def request_id_from(value: str | None) -> str:
     return uuid.uuid4().hex
 
 
-def final_code(context: Context, error: BaseException | None) -> grpc.StatusCode:
-    if isinstance(error, asyncio.CancelledError):
-        remaining = context.time_remaining()
-        if remaining is not None and remaining <= 0:
-            return grpc.StatusCode.DEADLINE_EXCEEDED
-        return grpc.StatusCode.CANCELLED
-    code: object = context.code()  # None until a status is set
-    if isinstance(code, grpc.StatusCode):
-        return code
-    return grpc.StatusCode.OK if error is None else grpc.StatusCode.UNKNOWN
-
-
 class RequestLogInterceptor(ScopedInterceptor):
     def __init__(
         self,
@@ -73,7 +62,15 @@ class RequestLogInterceptor(ScopedInterceptor):
 class _Logged:
     """Binds the request id, deadline and client address; logs the call's outcome."""
 
-    __slots__ = ("_addresses", "_context", "_method", "_quiet", "_request_id", "_started")
+    __slots__ = (
+        "_addresses",
+        "_context",
+        "_method",
+        "_peer",
+        "_quiet",
+        "_request_id",
+        "_started",
+    )
 
     def __init__(
         self, method: str, quiet: bool, addresses: ClientAddresses, context: Context
@@ -84,13 +81,14 @@ class _Logged:
         self._context = context
         self._started = time.perf_counter()
         self._request_id = request_id_from(metadata_value(context, REQUEST_ID_KEY))
+        # Read while the call is alive: grpc.aio's peer() on a call the client has
+        # cancelled reads freed core memory and can crash the process (SIGSEGV).
+        self._peer: str = context.peer()
 
     async def __aenter__(self) -> None:
         call_context.request_id.set(self._request_id)
         call_context.client_address.set(
-            self._addresses.resolve(
-                self._context.peer(), metadata_value(self._context, FORWARDED_FOR_KEY)
-            )
+            self._addresses.resolve(self._peer, metadata_value(self._context, FORWARDED_FOR_KEY))
         )
         remaining = self._context.time_remaining()
         if remaining is not None:
@@ -124,7 +122,7 @@ class _Logged:
                     "method": self._method,
                     "code": code.name,
                     "duration_ms": round((time.perf_counter() - self._started) * 1000, 3),
-                    "peer": self._context.peer(),
+                    "peer": self._peer,
                     "client": call_context.client_address.get(),
                     "request_id": self._request_id,
                     "user_id": None if user is None else str(user),

@@ -13,6 +13,7 @@ wrapper raises it as a domain error where the error interceptor can map it.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from abc import abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -28,6 +29,7 @@ Context = grpc.aio.ServicerContext[Any, Any]
 Scope = Callable[[Context], AbstractAsyncContextManager[None]]
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"  # generic only in the type stubs
 Continuation = Callable[[grpc.HandlerCallDetails], Awaitable["Handler | None"]]
+Count = Callable[[], None]
 
 _FACTORIES = {
     "unary_unary": grpc.unary_unary_rpc_method_handler,
@@ -100,7 +102,11 @@ class TolerantDeserializer:
             return Malformed(error)
 
 
-def wrap_handler(handler: Handler, scope: Scope) -> Handler:
+def wrap_handler(
+    handler: Handler, scope: Scope, *, sent: Count | None = None, received: Count | None = None
+) -> Handler:
+    """``handler`` with each call inside ``scope``; ``sent`` is called for each message
+    a response stream yields, ``received`` for each one read from a request stream."""
     deserializer = handler.request_deserializer
     innermost = False
     if deserializer is not None and not isinstance(deserializer, TolerantDeserializer):
@@ -110,7 +116,12 @@ def wrap_handler(handler: Handler, scope: Scope) -> Handler:
         behavior = getattr(handler, kind)
         if behavior is not None:
             check = ("stream" if kind.startswith("stream") else "unary") if innermost else None
-            wrapped = _wrap(behavior, scope, streams=kind.endswith("stream"), check=check)
+            counts = received if kind.startswith("stream") else None
+            wrapped = _wrap(
+                behavior, scope, streams=kind.endswith("stream"), check=check, sent=sent
+            )
+            if counts is not None:
+                wrapped = _counting_requests(wrapped, counts)
             return factory(
                 wrapped,
                 request_deserializer=deserializer,
@@ -136,9 +147,16 @@ async def checked_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
 
 
 def _wrap(
-    behavior: Callable[..., Any], scope: Scope, *, streams: bool, check: str | None
+    behavior: Callable[..., Any],
+    scope: Scope,
+    *,
+    streams: bool,
+    check: str | None,
+    sent: Count | None = None,
 ) -> Callable[..., Any]:
     if streams and inspect.isasyncgenfunction(behavior):
+        if sent is not None:
+            return _counting_responses(behavior, scope, check, sent)
 
         async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
             async with scope(context):
@@ -152,6 +170,63 @@ def _wrap(
             return await behavior(_checked(request, check), context)
 
     return call
+
+
+def _counting_responses(
+    behavior: Callable[..., Any], scope: Scope, check: str | None, sent: Count
+) -> Callable[..., Any]:
+    async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
+        async with scope(context):
+            async for response in behavior(_checked(request, check), context):
+                yield response
+                sent()  # grpc took it: the generator resumes once the message is written
+
+    return stream
+
+
+def _counting_requests(behavior: Callable[..., Any], received: Count) -> Callable[..., Any]:
+    async def counted(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        async for request in requests:
+            received()
+            yield request
+
+    return with_requests(behavior, counted)
+
+
+def with_requests(
+    behavior: Callable[..., Any],
+    transform: Callable[[AsyncIterator[Any]], AsyncIterator[Any]],
+) -> Callable[..., Any]:
+    """A streaming-request behavior whose request stream first passes ``transform``."""
+    if inspect.isasyncgenfunction(behavior):
+
+        async def stream(requests: AsyncIterator[Any], context: Context) -> AsyncIterator[Any]:
+            async for response in behavior(transform(requests), context):
+                yield response
+
+        return stream
+
+    async def call(requests: AsyncIterator[Any], context: Context) -> Any:
+        return await behavior(transform(requests), context)
+
+    return call
+
+
+def final_code(context: Context, error: BaseException | None) -> grpc.StatusCode:
+    """The status a call ended with, given what escaped it (None when it returned).
+
+    A cancellation is the caller's deadline or the caller going away; so is a
+    response stream closed while it waited at a ``yield`` (GeneratorExit).
+    """
+    if isinstance(error, asyncio.CancelledError | GeneratorExit):
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= 0:
+            return grpc.StatusCode.DEADLINE_EXCEEDED
+        return grpc.StatusCode.CANCELLED
+    code: object = context.code()  # None until a status is set
+    if isinstance(code, grpc.StatusCode):
+        return code
+    return grpc.StatusCode.OK if error is None else grpc.StatusCode.UNKNOWN
 
 
 def metadata_value(context: Context, key: str) -> str | None:

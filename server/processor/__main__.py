@@ -9,11 +9,11 @@ from __future__ import annotations
 import logging
 import sys
 
-from prometheus_client import CollectorRegistry
-
 from server import process
 from server.config import Settings
 from server.metrics import TaskMetrics
+from server.metrics_http import MetricsListenError, MetricsServer, process_registry
+from server.metrics_storage import DatabaseMetrics
 from server.processor.runtime import ProcessorRuntime
 from server.storage.postgres.listener import Listener
 
@@ -21,11 +21,22 @@ log = logging.getLogger("server.processor")
 
 
 async def run(settings: Settings) -> bool:
+    """Processes until SIGTERM or SIGINT; False when the metrics port cannot be bound."""
+    registry = process_registry()
+    metrics = MetricsServer(registry, settings.processor_metrics_addr)
+    try:
+        await metrics.start()
+    except MetricsListenError as exc:
+        log.error("%s", exc)
+        return False
     listener = Listener(
         conninfo=settings.database_url.reveal(), connect_timeout=settings.db_timeout
     )
     runtime = ProcessorRuntime(
-        settings, listener=listener, metrics=TaskMetrics(CollectorRegistry())
+        settings,
+        listener=listener,
+        metrics=TaskMetrics(registry),
+        db_metrics=DatabaseMetrics(registry),
     )
     stop = process.stop_requested()
     await runtime.start()
@@ -36,6 +47,7 @@ async def run(settings: Settings) -> bool:
     finally:
         await runtime.stop(settings.shutdown_grace)
         await listener.stop()
+        await metrics.stop()
     return True
 
 

@@ -261,7 +261,7 @@ class Processor:
 
     async def _execute(self, claimed: Claimed, control: JobControl) -> None:
         job = claimed.job
-        context.request_id.set(job.request_id)
+        context.bind_task(job.task_id, user=job.user_id, request=job.request_id)
         claimed_at = time.perf_counter()
         fields = {"task_id": str(job.task_id), "attempt": job.attempt, "processor": self.id}
         try:
@@ -274,6 +274,8 @@ class Processor:
                 return
             progress = ProgressRecorder(self._queue, job, control, self._lose(job))
             self._metrics.claim_to_start.observe(time.perf_counter() - claimed_at)
+            log.info("task %s started: attempt %d, %d filters", job.task_id, job.attempt,
+                     len(job.filters), extra={"fields": fields})  # fmt: skip
             started = time.perf_counter()
             size = (job.input_width, job.input_height)
             pipeline = Pipeline(
@@ -391,8 +393,9 @@ class Processor:
                 self._metrics.finished.labels(TaskStatus.FAILED.value).inc()
             else:
                 self._metrics.retried.labels("lost").inc()
+            ids = {"task_id": task.task_id, "user_id": task.user_id, "request_id": task.request_id}
             log.warning("task %s: lease expired; now %s", task.task_id, task.status,
-                        extra={"fields": {"task_id": str(task.task_id)}})  # fmt: skip
+                        extra={"fields": ids})  # fmt: skip
 
     async def _prune(self) -> None:
         while await self._queue.prune_images(retention=self._config.retention) > 0:
@@ -444,6 +447,8 @@ class ProgressRecorder:
                 log.warning("task %s: progress not recorded: %s", self._job.task_id, exc)
                 return
             self._written = done
+            log.debug("task %s: %d of %d filters done", self._job.task_id, done,
+                      len(self._job.filters))  # fmt: skip
             if cancel is None:
                 self._lost()
                 return

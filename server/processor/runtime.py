@@ -13,6 +13,7 @@ import socket
 
 from server.config import Settings
 from server.metrics import TaskMetrics
+from server.metrics_storage import DatabaseMetrics
 from server.processor.processor import Processor, ProcessorConfig
 from server.processor.workers import WorkerPool
 from server.storage.postgres.database import Database, create_pool
@@ -34,11 +35,20 @@ def processor_config(settings: Settings) -> ProcessorConfig:
         retry_backoff_max=settings.task_retry_backoff_max,
         retention=settings.task_retention,
         max_pixels=settings.max_image_pixels,
+        stats_interval=settings.processor_stats_interval,
     )
 
 
 class ProcessorRuntime:
-    def __init__(self, settings: Settings, *, listener: Listener, metrics: TaskMetrics) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        listener: Listener,
+        metrics: TaskMetrics,
+        db_metrics: DatabaseMetrics | None = None,
+    ) -> None:
+        """``db_metrics`` times the processor's statements and shows its pool as ``processor``."""
         self.pool = create_pool(
             settings.database_url.reveal(),
             min_size=1,
@@ -50,7 +60,9 @@ class ProcessorRuntime:
             # fails, and its task is retried once its lease expires.
             check_on_checkout=False,
         )
-        self.database = Database(pool=self.pool, timeout=settings.db_timeout)
+        if db_metrics is not None:
+            db_metrics.pools.add("processor", self.pool)
+        self.database = Database(pool=self.pool, timeout=settings.db_timeout, metrics=db_metrics)
         self.queue = QueueRepository(
             database=self.database, owner=processor_id(), lease=settings.task_lease
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from server import context
 from server.errors import ResourceExhausted
+from server.metrics_auth import AuthMetrics
 from server.storage.redis.sessions import SessionRepository
 
 UNKNOWN_CLIENT = "unknown"
@@ -20,18 +21,25 @@ def client_address() -> str:
 
 class ClientLimits:
     def __init__(
-        self, *, counters: SessionRepository, login: int, register: int, window: float
+        self,
+        *,
+        counters: SessionRepository,
+        login: int,
+        register: int,
+        window: float,
+        metrics: AuthMetrics | None = None,
     ) -> None:
         self._counters = counters
         self._limits = {"login": login, "register": register}
         self._window = window
+        self._metrics = metrics
 
     async def check(self, action: str) -> None:
         """RESOURCE_EXHAUSTED, without counting, when the address is already past its limit:
         so a flood from one address costs a Redis read, not a database query."""
         count, retry_after = await self._counters.client_attempts(action, client_address())
         if count >= self._limits[action]:
-            raise self._exhausted(action, retry_after)
+            raise self._refused(action, retry_after)
 
     async def spend(self, action: str) -> None:
         """Counts one ``action`` (login, register) from the caller's address."""
@@ -39,10 +47,11 @@ class ClientLimits:
             action, client_address(), self._window
         )
         if count > self._limits[action]:
-            raise self._exhausted(action, retry_after)
+            raise self._refused(action, retry_after)
 
-    @staticmethod
-    def _exhausted(action: str, retry_after: float) -> ResourceExhausted:
+    def _refused(self, action: str, retry_after: float) -> ResourceExhausted:
+        if self._metrics is not None:
+            self._metrics.refused(f"client_{action}")
         return ResourceExhausted(
             f"too many {action} attempts from your address; try again in {retry_after:.0f}s",
             retry_after=retry_after,

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from server.errors import NotFound, ResourceExhausted, Unauthenticated
+from server.metrics_auth import AuthMetrics
 from server.models import Session
 from server.passwords import PasswordHasher
 from server.services import rules
@@ -34,6 +35,7 @@ class SessionService:
         login_window: float,
         client_limits: ClientLimits,
         clock: Callable[[], datetime] = utcnow,
+        metrics: AuthMetrics | None = None,
     ) -> None:
         self._users = users
         self._sessions = sessions
@@ -43,6 +45,7 @@ class SessionService:
         self._login_window = login_window
         self._client_limits = client_limits
         self._clock = clock
+        self._metrics = metrics
 
     async def login(self, username: str, password: str) -> Session:
         """A new session for the right password.
@@ -62,7 +65,7 @@ class SessionService:
         if not await self._hasher.verify(password_hash, password) or credentials is None:
             if credentials is not None:
                 await self._sessions.count_login_failure(username, client, self._login_window)
-            raise Unauthenticated(BAD_LOGIN)
+            raise self._failed("unknown_user" if credentials is None else "wrong_password")
         now = self._clock()
         session = Session(
             id=secrets.token_urlsafe(32),
@@ -75,12 +78,21 @@ class SessionService:
         # this one existed: a session must not outlive its user.
         if await self._users.get(credentials.id) is None:
             await self._sessions.delete(session)
-            raise Unauthenticated(BAD_LOGIN)
+            raise self._failed("user_deleted")
+        if self._metrics is not None:
+            self._metrics.sessions_created.inc()
         return session
+
+    def _failed(self, reason: str) -> Unauthenticated:
+        if self._metrics is not None:
+            self._metrics.login_failed(reason)
+        return Unauthenticated(BAD_LOGIN)
 
     async def _check_not_locked(self, username: str, client: str) -> None:
         failures, retry_after = await self._sessions.login_failures(username, client)
         if failures >= self._login_limit:
+            if self._metrics is not None:
+                self._metrics.refused("login_lockout")
             raise ResourceExhausted(
                 f"too many failed logins for {username!r}; try again in {retry_after:.0f}s",
                 retry_after=retry_after,

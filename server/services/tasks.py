@@ -130,10 +130,13 @@ class TaskService:
         )
         task = await self._tasks.insert(new)
         if task is not None:
+            context.task_id.set(task.id)
             self._metrics.created.inc()
             return task
         assert key is not None  # only a repeated key inserts nothing
-        return await self._earlier(caller, key, fingerprint)
+        earlier = await self._earlier(caller, key, fingerprint)
+        context.task_id.set(earlier.id)
+        return earlier
 
     async def _earlier(self, caller: UUID, key: str, fingerprint: bytes) -> Task:
         keyed = await self._tasks.get_by_idempotency_key(caller, key)
@@ -176,7 +179,7 @@ class TaskService:
         return ImageMeta(info.content_type, info.width, info.height, info.size_bytes)
 
     async def get(self, caller: UUID, task_id: str) -> Task:
-        return await self._get(caller, parse_uuid(task_id, "task_id"), task_id)
+        return await self._get(caller, _task_id(task_id), task_id)
 
     async def _get(self, caller: UUID, task_id: UUID, given: str) -> Task:
         task = await self._tasks.get(caller, task_id)
@@ -185,7 +188,7 @@ class TaskService:
         return task
 
     async def result(self, caller: UUID, task_id: str) -> TaskResult:
-        stored = await self._tasks.get_result(caller, parse_uuid(task_id, "task_id"))
+        stored = await self._tasks.get_result(caller, _task_id(task_id))
         if stored is None:
             raise NotFound(f"task {task_id!r} not found")
         if stored.status != TaskStatus.COMPLETED.value:
@@ -218,7 +221,7 @@ class TaskService:
         return Page(tasks=tasks, next_page_token=next_token)
 
     async def cancel(self, caller: UUID, task_id: str) -> Task:
-        target = parse_uuid(task_id, "task_id")
+        target = _task_id(task_id)
         task = await self._tasks.cancel(caller, target)
         if task is None:
             current = await self._get(caller, target, task_id)
@@ -233,7 +236,7 @@ class TaskService:
     async def watch(self, caller: UUID, task_id: str) -> AsyncIterator[Task]:
         """The task now, then after each change of status, progress or cancellation,
         until it has ended."""
-        target = parse_uuid(task_id, "task_id")
+        target = _task_id(task_id)
         with self._events.watching(str(target)) as changed:
             last: tuple[object, ...] | None = None
             while True:
@@ -251,6 +254,13 @@ class TaskService:
                         await changed.wait()
                 except TimeoutError:
                     pass
+
+
+def _task_id(given: str) -> UUID:
+    """The task id a call names, bound for its log lines."""
+    task_id = parse_uuid(given, "task_id")
+    context.task_id.set(task_id)
+    return task_id
 
 
 _STATUS_CODES: dict[TaskStatus | None, int] = {

@@ -1,7 +1,7 @@
 """Processors killed at random moments lose no task and complete none twice.
 
 Three ``python -m server.processor`` processes work through 300 tasks while
-the test SIGKILLs one of them at random moments (and restarts it), at least
+the test SIGKILLs one that holds a running task at random moments (and restarts it), at least
 ten times. Afterwards every task is COMPLETED with exactly one successful
 attempt, and every attempt a killed processor had started is recorded as lost.
 """
@@ -45,6 +45,7 @@ def start_processor(settings: Settings) -> subprocess.Popen[bytes]:
         "TASKGATE_TASK_LEASE": "1500ms",
         "TASKGATE_TASK_RETRY_BACKOFF": "50ms",
         "TASKGATE_TASK_RETRY_BACKOFF_MAX": "200ms",
+        "TASKGATE_PROCESSOR_METRICS_ADDR": "127.0.0.1:0",
         "TASKGATE_LOG_LEVEL": "error",
     }
     return subprocess.Popen(
@@ -61,8 +62,8 @@ async def counts(db: psycopg.AsyncConnection[TupleRow]) -> dict[str, int]:
     return {str(status): int(n) for status, n in await cursor.fetchall()}
 
 
-async def lease_holders(db: psycopg.AsyncConnection[TupleRow]) -> set[int]:
-    """The pids of the processors holding a lease (their ids are host:pid:random)."""
+async def busy_pids(db: psycopg.AsyncConnection[TupleRow]) -> set[int]:
+    """Processes holding a running task's lease (processor ids are host:pid:nonce)."""
     cursor = await db.execute(
         "SELECT DISTINCT split_part(lease_owner, ':', 2) FROM tasks WHERE status = 'running'"
     )
@@ -89,10 +90,10 @@ async def test_random_sigkills_lose_no_task_and_complete_none_twice(settings: Se
         ) as db:
             while kills < KILLS and (await counts(db)).get("completed", 0) < TASKS:
                 await asyncio.sleep(rng.uniform(0.1, 0.5))
-                # Only a processor holding tasks: on a busy machine a restarted one
-                # can take seconds to start, and killing it then tests nothing.
-                holding = await lease_holders(db)
-                candidates = [i for i, p in enumerate(processors) if p.pid in holding]
+                # A random moment at which a processor is mid-task: on a loaded
+                # machine a restarted processor can take seconds to claim anything.
+                busy = await busy_pids(db)
+                candidates = [i for i, p in enumerate(processors) if p.pid in busy]
                 if not candidates:
                     continue
                 victim = rng.choice(candidates)

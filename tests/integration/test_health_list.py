@@ -24,6 +24,7 @@ async def test_list_needs_no_session_and_names_every_service(
     statuses = {name: status.status for name, status in response.statuses.items()}
     assert statuses == {
         "": SERVING,
+        "liveness": SERVING,
         "taskgate.v1.UserService": SERVING,
         "taskgate.v1.SessionService": SERVING,
         "taskgate.v1.TaskService": SERVING,

@@ -35,6 +35,7 @@ def logged_server(
         "TASKGATE_REDIS_URL": TEST_REDIS_URL,
         "TASKGATE_REDIS_KEY_PREFIX": redis_prefix,
         "TASKGATE_GRPC_ADDR": f"127.0.0.1:{port}",
+        "TASKGATE_SERVER_METRICS_ADDR": "127.0.0.1:0",
         "TASKGATE_LOG_LEVEL": "info",
     }
     with log_path.open("wb") as log_file:

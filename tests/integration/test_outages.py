@@ -173,6 +173,8 @@ async def test_server_starts_with_postgres_unreachable(settings: Settings) -> No
     async with unreachable as (_, client):
         assert await client.health_status() == NOT_SERVING
         assert await client.health_status("taskgate.v1.UserService") == NOT_SERVING
+        # Alive all the same: an orchestrator must not restart it for its database.
+        assert await client.health_status("liveness") == SERVING
         started = time.monotonic()
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await client.register()

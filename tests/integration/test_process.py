@@ -30,6 +30,7 @@ def server_process(
         "TASKGATE_REDIS_URL": TEST_REDIS_URL,
         "TASKGATE_REDIS_KEY_PREFIX": redis_prefix,
         "TASKGATE_GRPC_ADDR": f"127.0.0.1:{port}",
+        "TASKGATE_SERVER_METRICS_ADDR": "127.0.0.1:0",
         "TASKGATE_SHUTDOWN_GRACE": "2s",
         "TASKGATE_ARGON2_MEMORY_KIB": "1024",
         "TASKGATE_ARGON2_TIME_COST": "1",

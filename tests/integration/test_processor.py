@@ -299,6 +299,7 @@ def processor_process(settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
         "TASKGATE_DATABASE_URL": settings.database_url.reveal(),
         "TASKGATE_PROCESSOR_CONCURRENCY": "1",
         "TASKGATE_PROCESSOR_WORKERS": "1",
+        "TASKGATE_PROCESSOR_METRICS_ADDR": "127.0.0.1:0",
         "TASKGATE_LOG_LEVEL": "warning",
     }
     process = subprocess.Popen(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import grpc
@@ -10,11 +11,13 @@ from google.api import http_pb2
 from google.protobuf import any_pb2, duration_pb2, json_format
 
 from gateway import errors, headers, routes, transcode
+from gateway.app import PRODUCT_SERVICES
 from gateway.config import Settings
+from gateway.metrics import HttpMetrics
 from gateway.openapi import _summary, product_comments
 from server.config import ConfigError
 from taskgate.v1 import task_service_pb2, user_service_pb2
-from tests.gateway.shapes import message_class
+from tests.gateway.shapes import message_class, service_descriptor
 
 
 def test_settings_defaults_and_overrides() -> None:
@@ -74,6 +77,33 @@ def test_template_sorting_and_matching() -> None:
     assert keys == [verb, literal, var, deep]
     assert routes.parse_template("/v1/{a=**}/tail").match("/v1/p/q/tail") == {"a": "p/q"}
     assert routes.parse_template("/v1/*/x").match("/v1/any/x") == {}
+
+
+def test_router_finds_the_first_route_in_specificity_order() -> None:
+    """One alternation per method picks what trying the sorted routes one by one picks."""
+    for services in (PRODUCT_SERVICES, [service_descriptor()]):
+        router = routes.Router(routes.routes_of(services))
+        paths = ["/", "/v1/tasks", "/v1/tasks/a%2Fb:cancel", "/v1/x/y/z", "/v1/users/me"]
+        for route in router.routes:
+            for value in ("seg", "a/b/c", ""):
+                paths.append(re.sub(r"\{[^}]*\}", value, route.template.source))
+        for method in router.methods():
+            for path in paths:
+                first = next(
+                    (
+                        r
+                        for r in router.routes
+                        if r.http_method == method and r.template.match(path) is not None
+                    ),
+                    None,
+                )
+                found = router.resolve(method, path)
+                if first is None:
+                    assert isinstance(found, int)
+                else:
+                    assert isinstance(found, routes.Found)
+                    assert found.route is first
+                    assert found.raw_params == first.template.match(path)
 
 
 def test_decode_variable() -> None:
@@ -239,3 +269,17 @@ def test_to_dict_matches_json_format() -> None:
     assert "textChoice" not in out["request"]
     assert transcode._double(float("-inf")) == "-Infinity"
     assert transcode._float32(float("inf")) == "Infinity"
+
+
+def test_in_flight_is_read_at_scrape_time() -> None:
+    metrics = HttpMetrics()
+    metrics.started()
+    metrics.started()
+    assert b"taskgate_gateway_http_requests_in_flight 2.0" in metrics.exposition()
+    metrics.finished("GET", "/v1/tasks/{task_id}", 200, 0.003)
+    text = metrics.exposition()
+    assert b"taskgate_gateway_http_requests_in_flight 1.0" in text
+    assert (
+        b'taskgate_gateway_http_requests_total{method="GET",route="/v1/tasks/{task_id}",'
+        b'status="200"} 1.0' in text
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 import uuid
@@ -96,3 +97,20 @@ def test_json_log_lines_carry_the_call_context() -> None:
     assert line["user_id"] == str(user)
     assert line["code"] == "OK"
     assert line["level"] == "info"
+
+
+def test_json_log_lines_carry_a_bound_task_and_fields_win() -> None:
+    task, owner = uuid.uuid4(), uuid.uuid4()
+
+    def run() -> dict[str, object]:
+        context.bind_task(task, user=owner, request="req-7")
+        record = logging.LogRecord("x", logging.INFO, __file__, 1, "task ran", (), None)
+        record.fields = {"request_id": "from-fields"}
+        line: dict[str, object] = json.loads(JsonFormatter("svc").format(record))
+        return line
+
+    line = contextvars.copy_context().run(run)  # as a processor runs each task
+    assert line["task_id"] == str(task)
+    assert line["user_id"] == str(owner)
+    assert line["request_id"] == "from-fields"
+    assert context.task_id.get() is None  # nothing leaked out of the task's context

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -21,6 +22,7 @@ from psycopg.rows import kwargs_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from server.context import time_budget
+from server.metrics_storage import DatabaseMetrics
 from server.storage.errors import StorageUnavailable, UniqueViolation, timed_out
 from server.storage.postgres.queries import QUERIES
 
@@ -85,9 +87,17 @@ class Database:
     and no caller should wait for that.
     """
 
-    def __init__(self, *, pool: AsyncConnectionPool, timeout: float) -> None:
+    def __init__(
+        self,
+        *,
+        pool: AsyncConnectionPool,
+        timeout: float,
+        metrics: DatabaseMetrics | None = None,
+    ) -> None:
+        """``metrics`` times each statement by its query name."""
         self._pool = pool
         self._timeout = timeout
+        self._metrics = metrics
         self._abandoned: set[asyncio.Task[Any]] = set()
 
     async def fetch_one(
@@ -104,7 +114,7 @@ class Database:
             await cursor.execute(QUERIES[query], params)
             return await cursor.fetchone()
 
-        return await self._run(run)
+        return await self._run(query, run)
 
     async def fetch_all(self, query: str, params: Params, row: Callable[..., T]) -> list[T]:
         """Every row, each built by ``row(**columns)``."""
@@ -114,7 +124,7 @@ class Database:
             await cursor.execute(QUERIES[query], params)
             return await cursor.fetchall()
 
-        return await self._run(run)
+        return await self._run(query, run)
 
     async def fetch_all_pipelined(
         self, statements: Sequence[tuple[str, Params, Callable[..., Any]]], *, binary: bool = False
@@ -132,7 +142,7 @@ class Database:
                     cursors.append(cursor)
             return [await cursor.fetchall() for cursor in cursors]
 
-        return await self._run(run)
+        return await self._run("+".join(query for query, _, _ in statements), run)
 
     async def execute(self, query: str, params: Params) -> int:
         """Runs a statement; returns the number of rows it touched."""
@@ -141,7 +151,7 @@ class Database:
             cursor = await conn.execute(QUERIES[query], params)
             return cursor.rowcount
 
-        return await self._run(run)
+        return await self._run(query, run)
 
     async def ping(self) -> None:
         await self.execute("ping", {})
@@ -153,7 +163,25 @@ class Database:
         await asyncio.gather(*self._abandoned, return_exceptions=True)
         await self._pool.close()
 
-    async def _run(self, statement: Callable[[AsyncConnection[Any]], Awaitable[T]]) -> T:
+    async def _run(
+        self, operation: str, statement: Callable[[AsyncConnection[Any]], Awaitable[T]]
+    ) -> T:
+        """Runs ``statement`` under its time budget, timed as ``operation``."""
+        if self._metrics is None:
+            return await self._within_budget(statement)
+        timed = self._metrics.queries[operation]
+        started = time.perf_counter()
+        try:
+            return await self._within_budget(statement)
+        except UniqueViolation:
+            raise  # an answer, not an error
+        except Exception:
+            timed.failed()
+            raise
+        finally:
+            timed.observe(time.perf_counter() - started)
+
+    async def _within_budget(self, statement: Callable[[AsyncConnection[Any]], Awaitable[T]]) -> T:
         budget = time_budget(self._timeout)
         task = asyncio.create_task(self._on_connection(statement, budget))
         waited = False

@@ -118,7 +118,7 @@ WITH due AS (
     FROM due
     WHERE id = due_id
     RETURNING id, attempts, filters, output_format, input_width, input_height, request_id,
-              created_at, started_at, run_after
+              created_at, started_at, run_after, user_id
 ), recorded AS (
     INSERT INTO task_attempts (task_id, attempt, processor_id, started_at)
     SELECT id, attempts, %(owner)s, started_at FROM claimed
@@ -128,7 +128,7 @@ WITH due AS (
     FROM claimed
 )
 SELECT id AS task_id, attempts AS attempt, filters, output_format, input_width, input_height,
-       request_id, created_at, started_at, run_after
+       request_id, created_at, started_at, run_after, user_id
 FROM claimed CROSS JOIN noted
 ORDER BY run_after, created_at;
 
@@ -269,14 +269,14 @@ WITH expired AS (
         updated_at = now()
     FROM expired
     WHERE id = expired_id
-    RETURNING id, attempts, status
+    RETURNING id, attempts, status, user_id, request_id
 ), closed AS (
     UPDATE task_attempts
     SET ended_at = now(), outcome = 'lost', error = 'the lease expired'
     FROM rescued
     WHERE task_id = rescued.id AND attempt = rescued.attempts AND outcome = 'running'
 )
-SELECT id AS task_id, status FROM rescued;
+SELECT id AS task_id, status, user_id, request_id FROM rescued;
 
 -- name: prune_images
 -- Deletes the image bytes of tasks that ended more than the retention ago.

@@ -33,6 +33,8 @@ class Lease:
 class Rescued:
     task_id: UUID
     status: str
+    user_id: UUID
+    request_id: str | None
 
 
 @dataclass(frozen=True, slots=True)

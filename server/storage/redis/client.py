@@ -1,8 +1,9 @@
-"""The Redis client and the one place redis errors are translated."""
+"""The Redis client and the one place redis errors are translated (and calls timed)."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -12,6 +13,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from server.context import time_budget
+from server.metrics_storage import Timed
 from server.storage.errors import StorageUnavailable, timed_out
 
 
@@ -31,8 +33,29 @@ def create_client(url: str, *, timeout: float) -> Redis:
 
 
 @asynccontextmanager
-async def redis_call(limit: float) -> AsyncIterator[None]:
-    """Bound a Redis call by the time budget; connection trouble → StorageUnavailable."""
+async def redis_call(limit: float, timed: Timed | None = None) -> AsyncIterator[None]:
+    """Bound a Redis call by the time budget; connection trouble → StorageUnavailable.
+
+    ``timed`` (a :class:`~server.metrics_storage.RedisMetrics` command) records
+    the call's duration, and its failure.
+    """
+    if timed is None:
+        async with _translated(limit):
+            yield
+        return
+    started = time.perf_counter()
+    try:
+        async with _translated(limit):
+            yield
+    except Exception:
+        timed.failed()
+        raise
+    finally:
+        timed.observe(time.perf_counter() - started)
+
+
+@asynccontextmanager
+async def _translated(limit: float) -> AsyncIterator[None]:
     try:
         async with asyncio.timeout(time_budget(limit)):
             yield

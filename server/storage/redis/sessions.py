@@ -2,27 +2,43 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from uuid import UUID
 
 from redis.asyncio import Redis
 
+from server.metrics_storage import RedisMetrics, Timed
 from server.models import Session
 from server.storage.redis.client import redis_call
 from server.storage.redis.keys import RedisKeys
 
 
 class SessionRepository:
-    def __init__(self, *, redis: Redis, keys: RedisKeys, timeout: float) -> None:
+    def __init__(
+        self,
+        *,
+        redis: Redis,
+        keys: RedisKeys,
+        timeout: float,
+        metrics: RedisMetrics | None = None,
+    ) -> None:
+        """``metrics`` times each call, by the names given to :meth:`_call`."""
         self._redis = redis
         self._keys = keys
         self._timeout = timeout
+        self._metrics = metrics
+
+    def _call(self, command: str) -> AbstractAsyncContextManager[None]:
+        """The time budget (and timing, as ``command``) of one Redis call or pipeline."""
+        timed: Timed | None = None if self._metrics is None else self._metrics.commands[command]
+        return redis_call(self._timeout, timed)
 
     async def create(self, session: Session) -> None:
         ttl_ms = max(1, int((session.expires_at - session.created_at).total_seconds() * 1000))
         key = self._keys.session(session.id)
         user_key = self._keys.user_sessions(session.user_id)
-        async with redis_call(self._timeout), self._redis.pipeline(transaction=True) as pipe:
+        async with self._call("session_create"), self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(
                 key,
                 mapping={
@@ -40,7 +56,7 @@ class SessionRepository:
 
     async def get(self, session_id: str) -> Session | None:
         """The session, or None when it is unknown, expired or inactive."""
-        async with redis_call(self._timeout):
+        async with self._call("session_get"):
             fields = await self._redis.hgetall(self._keys.session(session_id))
         if fields.get("is_active") != "1":
             return None
@@ -53,7 +69,7 @@ class SessionRepository:
 
     async def owner(self, session_id: str) -> UUID | None:
         """The user of a live session, or None: the one lookup of every authenticated call."""
-        async with redis_call(self._timeout):
+        async with self._call("session_owner"):
             user_id, is_active = await self._redis.hmget(
                 self._keys.session(session_id), ["user_id", "is_active"]
             )
@@ -62,7 +78,7 @@ class SessionRepository:
         return UUID(_text(user_id))
 
     async def delete(self, session: Session) -> bool:
-        async with redis_call(self._timeout), self._redis.pipeline(transaction=True) as pipe:
+        async with self._call("session_delete"), self._redis.pipeline(transaction=True) as pipe:
             pipe.delete(self._keys.session(session.id))
             pipe.srem(self._keys.user_sessions(session.user_id), session.id)
             deleted, _ = await pipe.execute()
@@ -71,7 +87,7 @@ class SessionRepository:
     async def delete_all(self, user_id: UUID) -> int:
         """Revokes every session of the user; returns how many were still alive."""
         user_key = self._keys.user_sessions(user_id)
-        async with redis_call(self._timeout):
+        async with self._call("sessions_delete_all"):
             session_ids = await self._redis.smembers(user_key)
             keys = [self._keys.session(_text(sid)) for sid in session_ids]
             # One key per DEL: the keys may live on different cluster slots.
@@ -103,7 +119,7 @@ class SessionRepository:
         return await self._count(self._keys.client_attempts(action, client))
 
     async def _hit(self, key: str, window: float) -> tuple[int, float]:
-        async with redis_call(self._timeout), self._redis.pipeline(transaction=True) as pipe:
+        async with self._call("counter_hit"), self._redis.pipeline(transaction=True) as pipe:
             pipe.incr(key)
             pipe.pexpire(key, max(1, int(window * 1000)), nx=True)
             pipe.pttl(key)
@@ -111,14 +127,14 @@ class SessionRepository:
         return int(count), max(0.0, int(ttl_ms) / 1000)
 
     async def _count(self, key: str) -> tuple[int, float]:
-        async with redis_call(self._timeout), self._redis.pipeline(transaction=False) as pipe:
+        async with self._call("counter_read"), self._redis.pipeline(transaction=False) as pipe:
             pipe.get(key)
             pipe.pttl(key)
             count, ttl_ms = await pipe.execute()
         return int(count or 0), max(0.0, int(ttl_ms) / 1000)
 
     async def ping(self) -> None:
-        async with redis_call(self._timeout):
+        async with self._call("ping"):
             await self._redis.ping()
 
 

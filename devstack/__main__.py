@@ -1,0 +1,94 @@
+"""``python -m devstack`` (``make run``): the whole product until Ctrl-C.
+
+Uses TASKGATE_DATABASE_URL / TASKGATE_REDIS_URL when they are set; otherwise
+starts a local Postgres and Redis in TASKGATE_DEV_DATA_DIR (``.devstack/`` in
+the checkout). Exit status: 0 after Ctrl-C or SIGTERM, 1 when something could
+not start or stopped on its own, 2 for bad settings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from types import FrameType
+
+from devstack.accounts import AccountError
+from devstack.binaries import MissingBinary
+from devstack.children import ChildExited
+from devstack.stack import DevSettings, Endpoints, Stack, database_url_in, local_databases
+from server import logs
+from server.config import ConfigError, Settings
+
+log = logging.getLogger("devstack")
+
+
+@contextlib.contextmanager
+def databases(settings: DevSettings) -> Iterator[tuple[str, str]]:
+    """The URLs given, or a local Postgres and Redis started for this run."""
+    if settings.database_url and settings.redis_url:
+        yield settings.database_url, settings.redis_url
+        return
+    with local_databases(settings.data_dir, prefer=settings.binaries) as (postgres, redis):
+        yield (
+            settings.database_url or database_url_in(postgres),
+            settings.redis_url or redis.url,
+        )
+
+
+def stop_event() -> threading.Event:
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    return stop
+
+
+def announce(endpoints: Endpoints, fmt: str) -> None:
+    if fmt == "text":
+        print("\ntaskgate is running:", *(f"  {line}" for line in endpoints.lines()), sep="\n")
+        print("Ctrl-C stops everything this command started.\n", flush=True)
+    else:
+        log.info("taskgate is running", extra={"fields": {"endpoints": vars(endpoints)}})
+
+
+def run(settings: DevSettings, stop: threading.Event) -> int:
+    stack = Stack({**os.environ, "TASKGATE_LOG_FORMAT": settings.log_format})
+    grace = Settings.from_env(os.environ).shutdown_grace + 5.0
+    try:
+        with databases(settings) as (database_url, redis_url):
+            try:
+                announce(stack.start(database_url, redis_url), settings.log_format)
+                while not stop.wait(0.5):
+                    stack.check()
+                log.info("stopping")
+            finally:
+                stack.stop(grace)
+    except (ChildExited, TimeoutError, RuntimeError, AccountError, MissingBinary) as exc:
+        log.error("%s", exc)
+        return 1
+    log.info("stopped")
+    return 0
+
+
+def main() -> int:
+    try:
+        settings = DevSettings.from_env(os.environ, terminal=sys.stderr.isatty())
+        Settings.from_env(os.environ)  # its own errors, before anything starts
+        level = os.environ.get("TASKGATE_LOG_LEVEL", "info").lower()
+        logs.configure(service="taskgate-devstack", level=level, fmt=settings.log_format)
+    except (ConfigError, KeyError) as exc:
+        print(f"make run: configuration error: {exc}", file=sys.stderr)
+        return 2
+    return run(settings, stop_event())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""Postgres and Redis metrics, created on a registry passed in.
+
+- ``db_query_duration_seconds{operation}`` and ``db_query_errors_total{operation}``:
+  each statement of :class:`~server.storage.postgres.database.Database`, by the
+  name of its query in ``queries.sql`` (statements sent in one pipeline are
+  named together: ``finish_task+claim_tasks``). The time is what the caller
+  waited: a connection from the pool, then the statement.
+- ``db_pool_connections_idle|in_use|max{pool}`` and ``db_pool_requests_waiting{pool}``:
+  read from psycopg_pool's ``get_stats()`` at scrape time (:class:`PoolCollector`).
+  The pools are ``api`` (the server's calls) and ``processor`` (a processor's own).
+- ``redis_command_duration_seconds{command}`` and ``redis_command_errors_total{command}``:
+  each Redis call of the repositories, named by what it does (``session_owner``,
+  ``session_create``...): one command, or one pipeline.
+
+An error is a failure the caller sees (unavailable, timed out, or a bug); a
+unique violation is an answer, not an error, and a caller that gave up
+(cancelled) is not the store's fault.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from psycopg_pool import AsyncConnectionPool
+
+# A statement on a warm connection takes a fraction of a millisecond; an outage
+# ends at the call's time budget (seconds).
+LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+
+
+class Timed:
+    """One label value's latency histogram and error counter (children cached)."""
+
+    __slots__ = ("failed", "observe")
+
+    def __init__(self, duration: Any, errors: Any) -> None:
+        self.observe = duration.observe
+        self.failed = errors.inc
+
+
+class TimedFamily:
+    """A latency histogram and an error counter by one label, e.g. ``operation``."""
+
+    def __init__(self, registry: CollectorRegistry, *, prefix: str, label: str, what: str) -> None:
+        """``what``: the plural noun counted (``Postgres statements``)."""
+        self._duration = Histogram(
+            f"{prefix}_duration_seconds",
+            f"Time {what} took, as their callers waited, by {label}.",
+            [label], buckets=LATENCY_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self._errors = Counter(
+            f"{prefix}_errors",
+            f"{what} that failed (unavailable, timed out or unexpected), by {label}.",
+            [label], registry=registry,
+        )  # fmt: skip
+        self._children: dict[str, Timed] = {}
+
+    def __getitem__(self, value: str) -> Timed:
+        timed = self._children.get(value)
+        if timed is None:
+            timed = Timed(self._duration.labels(value), self._errors.labels(value))
+            self._children[value] = timed
+        return timed
+
+
+class PoolCollector(Collector):
+    """The connection pools' gauges, read from ``get_stats()`` when scraped."""
+
+    _FAMILIES = (
+        ("db_pool_connections_idle", "Connections open and idle in the pool."),
+        ("db_pool_connections_in_use", "Connections lent out (or being opened) by the pool."),
+        ("db_pool_connections_max", "The most connections the pool may open."),
+        ("db_pool_requests_waiting", "Callers waiting for a connection from the pool."),
+    )
+
+    def __init__(self) -> None:
+        self._pools: dict[str, AsyncConnectionPool] = {}
+
+    def add(self, name: str, pool: AsyncConnectionPool) -> None:
+        self._pools[name] = pool
+
+    def describe(self) -> Iterable[GaugeMetricFamily]:
+        return list(self._families())
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        idle, in_use, maximum, waiting = families = list(self._families())
+        for name, pool in self._pools.items():
+            stats = pool.get_stats()
+            available = stats.get("pool_available", 0)
+            idle.add_metric([name], available)
+            in_use.add_metric([name], max(0, stats.get("pool_size", 0) - available))
+            maximum.add_metric([name], stats.get("pool_max", 0))
+            waiting.add_metric([name], stats.get("requests_waiting", 0))
+        return families
+
+    def _families(self) -> Iterator[GaugeMetricFamily]:
+        for name, documentation in self._FAMILIES:
+            yield GaugeMetricFamily(name, documentation, labels=["pool"])
+
+
+class DatabaseMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.queries = TimedFamily(
+            registry, prefix="db_query", label="operation", what="Postgres statements"
+        )
+        self.pools = PoolCollector()
+        registry.register(self.pools)
+
+
+class RedisMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.commands = TimedFamily(
+            registry, prefix="redis_command", label="command", what="Redis calls"
+        )

@@ -1,0 +1,5 @@
+import sys
+
+from taskgate_client.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,179 @@
+"""docker-compose.yml and the Dockerfile, checked statically (no Docker engine
+here): every command, port and TASKGATE_* variable they name exists in the code,
+health gates the start order, and no secret is baked into an image."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.support.deployment import (
+    default_ports,
+    port_of,
+    runnable_module,
+    taskgate_variables,
+    variables_in,
+)
+from tests.support.monitoring import ROOT
+
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+APP_SERVICES = {"server": "server", "processor": "server.processor", "gateway": "gateway"}
+
+
+def compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(COMPOSE_FILE.read_text())
+    return loaded
+
+
+def services() -> dict[str, Any]:
+    found: dict[str, Any] = compose()["services"]
+    return found
+
+
+def test_the_compose_file_matches_the_compose_spec() -> None:
+    checker = shutil.which("check-jsonschema", path=str(Path(ROOT / ".venv" / "bin")))
+    checker = checker or shutil.which("check-jsonschema")
+    assert checker is not None, "check-jsonschema is a dev dependency"
+    result = subprocess.run(
+        [checker, "--builtin-schema", "vendor.compose-spec", str(COMPOSE_FILE)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_service_of_the_stack_is_there() -> None:
+    assert set(services()) == {
+        "postgres", "redis", "migrate", "server", "processor", "gateway", "prometheus", "grafana",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(("service", "module"), APP_SERVICES.items())
+def test_each_app_service_runs_a_module_of_the_code(service: str, module: str) -> None:
+    command = services()[service]["command"]
+    assert runnable_module(command) == module
+
+
+def test_every_taskgate_variable_named_exists_in_the_code() -> None:
+    named = variables_in(COMPOSE_FILE.read_text()) | variables_in(DOCKERFILE.read_text())
+    assert named, "the deployment files name no TASKGATE_ variable"
+    assert named - taskgate_variables() == set()
+
+
+def _environment(service: str) -> dict[str, str]:
+    return {k: str(v) for k, v in services()[service].get("environment", {}).items()}
+
+
+def test_published_and_scraped_ports_are_the_ones_the_processes_listen_on() -> None:
+    server, processor, gateway = (_environment(s) for s in ("server", "processor", "gateway"))
+    assert port_of(server["TASKGATE_GRPC_ADDR"]) == default_ports()["TASKGATE_GRPC_ADDR"]
+    assert "50051:50051" in services()["server"]["ports"]
+    assert port_of(gateway["TASKGATE_GATEWAY_ADDR"]) == 8080
+    assert "8080:8080" in services()["gateway"]["ports"]
+    assert gateway["TASKGATE_GATEWAY_UPSTREAM"] == f"server:{port_of(server['TASKGATE_GRPC_ADDR'])}"
+    prometheus = yaml.safe_load((ROOT / "monitoring" / "prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in prometheus["scrape_configs"]}
+    assert jobs["server"]["static_configs"][0]["targets"] == [
+        f"server:{port_of(server['TASKGATE_SERVER_METRICS_ADDR'])}"
+    ]
+    assert jobs["gateway"]["static_configs"][0]["targets"] == [
+        f"gateway:{port_of(gateway['TASKGATE_GATEWAY_METRICS_ADDR'])}"
+    ]
+    dns = jobs["processor"]["dns_sd_configs"][0]
+    assert dns["names"] == ["processor"]
+    assert dns["port"] == port_of(processor["TASKGATE_PROCESSOR_METRICS_ADDR"])
+    # The processor's healthcheck asks its own metrics port.
+    assert f":{dns['port']}/metrics" in " ".join(services()["processor"]["healthcheck"]["test"])
+
+
+def test_start_order_is_gated_on_health() -> None:
+    for name, service in services().items():
+        for dependency, condition in service.get("depends_on", {}).items():
+            wanted = (
+                "service_completed_successfully" if dependency == "migrate" else "service_healthy"
+            )
+            assert condition["condition"] == wanted, (name, dependency)
+            dep = services()[dependency]
+            assert dependency in APP_SERVICES or "healthcheck" in dep or dependency == "migrate"
+    assert "migrate" in services()["server"]["depends_on"]
+    assert "migrate" in services()["processor"]["depends_on"]
+
+
+def test_the_processor_scales() -> None:
+    processor = services()["processor"]
+    # A fixed name, a published port or a single replica would stop --scale.
+    assert "container_name" not in processor
+    assert "ports" not in processor
+    assert "deploy" not in processor or "replicas" not in processor["deploy"]
+
+
+def test_state_lives_in_named_volumes_and_monitoring_is_mounted() -> None:
+    declared = set(compose()["volumes"])
+    for name in ("postgres", "redis", "prometheus", "grafana"):
+        mounts = services()[name]["volumes"]
+        named = {m.split(":")[0] for m in mounts if not m.startswith(".")}
+        assert named, name
+        assert named <= declared, name
+    assert "./monitoring:/etc/prometheus:ro" in services()["prometheus"]["volumes"]
+    grafana = services()["grafana"]["volumes"]
+    assert "./monitoring/grafana/provisioning:/etc/grafana/provisioning:ro" in grafana
+    assert "./monitoring/grafana/dashboards:/var/lib/grafana/dashboards:ro" in grafana
+
+
+def test_no_password_is_written_into_the_compose_file_without_an_override() -> None:
+    text = COMPOSE_FILE.read_text()
+    for line in text.splitlines():
+        if re.search(r"PASSWORD:\s", line) or "postgresql://" in line:
+            assert "${" in line, line
+
+
+def _dockerfile_instructions() -> list[tuple[str, str]]:
+    text = DOCKERFILE.read_text().replace("\\\n", " ")
+    out = []
+    for line in text.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            word, _, rest = line.strip().partition(" ")
+            out.append((word.upper(), rest.strip()))
+    return out
+
+
+def _final_stage() -> list[tuple[str, str]]:
+    instructions = _dockerfile_instructions()
+    last_from = max(i for i, (word, _) in enumerate(instructions) if word == "FROM")
+    return instructions[last_from:]
+
+
+def test_the_image_runs_as_non_root_with_a_healthcheck_and_no_secret() -> None:
+    final = _final_stage()
+    users = [rest for word, rest in final if word == "USER"]
+    assert users
+    assert users[-1].split(":")[0] not in {"0", "root"}
+    assert any(word == "HEALTHCHECK" for word, _ in final)
+    assert yaml.safe_load(next(rest for word, rest in final if word == "CMD")) == [
+        "python",
+        "-m",
+        "server",
+    ]
+    env = " ".join(rest for word, rest in _dockerfile_instructions() if word in {"ENV", "ARG"})
+    for secret in ("TASKGATE_DATABASE_URL", "TASKGATE_REDIS_URL", "PASSWORD", "SECRET", "TOKEN"):
+        assert secret not in env
+
+
+def test_the_image_holds_every_package_and_exposes_the_default_ports() -> None:
+    copied = " ".join(rest for word, rest in _dockerfile_instructions() if word == "COPY")
+    for package in ("server/", "gateway/", "gen/"):
+        assert package in copied
+    exposed = {int(p) for word, rest in _final_stage() if word == "EXPOSE" for p in rest.split()}
+    assert exposed == set(default_ports().values())
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert "server" not in ignored
+    assert "gateway" not in ignored

@@ -1,0 +1,63 @@
+"""The metric families and label names each process exports: the contract.
+
+tests/e2e/test_observability.py asserts exactly these on the real processes'
+``/metrics`` after real traffic; the dashboard and the rules may use only these
+(tests/monitoring/test_metrics_contract.py). A renamed metric breaks a test.
+"""
+
+from __future__ import annotations
+
+GRPC = {"grpc_type", "grpc_service", "grpc_method"}
+PROCESS_FAMILIES: dict[str, set[str]] = {
+    "process_cpu_seconds_total": set(),
+    "process_resident_memory_bytes": set(),
+    "process_open_fds": set(),
+    "python_info": {"implementation", "major", "minor", "patchlevel", "version"},
+    "python_gc_objects_collected_total": {"generation"},
+}
+TASK_FAMILIES: dict[str, set[str]] = {
+    "tasks_created_total": set(),
+    "tasks_finished_total": {"status"},
+    "tasks_retried_total": {"reason"},
+    "processing_time_seconds_bucket": {"le"},
+    "task_queue_wait_seconds_bucket": {"le"},
+    "task_claim_to_start_seconds_bucket": {"le"},
+    "tasks_queue_depth": set(),
+    "tasks_running": set(),
+    "tasks_oldest_pending_age_seconds": set(),
+}
+DB_FAMILIES: dict[str, set[str]] = {
+    "db_pool_connections_idle": {"pool"},
+    "db_pool_connections_in_use": {"pool"},
+    "db_pool_connections_max": {"pool"},
+    "db_pool_requests_waiting": {"pool"},
+    "db_query_duration_seconds_bucket": {"operation", "le"},
+    "db_query_errors_total": {"operation"},
+}
+SERVER_FAMILIES: dict[str, set[str]] = {
+    "grpc_server_started_total": GRPC,
+    "grpc_server_handled_total": GRPC | {"grpc_code"},
+    "grpc_server_handling_seconds_bucket": GRPC | {"le"},
+    "grpc_server_msg_received_total": GRPC,
+    "grpc_server_msg_sent_total": GRPC,
+    "redis_command_duration_seconds_bucket": {"command", "le"},
+    "redis_command_errors_total": {"command"},
+    "sessions_created_total": set(),
+    "login_failures_total": {"reason"},
+    "rate_limit_refusals_total": {"limit"},
+    **TASK_FAMILIES,
+    **DB_FAMILIES,
+    **PROCESS_FAMILIES,
+}
+PROCESSOR_FAMILIES: dict[str, set[str]] = {
+    **TASK_FAMILIES,
+    "filters_used_total": {"filter"},
+    **DB_FAMILIES,
+    **PROCESS_FAMILIES,
+}
+GATEWAY_FAMILIES: dict[str, set[str]] = {
+    "taskgate_gateway_http_requests_total": {"method", "route", "status"},
+    "taskgate_gateway_http_request_duration_seconds_bucket": {"method", "route", "le"},
+    "taskgate_gateway_http_requests_in_flight": set(),
+    **PROCESS_FAMILIES,
+}
