@@ -3,7 +3,7 @@
 - ``db_query_duration_seconds{operation}`` and ``db_query_errors_total{operation}``:
   each statement of :class:`~server.storage.postgres.database.Database`, by the
   name of its query in ``queries.sql`` (statements sent in one pipeline are
-  named together: ``finish_task+claim_tasks``). The time is what the caller
+  named together: ``claim_tasks+claimed_inputs``). The time is what the caller
   waited: a connection from the pool, then the statement.
 - ``db_pool_connections_idle|in_use|max{pool}`` and ``db_pool_requests_waiting{pool}``:
   read from psycopg_pool's ``get_stats()`` at scrape time (:class:`PoolCollector`).

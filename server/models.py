@@ -122,6 +122,8 @@ class Job:
     attempt: int
     filters: tuple[FilterStep, ...]
     output_format: str
+    input_width: int
+    input_height: int
     request_id: str | None
     created_at: datetime
     started_at: datetime

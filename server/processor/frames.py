@@ -15,7 +15,7 @@ def pack(message: tuple[Any, ...]) -> bytes:
     return HEADER.pack(len(body)) + body
 
 
-def unpack(body: bytes) -> tuple[Any, ...]:
+def unpack(body: bytes | bytearray) -> tuple[Any, ...]:
     message = pickle.loads(body)  # noqa: S301 - written by our own worker process
     assert isinstance(message, tuple)
     return message

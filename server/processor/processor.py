@@ -1,8 +1,13 @@
 """The processor: claims due tasks, runs their pipelines, and finishes them.
 
-- **Claim**: up to the free concurrency in one statement (``FOR UPDATE SKIP
-  LOCKED``, attempts counted and recorded in the same statement), whenever a
-  task becomes pending (LISTEN taskgate_tasks), a slot frees up, a retry's
+- **Exchange**: one loop talks to the queue for the hot path, one round trip
+  at a time: it ends every attempt that finished since its last round trip
+  (one fenced statement for them all, like River's batch completer) and, in
+  the same round trip and transaction, claims up to the free concurrency
+  (``FOR UPDATE SKIP LOCKED``, attempts counted and recorded in the same
+  statement) and reads the claimed tasks' inputs. A busy queue costs about
+  one round trip per task, fewer when endings pile up during one. When idle
+  it claims whenever a task becomes pending (LISTEN taskgate_tasks), a retry's
   backoff ends, or at the latest every ``poll_interval``.
 - **Lease**: one heartbeat statement extends the leases of every running task
   and reports those whose owners asked to cancel (also heard at once on
@@ -46,7 +51,7 @@ from server.processor.workers import (
     WorkerPool,
 )
 from server.storage.postgres.listener import Listener
-from server.storage.postgres.queue import Output, QueueRepository
+from server.storage.postgres.queue import Claimed, Ending, Output, QueueRepository
 
 log = logging.getLogger(__name__)
 
@@ -101,22 +106,25 @@ class Processor:
         self._pool = pool
         self._metrics = metrics
         self._config = config
-        self._running: dict[UUID, Running] = {}
-        self._wake = asyncio.Event()
-        self._slot_freed = asyncio.Event()
+        self._running: dict[UUID, Running] = {}  # the tasks holding a slot
+        self._executing: set[asyncio.Task[None]] = set()
+        self._endings: list[tuple[Ending, asyncio.Future[bool]]] = []
+        self._stir = asyncio.Event()  # the exchange loop has something to do
+        self._wanted = True  # tasks may be due: claim them when slots are free
         self._stopping = False
+        self._closed = False
         self._loops: list[asyncio.Task[None]] = []
-        self._claimer: asyncio.Task[None] | None = None
-        listener.subscribe(PENDING_CHANNEL, lambda _: self._wake.set())
+        self._exchanger: asyncio.Task[None] | None = None
+        listener.subscribe(PENDING_CHANNEL, lambda _: self._want())
         listener.subscribe(CANCEL_CHANNEL, self._cancel_asked)
-        listener.on_reconnect(self._wake.set)
+        listener.on_reconnect(self._want)
 
     @property
     def id(self) -> str:
         return self._queue.owner
 
     def start(self) -> None:
-        self._claimer = asyncio.create_task(self._claim_loop(), name="processor-claim")
+        self._exchanger = asyncio.create_task(self._exchange_loop(), name="processor-exchange")
         self._loops = [
             asyncio.create_task(self._every(self._config.heartbeat_interval, self._heartbeat)),
             asyncio.create_task(self._every(self._config.rescue_interval, self._rescue)),
@@ -128,43 +136,78 @@ class Processor:
     async def stop(self, grace: float) -> None:
         """Stops claiming, waits up to ``grace`` for running tasks, hands back the rest."""
         self._stopping = True
-        self._wake.set()
-        self._slot_freed.set()
-        if self._claimer is not None:
-            await self._claimer
-        running = [r.task for r in self._running.values()]
+        self._stir.set()
+        running = list(self._executing)
         if running:
             _, unfinished = await asyncio.wait(running, timeout=grace)
             for task in unfinished:
                 task.cancel()  # each hands its task back on the way out
             await asyncio.gather(*unfinished, return_exceptions=True)
+        self._closed = True
+        self._stir.set()
+        if self._exchanger is not None:
+            await self._exchanger
         for loop in self._loops:
             loop.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
         await self._pool.close()
         log.info("processor %s stopped", self.id)
 
-    # --- claiming ----------------------------------------------------------------------
+    # --- the exchange loop: endings out, claimed jobs in ---------------------------------
 
-    async def _claim_loop(self) -> None:
-        while not self._stopping:
-            free = self._config.concurrency - len(self._running)
-            if free <= 0:
-                self._slot_freed.clear()
-                await self._slot_freed.wait()
-                continue
-            self._wake.clear()
-            asked = min(free, CLAIM_BATCH_MAX)
-            try:
-                jobs = await self._queue.claim(asked)
-            except TaskgateError as exc:
+    def _want(self) -> None:
+        self._wanted = True
+        self._stir.set()
+
+    async def _exchange_loop(self) -> None:
+        while True:
+            self._stir.clear()
+            endings, self._endings = self._endings, []
+            # The slots of the attempts ending now pass to their successors.
+            free = self._config.concurrency - len(self._running) + len(endings)
+            asked = 0
+            if not self._stopping and (self._wanted or endings):
+                asked = max(0, min(free, CLAIM_BATCH_MAX))
+            if endings or asked:
+                await self._exchange(endings, asked)
+            elif self._closed:
+                return
+            else:
+                idle = free > 0 and not self._stopping
+                if not await self._stirred(await self._idle_time() if idle else None):
+                    self._wanted = True  # a poll: nothing heard, look anyway
+
+    async def _exchange(
+        self, endings: list[tuple[Ending, asyncio.Future[bool]]], asked: int
+    ) -> None:
+        """One round trip: ends ``endings``, claims up to ``asked`` tasks and launches them."""
+        if asked:
+            self._wanted = False  # until a claim comes back full, or news arrives
+        try:
+            ended, claimed = await self._queue.finish([e for e, _ in endings], claim=asked)
+        except TaskgateError as exc:
+            for _, future in endings:
+                if not future.done():
+                    future.set_exception(exc)
+            if asked:
+                self._wanted = True
                 log.warning("claiming tasks failed: %s", exc)
-                await self._sleep(min(self._config.poll_interval, 1.0))
-                continue
-            for job in jobs:
+                await self._stirred(min(self._config.poll_interval, 1.0))
+            return
+        for ending, future in endings:
+            self._running.pop(ending.job.task_id, None)
+            if not future.done():
+                future.set_result(ending.job.task_id in ended)
+        if asked and len(claimed) == asked:
+            self._wanted = True  # there may be more
+        await self._start_all(claimed)
+
+    async def _start_all(self, claimed: list[Claimed]) -> None:
+        for job in claimed:
+            if self._stopping:  # shutdown began while it was claimed: hand it back
+                await self._release(job.job, {"task_id": str(job.job.task_id)})
+            else:
                 self._launch(job)
-            if len(jobs) < asked:
-                await self._sleep(await self._idle_time())
 
     async def _idle_time(self) -> float:
         """How long to wait for a notification: until a backoff ends, or one poll interval."""
@@ -175,19 +218,38 @@ class Processor:
                 wait = min(wait, max(0.0, (due - datetime.now(UTC)).total_seconds()) + 0.005)
         return wait
 
-    async def _sleep(self, seconds: float) -> None:
-        """Waits ``seconds``, or less when woken (a new task, a reconnect, shutdown)."""
-        with contextlib.suppress(TimeoutError):
+    async def _stirred(self, seconds: float | None) -> bool:
+        """Waits for something to do, at most ``seconds``; False when it timed out."""
+        try:
             async with asyncio.timeout(seconds):
-                await self._wake.wait()
+                await self._stir.wait()
+        except TimeoutError:
+            return False
+        return True
 
-    def _launch(self, job: Job) -> None:
+    def _launch(self, claimed: Claimed) -> None:
+        job = claimed.job
         self._metrics.queue_wait.observe(
             max(0.0, (job.started_at - max(job.created_at, job.run_after)).total_seconds())
         )
         control = JobControl()
-        task = asyncio.create_task(self._execute(job, control), name=f"task-{job.task_id}")
+        task = asyncio.create_task(self._execute(claimed, control), name=f"task-{job.task_id}")
         self._running[job.task_id] = Running(job, control, task)
+        self._executing.add(task)
+        task.add_done_callback(self._executing.discard)
+
+    async def _end(self, ending: Ending) -> bool:
+        """Hands the ending to the exchange loop; whether the fence held."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        entry = (ending, future)
+        self._endings.append(entry)
+        self._stir.set()
+        try:
+            return await future
+        except asyncio.CancelledError:
+            with contextlib.suppress(ValueError):
+                self._endings.remove(entry)  # not sent yet: never will be
+            raise
 
     def _cancel_asked(self, payload: str) -> None:
         with contextlib.suppress(ValueError):
@@ -197,22 +259,28 @@ class Processor:
 
     # --- running one task --------------------------------------------------------------
 
-    async def _execute(self, job: Job, control: JobControl) -> None:
+    async def _execute(self, claimed: Claimed, control: JobControl) -> None:
+        job = claimed.job
         context.bind_task(job.task_id, user=job.user_id, request=job.request_id)
-        claimed = time.perf_counter()
+        claimed_at = time.perf_counter()
         fields = {"task_id": str(job.task_id), "attempt": job.attempt, "processor": self.id}
         try:
-            image = await self._queue.input_image(job)
+            image = claimed.image
+            if image is None:  # not read with the claim
+                image = await self._queue.input_image(job)
             if image is None:
                 log.warning("task %s: lease lost before it started", job.task_id,
                             extra={"fields": fields})  # fmt: skip
                 return
             progress = ProgressRecorder(self._queue, job, control, self._lose(job))
-            self._metrics.claim_to_start.observe(time.perf_counter() - claimed)
+            self._metrics.claim_to_start.observe(time.perf_counter() - claimed_at)
             log.info("task %s started: attempt %d, %d filters", job.task_id, job.attempt,
                      len(job.filters), extra={"fields": fields})  # fmt: skip
             started = time.perf_counter()
-            pipeline = Pipeline(image, job.filters, job.output_format, self._config.max_pixels)
+            size = (job.input_width, job.input_height)
+            pipeline = Pipeline(
+                image, job.filters, job.output_format, self._config.max_pixels, size
+            )
             outcome = await self._pool.run(pipeline, control=control, on_progress=progress)
             await progress.flush()
             await self._finish(job, outcome, time.perf_counter() - started, fields)
@@ -224,8 +292,8 @@ class Processor:
             await asyncio.shield(self._release(job, fields))
             raise
         finally:
-            del self._running[job.task_id]
-            self._slot_freed.set()
+            if self._running.pop(job.task_id, None) is not None:
+                self._stir.set()  # a slot freed without an ending (a retry, a hand-back)
 
     def _lose(self, job: Job) -> Callable[[], None]:
         def lost() -> None:
@@ -247,13 +315,13 @@ class Processor:
             case Done():
                 await self._completed(job, outcome, seconds, fields)
             case Failed():
-                if await self._queue.end(job, TaskStatus.FAILED, outcome.message):
+                if await self._end(Ending(job, TaskStatus.FAILED, outcome.message)):
                     self._ended(job, TaskStatus.FAILED, fields, outcome.message)
             case Cancelled():
                 reason = (
                     f"cancelled by its owner after {outcome.done} of {len(job.filters)} filters"
                 )
-                if await self._queue.end(job, TaskStatus.CANCELLED, reason):
+                if await self._end(Ending(job, TaskStatus.CANCELLED, reason)):
                     self._ended(job, TaskStatus.CANCELLED, fields)
             case Crashed():
                 await self._retry(job, outcome.message, fields)
@@ -262,14 +330,7 @@ class Processor:
         self, job: Job, outcome: Done, seconds: float, fields: dict[str, object]
     ) -> None:
         output = Output(outcome.data, outcome.content_type, outcome.width, outcome.height)
-        # The slot this task frees claims its successor in the same round trip.
-        done, successors = await self._queue.complete(job, output, claim=0 if self._stopping else 1)
-        for successor in successors:
-            if self._stopping:  # shutdown began while it was claimed: hand it back
-                await self._release(successor, {"task_id": str(successor.task_id)})
-            else:
-                self._launch(successor)
-        if done:
+        if await self._end(Ending(job, TaskStatus.COMPLETED, output=output)):
             self._metrics.processing_time.observe(seconds)
             for step in job.filters:
                 self._metrics.filters_used.labels(step.name).inc()

@@ -1,13 +1,15 @@
 """A worker process: ``python -m server.processor.worker FD``.
 
-It runs one pipeline at a time for the processor that started it, over the
-socket it inherited as FD:
+It runs pipelines for the processor that started it, over the socket it
+inherited as FD, one batch at a time, one pipeline after the other:
 
-- in:  ``("run", seq, image, steps, format, max_pixels)``, ``("cancel", seq)``
-- out: ``("progress", seq, done)`` after each filter but the last, then one of
+- in:  ``("run", [(seq, image, steps, format, max_pixels), ...])``, ``("cancel", seq)``
+- out: ``("progress", seq, done)`` after each filter but the last, then, once
+  the whole batch has run, ``("ended", [outcome, ...])`` with one of
   ``("done", seq, data, content_type, width, height)``,
   ``("failed", seq, message)`` (the input cannot be processed),
-  ``("cancelled", seq, done)``, ``("error", seq, message)`` (a bug, retryable).
+  ``("cancelled", seq, done)``, ``("error", seq, message)`` (a bug, retryable)
+  for each pipeline.
 
 Between two filters it looks for a cancellation without blocking. It exits
 when the processor closes the socket (or dies: the socket closes with it).
@@ -53,14 +55,21 @@ class Channel:
                 self._cancelled.add(message[1])
         return seq in self._cancelled
 
-    def _read(self, size: int) -> bytes | None:
-        chunks = bytearray()
-        while len(chunks) < size:
-            chunk = self._sock.recv(min(size - len(chunks), 1 << 20))
-            if not chunk:
+    def forget_cancellations(self) -> None:
+        """After a batch: its cancellations are moot now."""
+        self._cancelled.clear()
+
+    def _read(self, size: int) -> bytearray | None:
+        """Exactly ``size`` bytes, received in place (an input image is megabytes)."""
+        buffer = bytearray(size)
+        view = memoryview(buffer)
+        got = 0
+        while got < size:
+            n = self._sock.recv_into(view[got:])
+            if not n:
                 return None
-            chunks += chunk
-        return bytes(chunks)
+            got += n
+        return buffer
 
 
 def run(
@@ -70,7 +79,8 @@ def run(
     steps: Any,
     output_format: str,
     max_pixels: int | None,
-) -> None:
+) -> tuple[Any, ...]:
+    """Runs one pipeline; its outcome message."""
     pipeline = steps_from_json(steps)
 
     def progress(done: int) -> None:
@@ -87,19 +97,19 @@ def run(
             max_pixels=max_pixels,
         )
     except PipelineCancelled as exc:
-        channel.send("cancelled", seq, exc.done)
+        return ("cancelled", seq, exc.done)
     except UnprocessableImage as exc:
-        channel.send("failed", seq, exc.message)
+        return ("failed", seq, exc.message)
     except Exception as exc:  # a bug: reported, and the task retried elsewhere
-        channel.send("error", seq, f"{type(exc).__name__}: {exc}")
-    else:
-        channel.send("done", seq, result.data, result.content_type, result.width, result.height)
+        return ("error", seq, f"{type(exc).__name__}: {exc}")
+    return ("done", seq, result.data, result.content_type, result.width, result.height)
 
 
 def serve(channel: Channel) -> None:
     while (message := channel.recv()) is not None:
         if message[0] == "run":
-            run(channel, *message[1:])
+            channel.send("ended", [run(channel, *job) for job in message[1]])
+            channel.forget_cancellations()
 
 
 def main(argv: list[str]) -> int:

@@ -1,10 +1,11 @@
 """A pool of worker processes for the CPU work, sized to the machine.
 
 Each worker (``server.processor.worker``) is a child process that runs one
-pipeline at a time over a private socketpair and reports progress after each
-filter; a job can be cancelled between two filters. A worker that dies (or
-whose job the processor abandons) is killed and replaced on demand, so a
-crash costs one attempt, never the pool. Workers start lazily, on the first
+batch of pipelines at a time (one pipeline, or a few light ones) over a
+private socketpair and reports progress after each filter; a job can be
+cancelled between two filters, also when the processor abandons it. A worker
+that dies is killed and replaced on demand, so a crash costs one attempt (of
+each task in its batch), never the pool. Workers start lazily, on the first
 jobs.
 
 ``concurrent.futures.ProcessPoolExecutor`` fits neither need: a submitted
@@ -20,13 +21,19 @@ import logging
 import socket
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
-from server.imaging.filters import FilterStep, steps_to_json
+from server.imaging.filters import FilterStep, Size, fit_problem, output_size, steps_to_json
 from server.processor.frames import HEADER, pack, unpack
 
 log = logging.getLogger(__name__)
+
+# A pipeline whose steps each see at most this many pixels runs in well under
+# the time of a trip to a worker process and back (an 8x8 grayscale: ~0.1 ms).
+LIGHT_PIXELS = 64 * 64
+LIGHT_BATCH = 8
 
 
 class WorkerDied(Exception):
@@ -41,6 +48,22 @@ class Pipeline:
     steps: Sequence[FilterStep]
     output_format: str
     max_pixels: int | None = None  # a last check at run time; validation did the first
+    size: Size | None = None  # the input's, when known
+
+    @property
+    def light(self) -> bool:
+        """Whether every step works on at most ``LIGHT_PIXELS`` pixels (needs ``size``)."""
+        if self.size is None:
+            return False
+        size = self.size
+        for step in self.steps:
+            if fit_problem(step, size) is not None:
+                return False  # it fails there: no need to guess
+            after = output_size(step, size)
+            if max(size[0] * size[1], after[0] * after[1]) > LIGHT_PIXELS:
+                return False
+            size = after
+        return True
 
     def message(self) -> tuple[object, ...]:
         return (self.image, steps_to_json(self.steps), self.output_format, self.max_pixels)
@@ -95,9 +118,21 @@ class JobControl:
             send_cancel()
 
 
-class Worker:
-    _seq = itertools.count(1)
+_SEQ = itertools.count(1)
 
+
+@dataclass
+class _Job:
+    """A pipeline handed to a worker, and who waits for its outcome."""
+
+    pipeline: Pipeline
+    control: JobControl
+    on_progress: Callable[[int], None]
+    outcome: asyncio.Future[Outcome]
+    seq: int = field(default_factory=lambda: next(_SEQ))
+
+
+class Worker:
     def __init__(
         self,
         process: asyncio.subprocess.Process,
@@ -128,22 +163,35 @@ class Worker:
         reader, writer = await asyncio.open_unix_connection(sock=ours)
         return cls(process, reader, writer)
 
-    async def run(
-        self, pipeline: Pipeline, *, control: JobControl, on_progress: Callable[[int], None]
-    ) -> Outcome:
-        seq = next(self._seq)
-        self._writer.write(pack(("run", seq, *pipeline.message())))
-        control.bind(lambda: self._writer.write(pack(("cancel", seq))))
+    async def run(self, jobs: Sequence[_Job]) -> None:
+        """Runs ``jobs`` one after the other, in one message each way; sets their outcomes.
+
+        WorkerDied if the process ends first.
+        """
+        by_seq = {job.seq: job for job in jobs}
+        self._writer.write(pack(("run", [(job.seq, *job.pipeline.message()) for job in jobs])))
+        for job in jobs:
+            job.control.bind(partial(self._cancel, job.seq))
         try:
             await self._writer.drain()
             while True:
-                kind, _, *rest = await self._receive()
+                kind, *rest = await self._receive()
                 if kind == "progress":
-                    on_progress(rest[0])
+                    seq, done = rest
+                    by_seq[seq].on_progress(done)
                     continue
-                return _OUTCOMES[kind](*rest)
+                for outcome_kind, seq, *fields in rest[0]:
+                    future = by_seq[seq].outcome
+                    if not future.done():
+                        future.set_result(_OUTCOMES[outcome_kind](*fields))
+                return
         finally:
-            control.bind(None)
+            for job in jobs:
+                job.control.bind(None)
+
+    def _cancel(self, seq: int) -> None:
+        if not self._writer.is_closing():
+            self._writer.write(pack(("cancel", seq)))
 
     async def _receive(self) -> tuple[Any, ...]:
         try:
@@ -179,33 +227,77 @@ _OUTCOMES: dict[object, Callable[..., Outcome]] = {
 
 
 class WorkerPool:
+    """Runs pipelines in up to ``size`` worker processes, one batch per worker at a time.
+
+    A light pipeline (see :attr:`Pipeline.light`) runs in less time than a trip to
+    a worker and back, so the light ones handed over at the same moment (the
+    tasks of one claim) travel together, up to ``LIGHT_BATCH`` in one message
+    to one worker, and their outcomes come back together. Any other pipeline
+    gets a worker of its own.
+    """
+
     def __init__(self, *, size: int) -> None:
         self.size = size
         self._slots = asyncio.Semaphore(size)
         self._idle: list[Worker] = []
         self._busy: set[Worker] = set()
+        self._light: list[_Job] = []
+        self._batches: set[asyncio.Task[None]] = set()
         self._closed = False
 
     async def run(
         self, pipeline: Pipeline, *, control: JobControl, on_progress: Callable[[int], None]
     ) -> Outcome:
         """Runs a pipeline in a worker; WorkerDied if its process ends mid-job."""
-        async with self._slots:
-            if self._closed:
-                raise RuntimeError("the worker pool is closed")
-            worker = self._idle.pop() if self._idle else await Worker.spawn()
-            self._busy.add(worker)
-            healthy = False
-            try:
-                outcome = await worker.run(pipeline, control=control, on_progress=on_progress)
-                healthy = True
-                return outcome
-            finally:
-                self._busy.discard(worker)
-                if healthy and not self._closed:
-                    self._idle.append(worker)
-                else:  # died, or abandoned mid-job: its state is unknown
-                    await asyncio.shield(worker.close(kill=True))
+        if self._closed:
+            raise RuntimeError("the worker pool is closed")
+        job = _Job(pipeline, control, on_progress, asyncio.get_running_loop().create_future())
+        if pipeline.light:
+            if not self._light:  # the others handed over now join it before it leaves
+                asyncio.get_running_loop().call_soon(self._send_light)
+            self._light.append(job)
+        else:
+            self._start([job])
+        try:
+            return await asyncio.shield(job.outcome)
+        except asyncio.CancelledError:
+            control.cancel()  # abandoned: the worker stops it at the next filter
+            raise
+
+    def _send_light(self) -> None:
+        light, self._light = self._light, []
+        for start in range(0, len(light), LIGHT_BATCH):
+            self._start(light[start : start + LIGHT_BATCH])
+
+    def _start(self, jobs: list[_Job]) -> None:
+        batch = asyncio.create_task(self._run_batch(jobs))
+        self._batches.add(batch)
+        batch.add_done_callback(self._batches.discard)
+
+    async def _run_batch(self, jobs: list[_Job]) -> None:
+        healthy = False
+        try:
+            async with self._slots:
+                if self._closed:
+                    raise RuntimeError("the worker pool is closed")
+                worker = self._idle.pop() if self._idle else await Worker.spawn()
+                self._busy.add(worker)
+                try:
+                    await worker.run(jobs)
+                    healthy = True
+                finally:
+                    self._busy.discard(worker)
+                    if healthy and not self._closed:
+                        self._idle.append(worker)
+                    else:  # died, or closed mid-job: its state is unknown
+                        await asyncio.shield(worker.close(kill=True))
+        except Exception as exc:
+            for job in jobs:
+                if not job.outcome.done():
+                    job.outcome.set_exception(exc)
+        finally:
+            for job in jobs:
+                job.outcome.cancel()  # no-op once set
 
     async def close(self) -> None:
         """Stops every worker: idle ones cleanly, busy ones (abandoned jobs) at once."""
@@ -213,3 +305,4 @@ class WorkerPool:
         idle, self._idle = self._idle, []
         busy = list(self._busy)
         await asyncio.gather(*(w.close() for w in idle), *(w.close(kill=True) for w in busy))
+        await asyncio.gather(*self._batches, return_exceptions=True)

@@ -17,9 +17,10 @@ from psycopg.types.json import Jsonb
 
 from server.config import Settings
 from server.imaging.filters import FilterStep
+from server.models import TaskStatus
 from server.processor.workers import Done, Failed, JobControl, Pipeline, WorkerDied, WorkerPool
 from server.storage.postgres.database import Database, create_pool
-from server.storage.postgres.queue import Output, QueueRepository
+from server.storage.postgres.queue import Ending, Output, QueueRepository
 from taskgate.v1 import task_service_pb2 as pb
 from tests.conftest import ROOT
 from tests.support.clients import Tasks, blur, grayscale, task_user
@@ -138,14 +139,16 @@ async def test_only_the_lease_holder_can_finish_a_task(
     try:
         holder = QueueRepository(database=database, owner="holder", lease=30)
         intruder = QueueRepository(database=database, owner="intruder", lease=30)
-        (job,) = await holder.claim(5)
+        (claimed,) = await holder.claim(5)
+        assert claimed.image is not None  # read in the claim's round trip
         assert await holder.claim(5) == []  # nothing else is due
-        output = Output(b"x", "image/png", 1, 1)
-        assert await intruder.complete(job, output) == (False, [])
+        job = claimed.job
+        ending = Ending(job, TaskStatus.COMPLETED, output=Output(b"x", "image/png", 1, 1))
+        assert await intruder.finish([ending]) == (set(), [])
         assert await intruder.record_progress(job, 1) is None
         assert await intruder.extend_leases([job.task_id]) == []
-        assert await holder.complete(job, output) == (True, [])
-        assert await holder.complete(job, output) == (False, [])  # exactly once
+        assert await holder.finish([ending]) == ({job.task_id}, [])
+        assert await holder.finish([ending]) == (set(), [])  # exactly once
     finally:
         await database.close()
     cursor = await db.execute("SELECT status, progress FROM tasks WHERE id = %s", (task_id,))
@@ -153,11 +156,10 @@ async def test_only_the_lease_holder_can_finish_a_task(
     assert await attempts_of(db, task_id) == [(1, "completed")]
 
 
-async def test_a_completion_claims_the_next_task_in_the_same_round_trip(
+async def test_endings_claim_the_next_tasks_with_their_inputs_in_the_same_round_trip(
     settings: Settings, db: psycopg.AsyncConnection[TupleRow]
 ) -> None:
-    _, first = await pending_task(settings)
-    _, second = await pending_task(settings)
+    first, second, third = [(await pending_task(settings))[1] for _ in range(3)]
     pool = create_pool(
         settings.database_url.reveal(), min_size=1, max_size=1, timeout=2, reconnect_timeout=2
     )
@@ -165,21 +167,32 @@ async def test_a_completion_claims_the_next_task_in_the_same_round_trip(
     database = Database(pool=pool, timeout=2)
     try:
         queue = QueueRepository(database=database, owner="one", lease=30)
-        (job,) = await queue.claim(1)
-        assert str(job.task_id) == first
-        done, successors = await queue.complete(job, Output(b"x", "image/png", 1, 1), claim=1)
-        assert done
-        assert [str(s.task_id) for s in successors] == [second]
-        assert successors[0].attempt == 1
-        assert await queue.complete(successors[0], Output(b"y", "image/png", 1, 1), claim=1) == (
-            True,
-            [],
-        )
+        claimed = await queue.claim(2)
+        assert [str(c.job.task_id) for c in claimed] == [first, second]
+        done = Ending(claimed[0].job, TaskStatus.COMPLETED, output=Output(b"x", "image/png", 1, 1))
+        failed = Ending(claimed[1].job, TaskStatus.FAILED, "no good")
+        ended, successors = await queue.finish([done, failed], claim=2)
+        assert ended == {claimed[0].job.task_id, claimed[1].job.task_id}
+        assert [str(s.job.task_id) for s in successors] == [third]
+        assert successors[0].job.attempt == 1
+        input_image = await queue.input_image(successors[0].job)
+        assert input_image is not None
+        assert successors[0].image == input_image
+        cancelled = Ending(successors[0].job, TaskStatus.CANCELLED, "asked")
+        assert await queue.finish([cancelled], claim=1) == ({successors[0].job.task_id}, [])
     finally:
         await database.close()
-    cursor = await db.execute("SELECT status FROM tasks ORDER BY created_at")
-    assert await cursor.fetchall() == [("completed",), ("completed",)]
-    assert await attempts_of(db, second) == [(1, "completed")]
+    cursor = await db.execute(
+        "SELECT status, progress, error, result_size_bytes FROM tasks ORDER BY created_at"
+    )
+    assert await cursor.fetchall() == [
+        ("completed", 1, None, 1),
+        ("failed", 0, "no good", None),
+        ("cancelled", 0, "asked", None),
+    ]
+    assert await attempts_of(db, first) == [(1, "completed")]
+    assert await attempts_of(db, second) == [(1, "failed")]
+    assert await attempts_of(db, third) == [(1, "cancelled")]
 
 
 async def test_shutdown_hands_running_tasks_back(
@@ -254,6 +267,27 @@ async def test_a_dead_worker_process_costs_one_attempt_not_the_pool() -> None:
             on_progress=lambda n: None,
         )
         assert isinstance(bad, Failed)
+    finally:
+        await pool.close()
+
+
+async def test_light_pipelines_handed_over_together_share_one_worker_trip() -> None:
+    pool = WorkerPool(size=2)
+    tiny = Pipeline(image_bytes(8, 8), [FilterStep("grayscale", {})], "png", size=(8, 8))
+    grow = FilterStep("resize", {"width": 512, "height": 512})
+    assert tiny.light
+    assert not Pipeline(tiny.image, [grow], "png", size=(8, 8)).light
+    assert not Pipeline(tiny.image, tiny.steps, "png").light  # size unknown
+    bad = Pipeline(b"not an image", tiny.steps, "png", size=(8, 8))
+    try:
+        outcomes = await asyncio.gather(
+            *(
+                pool.run(pipeline, control=JobControl(), on_progress=lambda n: None)
+                for pipeline in (tiny, bad, tiny)
+            )
+        )
+        assert [type(outcome) for outcome in outcomes] == [Done, Failed, Done]
+        assert len(pool._idle) == 1  # one worker ran the three, in one message each way
     finally:
         await pool.close()
 

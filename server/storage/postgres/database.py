@@ -127,16 +127,17 @@ class Database:
         return await self._run(query, run)
 
     async def fetch_all_pipelined(
-        self, statements: Sequence[tuple[str, Params, Callable[..., Any]]]
+        self, statements: Sequence[tuple[str, Params, Callable[..., Any]]], *, binary: bool = False
     ) -> list[list[Any]]:
-        """Runs statements in one round trip (libpq pipeline mode), each committed on its
-        own as it comes; returns each one's rows."""
+        """Runs statements in one round trip (libpq pipeline mode) and one transaction
+        (a single Sync ends the pipeline: a failing statement undoes them all); returns
+        each one's rows (in binary format with ``binary``)."""
 
         async def run(conn: AsyncConnection[Any]) -> list[list[Any]]:
             cursors = []
             async with conn.pipeline():
                 for query, params, row in statements:
-                    cursor = conn.cursor(row_factory=kwargs_row(row))
+                    cursor = conn.cursor(row_factory=kwargs_row(row), binary=binary)
                     await cursor.execute(QUERIES[query], params)
                     cursors.append(cursor)
             return [await cursor.fetchall() for cursor in cursors]

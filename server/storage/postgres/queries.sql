@@ -117,15 +117,19 @@ WITH due AS (
         updated_at = now()
     FROM due
     WHERE id = due_id
-    RETURNING id, attempts, filters, output_format, request_id, created_at, started_at, run_after,
-              user_id
+    RETURNING id, attempts, filters, output_format, input_width, input_height, request_id,
+              created_at, started_at, run_after, user_id
 ), recorded AS (
     INSERT INTO task_attempts (task_id, attempt, processor_id, started_at)
     SELECT id, attempts, %(owner)s, started_at FROM claimed
+), noted AS (
+    -- For claimed_inputs, later in the same transaction.
+    SELECT set_config('taskgate.claimed', coalesce(array_agg(id)::text, '{}'), true)
+    FROM claimed
 )
-SELECT id AS task_id, attempts AS attempt, filters, output_format, request_id,
-       created_at, started_at, run_after, user_id
-FROM claimed
+SELECT id AS task_id, attempts AS attempt, filters, output_format, input_width, input_height,
+       request_id, created_at, started_at, run_after, user_id
+FROM claimed CROSS JOIN noted
 ORDER BY run_after, created_at;
 
 -- name: next_run_after
@@ -148,35 +152,59 @@ WHERE id = %(id)s AND lease_owner = %(owner)s AND attempts = %(attempt)s
   AND status = 'running'
 RETURNING cancel_requested;
 
--- name: finish_task
--- The attempt ends the task: COMPLETED with its result, FAILED (its input
--- cannot be processed) or CANCELLED (its owner asked, and it stopped between
--- two filters); the attempt row is closed with the same outcome.
-WITH finished AS (
+-- name: claimed_inputs
+-- The inputs of the tasks claim_tasks claimed earlier in this transaction
+-- (it notes their ids in the transaction-local setting taskgate.claimed): run
+-- in the same pipeline as the claim, it saves a round trip per task without
+-- the claim itself reading image bytes. The claim's row locks fence them
+-- until the commit.
+SELECT id AS task_id, input_image AS image
+FROM tasks
+WHERE id = ANY(nullif(current_setting('taskgate.claimed', true), '')::uuid[]);
+
+-- name: finish_tasks
+-- Attempts end their tasks, many in one statement (the unnest arrays run in
+-- parallel, one element per task): COMPLETED with the result, FAILED (the
+-- input cannot be processed) or CANCELLED (its owner asked, and it stopped
+-- between two filters); each attempt row is closed with the same outcome.
+-- Returns the tasks whose fence held. The images go in binary (%(images)b): a
+-- list of bytes would otherwise travel as hex text, twice the size.
+WITH ending AS (
+    SELECT *
+    FROM unnest(
+        %(ids)s::uuid[], %(attempts)s::int[], %(statuses)s::text[], %(errors)s::text[],
+        %(images)b::bytea[], %(content_types)s::text[], %(widths)s::int[], %(heights)s::int[]
+    ) AS e(id, attempt, status, error, image, content_type, width, height)
+), finished AS (
     UPDATE tasks
-    SET status = %(status)s::text,
-        progress = CASE WHEN %(status)s::text = 'completed'
-                        THEN jsonb_array_length(filters) ELSE progress END,
-        result_image = %(image)s,
-        result_content_type = %(content_type)s,
-        result_width = %(width)s,
-        result_height = %(height)s,
-        result_size_bytes = %(size_bytes)s,
-        error = %(error)s,
+    SET status = e.status,
+        progress = CASE WHEN e.status = 'completed'
+                        THEN jsonb_array_length(tasks.filters) ELSE tasks.progress END,
+        result_image = e.image,
+        result_content_type = e.content_type,
+        result_width = e.width,
+        result_height = e.height,
+        result_size_bytes = length(e.image),
+        error = e.error,
         lease_owner = NULL,
         lease_expires_at = NULL,
         finished_at = now(),
         updated_at = now()
-    WHERE id = %(id)s AND lease_owner = %(owner)s AND attempts = %(attempt)s
-      AND status = 'running'
-    RETURNING id, attempts, finished_at
+    FROM ending AS e
+    -- %(running)s is 'running', as a parameter: a literal would let the cached
+    -- plan of this prepared statement scan tasks_lease_expiry_idx, whose dead
+    -- entries (every task that ever ran, until a vacuum) make it slower with
+    -- every task, instead of looking each id up in the primary key.
+    WHERE tasks.id = e.id AND tasks.lease_owner = %(owner)s AND tasks.attempts = e.attempt
+      AND tasks.status = %(running)s::text
+    RETURNING tasks.id, tasks.attempts, tasks.finished_at, e.status, e.error
 ), closed AS (
     UPDATE task_attempts
-    SET ended_at = finished.finished_at, outcome = %(status)s, error = %(error)s
+    SET ended_at = finished.finished_at, outcome = finished.status, error = finished.error
     FROM finished
     WHERE task_id = finished.id AND attempt = finished.attempts
 )
-SELECT count(*) AS n FROM finished;
+SELECT id AS task_id FROM finished;
 
 -- name: requeue_task
 -- The attempt gives the task back: after a retryable error (outcome 'error',

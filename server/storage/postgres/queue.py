@@ -1,12 +1,14 @@
 """The task queue in Postgres, as processors use it.
 
 Claims take due tasks with ``FOR UPDATE SKIP LOCKED`` and count the attempt in
-the same statement; every later change is fenced on the job's lease (owner,
+the same statement (their inputs are read in the same round trip, by a
+statement of their own); every later change is fenced on the job's lease (owner,
 attempt, still running), so a processor that lost its lease can change nothing.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -52,6 +54,31 @@ class Output:
     height: int
 
 
+@dataclass(frozen=True, slots=True)
+class Ending:
+    """How an attempt ends its task: COMPLETED with an output, FAILED or CANCELLED
+    with the reason."""
+
+    job: Job
+    status: TaskStatus
+    error: str | None = None
+    output: Output | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A claimed job and its input (None if it could not be read with the claim)."""
+
+    job: Job
+    image: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Input:
+    task_id: UUID
+    image: bytes
+
+
 def _value(**columns: Any) -> Any:
     (value,) = columns.values()
     return value
@@ -67,10 +94,10 @@ class QueueRepository:
     def _fence(self, job: Job) -> dict[str, Any]:
         return {"id": job.task_id, "owner": self.owner, "attempt": job.attempt}
 
-    async def claim(self, limit: int) -> list[Job]:
-        return await self._db.fetch_all(
-            "claim_tasks", {"limit": limit, "owner": self.owner, "lease": self._lease}, _job
-        )
+    async def claim(self, limit: int) -> list[Claimed]:
+        """Claims up to ``limit`` due tasks, with their inputs, in one round trip."""
+        _, claimed = await self.finish([], claim=limit)
+        return claimed
 
     async def next_run_after(self) -> datetime | None:
         """When the next task waiting out a backoff becomes due; None when none waits."""
@@ -91,37 +118,47 @@ class QueueRepository:
         )
         return cancel
 
-    async def complete(self, job: Job, output: Output, *, claim: int = 0) -> tuple[bool, list[Job]]:
-        """Stores the result (False when the lease is lost: someone else owns the task
-        now) and, in the same round trip, claims up to ``claim`` more tasks."""
-        finish = (
-            "finish_task",
-            self._finish_params(job, TaskStatus.COMPLETED, None, output),
-            _value,
-        )
+    async def finish(
+        self, endings: Sequence[Ending], *, claim: int = 0
+    ) -> tuple[set[UUID], list[Claimed]]:
+        """Ends attempts and claims up to ``claim`` more tasks, in one round trip and
+        one transaction (libpq pipeline mode): the slots the ended tasks free are taken
+        by their successors as they free up.
+
+        Returns the tasks that ended (an attempt whose lease was lost ends nothing:
+        someone else owns its task now) and the claimed jobs with their inputs.
+        """
+        statements: list[tuple[str, dict[str, Any], Callable[..., Any]]] = []
+        if endings:
+            statements.append(("finish_tasks", self._endings(endings), _value))
+        if claim > 0:
+            owner = {"owner": self.owner}
+            limits = {"limit": claim, "lease": self._lease}
+            statements.append(("claim_tasks", {**owner, **limits}, _job))
+            statements.append(("claimed_inputs", owner, _Input))
+        if not statements:
+            return set(), []
+        results = await self._db.fetch_all_pipelined(statements, binary=True)
+        ended: set[UUID] = set(results[0]) if endings else set()
         if claim <= 0:
-            return bool(await self._db.fetch_one(*finish)), []
-        claimed = ("claim_tasks", {"limit": claim, "owner": self.owner, "lease": self._lease}, _job)
-        (finished,), jobs = await self._db.fetch_all_pipelined([finish, claimed])
-        return bool(finished), jobs
+            return ended, []
+        jobs, inputs = results[-2:]
+        images = {i.task_id: i.image for i in inputs}
+        return ended, [Claimed(job, images.get(job.task_id)) for job in jobs]
 
-    async def end(self, job: Job, status: TaskStatus, error: str) -> bool:
-        """Ends the task FAILED or CANCELLED; False when the lease is lost."""
-        params = self._finish_params(job, status, error, None)
-        return bool(await self._db.fetch_one("finish_task", params, _value))
-
-    def _finish_params(
-        self, job: Job, status: TaskStatus, error: str | None, output: Output | None
-    ) -> dict[str, Any]:
+    def _endings(self, endings: Sequence[Ending]) -> dict[str, Any]:
+        outputs = [ending.output for ending in endings]
         return {
-            **self._fence(job),
-            "status": status.value,
-            "error": error,
-            "image": None if output is None else output.data,
-            "content_type": None if output is None else output.content_type,
-            "width": None if output is None else output.width,
-            "height": None if output is None else output.height,
-            "size_bytes": None if output is None else len(output.data),
+            "owner": self.owner,
+            "running": TaskStatus.RUNNING.value,
+            "ids": [ending.job.task_id for ending in endings],
+            "attempts": [ending.job.attempt for ending in endings],
+            "statuses": [ending.status.value for ending in endings],
+            "errors": [ending.error for ending in endings],
+            "images": [None if o is None else o.data for o in outputs],
+            "content_types": [None if o is None else o.content_type for o in outputs],
+            "widths": [None if o is None else o.width for o in outputs],
+            "heights": [None if o is None else o.height for o in outputs],
         }
 
     async def retry(self, job: Job, error: str, *, delay: float) -> TaskStatus | None:
