@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -160,11 +161,7 @@ def _save(s: Session, task_id: str, output: str | None) -> None:
 
 
 def status(s: Session, args: argparse.Namespace) -> None:
-    task = s.client.task(args.task_id)
-    if s.json:
-        emit_json(as_dict(task))
-    else:
-        print(task_details(task))
+    _show(s, s.client.task(args.task_id), task_details)
 
 
 def watch(s: Session, args: argparse.Namespace) -> int:
@@ -181,11 +178,14 @@ def result(s: Session, args: argparse.Namespace) -> None:
 
 
 def cancel(s: Session, args: argparse.Namespace) -> None:
-    task = s.client.cancel(args.task_id)
+    _show(s, s.client.cancel(args.task_id), task_line)
+
+
+def _show(s: Session, task: task_pb.Task, text: Callable[[task_pb.Task], str]) -> None:
     if s.json:
         emit_json(as_dict(task))
     else:
-        print(task_line(task))
+        print(text(task))
 
 
 def list_tasks(s: Session, args: argparse.Namespace) -> None:

@@ -20,6 +20,7 @@ from google.protobuf.message import Message
 from gateway import transcode
 from taskgate.v1 import session_service_pb2, task_service_pb2, user_service_pb2
 from tests.gateway.shapes import service_descriptor
+from tests.support.json_values import without_nulls
 
 FD = descriptor.FieldDescriptor
 _INTS = {
@@ -148,14 +149,6 @@ def _fill_field(message: Message, field: Any, variant: int, depth: int) -> None:
         value.SetInParent()
 
 
-def _without_nulls(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_without_nulls(v) for v in value]
-    return value
-
-
 def _same_json(ours: Any, theirs: Any) -> bool:
     # NaN != NaN: compare the JSON texts of both, keys sorted
     return json.dumps(ours, sort_keys=True) == json.dumps(theirs, sort_keys=True)
@@ -171,8 +164,8 @@ def test_compiled_json_matches_json_format(
         _fill(message, variant)
     reference = json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
     ours = transcode.to_dict(message)
-    assert _same_json(_without_nulls(ours), reference)
-    assert _same_json(_without_nulls(json.loads(transcode.to_json(message))), reference)
+    assert _same_json(without_nulls(ours), reference)
+    assert _same_json(without_nulls(json.loads(transcode.to_json(message))), reference)
     # every field is written: the unset message fields too, as null
     written = {f.json_name for f in message_type.fields if f.containing_oneof is None}
     assert written <= set(ours)

@@ -18,6 +18,7 @@ from gateway.openapi import _summary, product_comments
 from server.config import ConfigError
 from taskgate.v1 import task_service_pb2, user_service_pb2
 from tests.gateway.shapes import message_class, service_descriptor
+from tests.support.json_values import without_nulls
 
 
 def test_settings_defaults_and_overrides() -> None:
@@ -215,14 +216,6 @@ def test_product_comments() -> None:
     assert _summary("Does a thing. Then more.\n\nDetails.") == "Does a thing"
 
 
-def _without_nulls(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_without_nulls(v) for v in value]
-    return value
-
-
 def _populated_echo() -> Any:
     echo = message_class("EchoRequest")(
         id="i",
@@ -259,7 +252,7 @@ def test_to_dict_matches_json_format() -> None:
     response = message_class("EchoResponse")(request=echo, metadata={"a": "b"})
     for message in (echo, task, response, message_class("EchoRequest")(), duration_pb2.Duration()):
         reference = json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
-        assert _without_nulls(transcode.to_dict(message)) == reference
+        assert without_nulls(transcode.to_dict(message)) == reference
     out = transcode.to_dict(response)
     assert out["unset"] is None
     assert out["request"]["nested"]["deeper"] == {"name": "d"}
