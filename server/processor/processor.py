@@ -107,7 +107,7 @@ class Running:
     control: JobControl
     task: asyncio.Task[None]
     light: bool  # it holds a slot for less than a round trip
-    executing: bool = False  # False while it waits for a slot (prefetched)
+    waiting: bool = False  # for a slot (prefetched)
     lost: bool = False
 
 
@@ -158,7 +158,7 @@ class Processor:
         self._stopping = True
         self._stir.set()
         for held in self._running.values():
-            if not held.executing:
+            if held.waiting:
                 held.task.cancel()  # prefetched: hand it back at once
         running = list(self._executing)
         if running:
@@ -304,8 +304,10 @@ class Processor:
                             extra={"fields": fields})  # fmt: skip
                 return
             progress = ProgressRecorder(self._queue, job, control, self._lose(job))
-            ran = await self._run(job, image, control, progress, claimed_at, fields)
-            if ran is None:  # shutdown began while it waited for a slot
+            ran = None
+            if not self._stopping:
+                ran = await self._run(job, image, control, progress, claimed_at, fields)
+            if ran is None:  # shutdown began before it had a slot
                 await self._release(job, fields)
                 return
             await progress.flush()
@@ -336,10 +338,12 @@ class Processor:
         The slot is freed as soon as the pipeline returns: the next job starts
         while this one's ending travels to the database.
         """
+        running = self._running.get(job.task_id)
+        if running is not None:
+            running.waiting = True
         async with self._slots:
-            running = self._running.get(job.task_id)
             if running is not None:
-                running.executing = True
+                running.waiting = False
             if self._stopping:
                 return None
             if control.cancelled:  # asked (or the lease lost) while it waited: never runs
