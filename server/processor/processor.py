@@ -9,6 +9,17 @@
   one round trip per task, fewer when endings pile up during one. When idle
   it claims whenever a task becomes pending (LISTEN taskgate_tasks), a retry's
   backoff ends, or at the latest every ``poll_interval``.
+- **Prefetch**: while every task it holds is light (a pipeline that runs in
+  less time than a round trip, see ``workers.is_light``), the exchange claims
+  up to ``prefetch`` tasks beyond the free concurrency. They are RUNNING in the
+  database (leased, heartbeat, attempt recorded, cancellable) but wait in
+  memory for a slot: when a worker returns, the next tasks go to it at once
+  while the endings and the next claim travel to Postgres, so the worker trip
+  and the database trip overlap instead of alternating. At most
+  ``concurrency`` tasks execute at once. A prefetched task's ``started_at``
+  (set by the claim) is early by the light work it waited behind, a few
+  milliseconds; behind heavy work nothing is prefetched, so a task never shows
+  RUNNING for long while it waits, and other processors can take it.
 - **Lease**: one heartbeat statement extends the leases of every running task
   and reports those whose owners asked to cancel (also heard at once on
   LISTEN taskgate_task_cancel). A job whose lease was lost is abandoned: the
@@ -49,6 +60,7 @@ from server.processor.workers import (
     Pipeline,
     WorkerDied,
     WorkerPool,
+    is_light,
 )
 from server.storage.postgres.listener import Listener
 from server.storage.postgres.queue import Claimed, Ending, Output, QueueRepository
@@ -71,6 +83,11 @@ class ProcessorConfig:
     max_pixels: int | None = None
     prune_interval: float = 60.0
     stats_interval: float = 5.0
+    prefetch: int | None = None  # claimed ahead behind light work; None: concurrency
+
+    @property
+    def ahead(self) -> int:
+        return self.concurrency if self.prefetch is None else max(0, self.prefetch)
 
     @property
     def heartbeat_interval(self) -> float:
@@ -89,6 +106,8 @@ class Running:
     job: Job
     control: JobControl
     task: asyncio.Task[None]
+    light: bool  # it holds a slot for less than a round trip
+    waiting: bool = False  # for a slot (prefetched)
     lost: bool = False
 
 
@@ -106,7 +125,8 @@ class Processor:
         self._pool = pool
         self._metrics = metrics
         self._config = config
-        self._running: dict[UUID, Running] = {}  # the tasks holding a slot
+        self._running: dict[UUID, Running] = {}  # the tasks claimed, executing or waiting
+        self._slots = asyncio.Semaphore(config.concurrency)  # the tasks executing
         self._executing: set[asyncio.Task[None]] = set()
         self._endings: list[tuple[Ending, asyncio.Future[bool]]] = []
         self._stir = asyncio.Event()  # the exchange loop has something to do
@@ -137,6 +157,9 @@ class Processor:
         """Stops claiming, waits up to ``grace`` for running tasks, hands back the rest."""
         self._stopping = True
         self._stir.set()
+        for held in self._running.values():
+            if held.waiting:
+                held.task.cancel()  # prefetched: hand it back at once
         running = list(self._executing)
         if running:
             _, unfinished = await asyncio.wait(running, timeout=grace)
@@ -164,7 +187,7 @@ class Processor:
             self._stir.clear()
             endings, self._endings = self._endings, []
             # The slots of the attempts ending now pass to their successors.
-            free = self._config.concurrency - len(self._running) + len(endings)
+            free = self._capacity() - len(self._running) + len(endings)
             asked = 0
             if not self._stopping and (self._wanted or endings):
                 asked = max(0, min(free, CLAIM_BATCH_MAX))
@@ -176,6 +199,13 @@ class Processor:
                 idle = free > 0 and not self._stopping
                 if not await self._stirred(await self._idle_time() if idle else None):
                     self._wanted = True  # a poll: nothing heard, look anyway
+
+    def _capacity(self) -> int:
+        """How many tasks to hold: the concurrency, plus the prefetch behind light work."""
+        held = self._running.values()
+        if held and all(r.light for r in held):
+            return self._config.concurrency + self._config.ahead
+        return self._config.concurrency
 
     async def _exchange(
         self, endings: list[tuple[Ending, asyncio.Future[bool]]], asked: int
@@ -234,7 +264,8 @@ class Processor:
         )
         control = JobControl()
         task = asyncio.create_task(self._execute(claimed, control), name=f"task-{job.task_id}")
-        self._running[job.task_id] = Running(job, control, task)
+        size = (job.input_width, job.input_height)
+        self._running[job.task_id] = Running(job, control, task, is_light(job.filters, size))
         self._executing.add(task)
         task.add_done_callback(self._executing.discard)
 
@@ -273,17 +304,14 @@ class Processor:
                             extra={"fields": fields})  # fmt: skip
                 return
             progress = ProgressRecorder(self._queue, job, control, self._lose(job))
-            self._metrics.claim_to_start.observe(time.perf_counter() - claimed_at)
-            log.info("task %s started: attempt %d, %d filters", job.task_id, job.attempt,
-                     len(job.filters), extra={"fields": fields})  # fmt: skip
-            started = time.perf_counter()
-            size = (job.input_width, job.input_height)
-            pipeline = Pipeline(
-                image, job.filters, job.output_format, self._config.max_pixels, size
-            )
-            outcome = await self._pool.run(pipeline, control=control, on_progress=progress)
+            ran = None
+            if not self._stopping:
+                ran = await self._run(job, image, control, progress, claimed_at, fields)
+            if ran is None:  # shutdown began before it had a slot
+                await self._release(job, fields)
+                return
             await progress.flush()
-            await self._finish(job, outcome, time.perf_counter() - started, fields)
+            await self._finish(job, *ran, fields)
         except WorkerDied as exc:
             await self._retry(job, str(exc), fields)
         except TaskgateError as exc:  # the database: the lease runs out and the task is rescued
@@ -294,6 +322,42 @@ class Processor:
         finally:
             if self._running.pop(job.task_id, None) is not None:
                 self._stir.set()  # a slot freed without an ending (a retry, a hand-back)
+
+    async def _run(
+        self,
+        job: Job,
+        image: bytes,
+        control: JobControl,
+        progress: ProgressRecorder,
+        claimed_at: float,
+        fields: dict[str, object],
+    ) -> tuple[Outcome, float] | None:
+        """Runs the pipeline in one of the ``concurrency`` slots once one is free (a
+        prefetched job waits here): its outcome and time, None if shutdown began first.
+
+        The slot is freed as soon as the pipeline returns: the next job starts
+        while this one's ending travels to the database.
+        """
+        running = self._running.get(job.task_id)
+        if running is not None:
+            running.waiting = True
+        async with self._slots:
+            if running is not None:
+                running.waiting = False
+            if self._stopping:
+                return None
+            if control.cancelled:  # asked (or the lease lost) while it waited: never runs
+                return Cancelled(0), 0.0
+            self._metrics.claim_to_start.observe(time.perf_counter() - claimed_at)
+            log.info("task %s started: attempt %d, %d filters", job.task_id, job.attempt,
+                     len(job.filters), extra={"fields": fields})  # fmt: skip
+            started = time.perf_counter()
+            size = (job.input_width, job.input_height)
+            pipeline = Pipeline(
+                image, job.filters, job.output_format, self._config.max_pixels, size
+            )
+            outcome = await self._pool.run(pipeline, control=control, on_progress=progress)
+            return outcome, time.perf_counter() - started
 
     def _lose(self, job: Job) -> Callable[[], None]:
         def lost() -> None:

@@ -40,6 +40,18 @@ class WorkerDied(Exception):
     """The worker process ended in the middle of a job."""
 
 
+def is_light(steps: Sequence[FilterStep], size: Size) -> bool:
+    """Whether every step, from an input of ``size``, works on at most ``LIGHT_PIXELS`` pixels."""
+    for step in steps:
+        if fit_problem(step, size) is not None:
+            return False  # it fails there: no need to guess
+        after = output_size(step, size)
+        if max(size[0] * size[1], after[0] * after[1]) > LIGHT_PIXELS:
+            return False
+        size = after
+    return True
+
+
 @dataclass(frozen=True, slots=True)
 class Pipeline:
     """What a worker runs: an image through steps, encoded as ``output_format``."""
@@ -53,17 +65,7 @@ class Pipeline:
     @property
     def light(self) -> bool:
         """Whether every step works on at most ``LIGHT_PIXELS`` pixels (needs ``size``)."""
-        if self.size is None:
-            return False
-        size = self.size
-        for step in self.steps:
-            if fit_problem(step, size) is not None:
-                return False  # it fails there: no need to guess
-            after = output_size(step, size)
-            if max(size[0] * size[1], after[0] * after[1]) > LIGHT_PIXELS:
-                return False
-            size = after
-        return True
+        return self.size is not None and is_light(self.steps, self.size)
 
     def message(self) -> tuple[object, ...]:
         return (self.image, steps_to_json(self.steps), self.output_format, self.max_pixels)
