@@ -202,7 +202,8 @@ class Drain:
     count: int
     span: float  # first start -> last end, Postgres's clock
     wall: float  # commit -> every item seen ended (20 ms polls)
-    busy: float  # mean start -> end of one item: the time it holds a concurrency slot
+    # mean start -> end of one item (taskgate: from its claim, so a prefetched wait counts)
+    busy: float
     cpu: CpuUse
 
     @property
