@@ -21,6 +21,7 @@ from server.processor.processor import Processor
 from tests.support.clients import Client, Tasks, grayscale, task_user
 from tests.support.images import image_bytes
 from tests.support.polling import eventually
+from tests.support.task_rows import attempts_of
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -52,22 +53,6 @@ async def shows(db: psycopg.AsyncConnection[TupleRow], ids: list[str], expected:
     return await statuses(db, ids) == expected
 
 
-async def attempts(db: psycopg.AsyncConnection[TupleRow], task_id: str) -> list[tuple[object, ...]]:
-    cursor = await db.execute(
-        "SELECT attempt, outcome FROM task_attempts WHERE task_id = %s ORDER BY attempt",
-        (task_id,),
-    )
-    return await cursor.fetchall()
-
-
-@pytest.fixture
-async def db(settings: Settings) -> AsyncIterator[psycopg.AsyncConnection[TupleRow]]:
-    async with await psycopg.AsyncConnection.connect(
-        settings.database_url.reveal(), autocommit=True
-    ) as conn:
-        yield conn
-
-
 async def create_light(tasks: Tasks, count: int) -> list[str]:
     return [(await tasks.create(image_bytes(8, 8), [grayscale()])).task_id for _ in range(count)]
 
@@ -88,8 +73,8 @@ async def test_a_prefetched_task_cancelled_while_it_waits_never_runs(
         cancelled = await tasks.get(ids[0])
         assert cancelled.error == "cancelled by its owner after 0 of 1 filters"
         assert cancelled.progress == 0
-    assert await attempts(db, ids[0]) == [(1, "cancelled")]
-    assert await attempts(db, ids[1]) == [(1, "completed")]
+    assert await attempts_of(db, ids[0]) == [(1, "cancelled")]
+    assert await attempts_of(db, ids[1]) == [(1, "completed")]
 
 
 async def test_shutdown_hands_prefetched_tasks_back_at_once(
@@ -102,4 +87,4 @@ async def test_shutdown_hands_prefetched_tasks_back_at_once(
             await processor.stop(grace=30)
         assert await statuses(db, ids) == ["pending", "pending"]
     for task_id in ids:
-        assert await attempts(db, task_id) == [(1, "released")]
+        assert await attempts_of(db, task_id) == [(1, "released")]

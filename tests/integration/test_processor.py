@@ -8,7 +8,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -27,26 +27,9 @@ from tests.support.clients import Tasks, blur, grayscale, task_user
 from tests.support.images import image_bytes
 from tests.support.polling import as_awaitable, eventually
 from tests.support.servers import serving
+from tests.support.task_rows import attempts_of
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-async def db(settings: Settings) -> AsyncIterator[psycopg.AsyncConnection[TupleRow]]:
-    async with await psycopg.AsyncConnection.connect(
-        settings.database_url.reveal(), autocommit=True
-    ) as conn:
-        yield conn
-
-
-async def attempts_of(
-    db: psycopg.AsyncConnection[TupleRow], task_id: str
-) -> list[tuple[object, ...]]:
-    cursor = await db.execute(
-        "SELECT attempt, outcome FROM task_attempts WHERE task_id = %s ORDER BY attempt",
-        (task_id,),
-    )
-    return await cursor.fetchall()
 
 
 async def orphan(db: psycopg.AsyncConnection[TupleRow], task_id: str, attempts: int) -> None:
