@@ -26,8 +26,9 @@ COPY server/ server/
 COPY gateway/ gateway/
 COPY taskgate_client/ taskgate_client/
 COPY devstack/ devstack/
+COPY taskgate_runtime/ taskgate_runtime/
 RUN /opt/venv/bin/pip install . \
- && /opt/venv/bin/python -c "import server.app, server.processor.runtime, gateway.app, taskgate.v1.user_service_pb2"
+ && /opt/venv/bin/python -c "import server.app, server.processor.runtime, gateway.app, taskgate_runtime.process, taskgate.v1.user_service_pb2"
 
 # --------------------------------------------------------------------------- migrate
 FROM ${PYTHON_IMAGE} AS migrate

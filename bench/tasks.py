@@ -63,11 +63,11 @@ from bench.taskenv import (
     insert_user,
     one,
 )
-from server.config import Settings
 from server.imaging.filters import FilterStep, steps_from_json
 from server.imaging.images import PNG_COMPRESS_LEVEL, ImageInfo, probe
 from server.imaging.pipeline import run_pipeline, validate_pipeline
 from server.metrics import TaskMetrics
+from server.processor.config import ProcessorSettings
 from server.processor.runtime import ProcessorRuntime
 from server.storage.postgres.listener import Listener
 from taskgate.v1 import task_service_pb2 as task_pb
@@ -725,7 +725,7 @@ async def part_image(ctx: Context) -> None:
     args = ctx.args
     env = ctx.task_env("image")
     await asyncio.to_thread(env.migrate)
-    settings = Settings.from_env(
+    settings = ProcessorSettings.from_env(
         {
             "TASKGATE_DATABASE_URL": env.database_url,
             "TASKGATE_PROCESSOR_CONCURRENCY": str(args.concurrency),

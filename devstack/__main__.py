@@ -21,8 +21,10 @@ from devstack.accounts import AccountError
 from devstack.binaries import MissingBinary
 from devstack.children import ChildExited
 from devstack.stack import DevSettings, Endpoints, Stack, database_url_in, local_databases
-from server import logs
-from server.config import ConfigError, Settings
+from gateway.config import Settings as GatewaySettings
+from server.config import Settings
+from taskgate_runtime import logs
+from taskgate_runtime.settings import ConfigError
 
 log = logging.getLogger("devstack")
 
@@ -30,13 +32,14 @@ log = logging.getLogger("devstack")
 @contextlib.contextmanager
 def databases(settings: DevSettings) -> Iterator[tuple[str, str]]:
     """The URLs given, or a local Postgres and Redis started for this run."""
-    if settings.database_url and settings.redis_url:
-        yield settings.database_url, settings.redis_url
+    database_url, redis_url = settings.database_url, settings.redis_url
+    if database_url is not None and redis_url is not None:
+        yield database_url.get_secret_value(), redis_url.get_secret_value()
         return
     with local_databases(settings.data_dir, prefer=settings.binaries) as (postgres, redis):
         yield (
-            settings.database_url or database_url_in(postgres),
-            settings.redis_url or redis.url,
+            database_url.get_secret_value() if database_url else database_url_in(postgres),
+            redis_url.get_secret_value() if redis_url else redis.url,
         )
 
 
@@ -59,13 +62,13 @@ def announce(endpoints: Endpoints, fmt: str) -> None:
         log.info("taskgate is running", extra={"fields": {"endpoints": vars(endpoints)}})
 
 
-def run(settings: DevSettings, stop: threading.Event) -> int:
-    stack = Stack({**os.environ, "TASKGATE_LOG_FORMAT": settings.log_format})
+def run(settings: DevSettings, fmt: str, stop: threading.Event) -> int:
+    stack = Stack({**os.environ, "TASKGATE_LOG_FORMAT": fmt})
     grace = Settings.from_env(os.environ).shutdown_grace + 5.0
     try:
         with databases(settings) as (database_url, redis_url):
             try:
-                announce(stack.start(database_url, redis_url), settings.log_format)
+                announce(stack.start(database_url, redis_url), fmt)
                 while not stop.wait(0.5):
                     stack.check()
                 log.info("stopping")
@@ -80,14 +83,15 @@ def run(settings: DevSettings, stop: threading.Event) -> int:
 
 def main() -> int:
     try:
-        settings = DevSettings.from_env(os.environ, terminal=sys.stderr.isatty())
+        settings = DevSettings.from_env(os.environ)
         Settings.from_env(os.environ)  # its own errors, before anything starts
-        level = os.environ.get("TASKGATE_LOG_LEVEL", "info").lower()
-        logs.configure(service="taskgate-devstack", level=level, fmt=settings.log_format)
-    except (ConfigError, KeyError) as exc:
+        GatewaySettings.from_env(os.environ)
+    except ConfigError as exc:
         print(f"make run: configuration error: {exc}", file=sys.stderr)
         return 2
-    return run(settings, stop_event())
+    fmt = settings.log_format_on(terminal=sys.stderr.isatty())
+    logs.configure(service="taskgate-devstack", level=settings.log_level, fmt=fmt)
+    return run(settings, fmt, stop_event())
 
 
 if __name__ == "__main__":

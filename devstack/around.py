@@ -19,7 +19,7 @@ from pathlib import Path
 
 from devstack.databases import Tuning
 from devstack.stack import local_databases
-from server import logs
+from taskgate_runtime import logs
 
 log = logging.getLogger("devstack")
 

@@ -12,18 +12,21 @@ import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from pydantic import AfterValidator, BeforeValidator, Field, SecretStr
 
 from devstack import binaries
 from devstack.accounts import postgres_account
 from devstack.children import Child, wait_until
 from devstack.databases import LocalPostgres, LocalRedis, Tuning
 from gateway.config import Settings as GatewaySettings
-from server.config import ConfigError, Env
 from server.config import Settings as ServerSettings
+from server.processor.config import ProcessorSettings
+from taskgate_runtime.settings import LogFormat, LogLevel, TaskgateSettings
 
 log = logging.getLogger("devstack")
 
@@ -32,29 +35,34 @@ DATABASE_NAME = "taskgate"
 SERVE_TIMEOUT = 60.0
 
 
-@dataclass(frozen=True)
-class DevSettings:
+def _blank_is_none(value: Any) -> Any:
+    return None if value == "" else value
+
+
+def _absolute(path: Path) -> Path:
+    return path.absolute()
+
+
+def _dev(name: str, default: Any) -> Any:
+    return Field(default=default, validation_alias=f"TASKGATE_DEV_{name}")
+
+
+OptionalUrl = Annotated[SecretStr | None, BeforeValidator(_blank_is_none)]
+
+
+class DevSettings(TaskgateSettings):
     """What ``make run`` reads besides the server's and the gateway's own settings."""
 
-    data_dir: Path
-    binaries: str
-    database_url: str | None
-    redis_url: str | None
-    log_format: str
+    data_dir: Annotated[Path, AfterValidator(_absolute)] = _dev("DATA_DIR", ROOT / ".devstack")
+    binaries: Literal["machine", "wheels"] = _dev("BINARIES", "machine")
+    database_url: OptionalUrl = None
+    redis_url: OptionalUrl = None
+    log_level: LogLevel = "info"
+    log_format: LogFormat | None = None
 
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str], *, terminal: bool) -> DevSettings:
-        env = Env(environ)
-        prefer = env.get("DEV_BINARIES", "machine")
-        if prefer not in {"machine", "wheels"}:
-            raise ConfigError("TASKGATE_DEV_BINARIES: use machine or wheels")
-        return cls(
-            data_dir=Path(env.get("DEV_DATA_DIR", str(ROOT / ".devstack"))).absolute(),
-            binaries=prefer,
-            database_url=env.get("DATABASE_URL", "") or None,
-            redis_url=env.get("REDIS_URL", "") or None,
-            log_format=env.get("LOG_FORMAT", "text" if terminal else "json").lower(),
-        )
+    def log_format_on(self, *, terminal: bool) -> str:
+        """``TASKGATE_LOG_FORMAT``, else text on a terminal and JSON elsewhere."""
+        return self.log_format or ("text" if terminal else "json")
 
 
 @dataclass(frozen=True)
@@ -182,7 +190,7 @@ class Stack:
             grpc=grpc_addr,
             http=http_addr,
             server_metrics=_connectable(server.metrics_addr),
-            processor_metrics=_connectable(server.processor_metrics_addr),
+            processor_metrics=_connectable(ProcessorSettings.from_env(env).metrics_addr),
             gateway_metrics=_connectable(gateway.metrics_addr),
             database=_without_password(database_url),
             redis=_without_password(redis_url),

@@ -12,8 +12,8 @@ from aiohttp import web
 from gateway.app import create_app
 from gateway.config import Settings
 from gateway.metrics import HttpMetrics, metrics_app
-from server import process
-from server.config import parse_addr
+from taskgate_runtime import process
+from taskgate_runtime.settings import parse_addr
 
 log = logging.getLogger("taskgate.gateway")
 

@@ -1,20 +1,24 @@
-"""Gateway settings, read once from the environment (``TASKGATE_GATEWAY_*``).
-
-Values are cast explicitly; a bad one fails at start-up with the variable named.
-The parsers are the server's (:mod:`server.config`), so durations and addresses
-read the same everywhere.
-"""
+"""The gateway's settings: one model, read once from the environment
+(``TASKGATE_GATEWAY_*`` and the shared ``TASKGATE_LOG_*``)."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import TypeVar
+from typing import Annotated, Any
 
-from server.config import ConfigError, Env, check_addrs, check_logging, parse_duration
+from pydantic import BeforeValidator, Field
+from pydantic_settings import NoDecode
 
-_T = TypeVar("_T")
+from taskgate_runtime.settings import (
+    Address,
+    Count,
+    Duration,
+    LoggingSettings,
+    OptionalDuration,
+    metrics_addr,
+)
+
+MIN_MESSAGE_BYTES = 64 * 1024 * 1024
+"""The channel accepts results this large from the server, whatever the body limit."""
 
 
 def parse_origins(text: str) -> tuple[str, ...]:
@@ -26,67 +30,30 @@ def parse_origins(text: str) -> tuple[str, ...]:
     return origins
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise ValueError(f"must be greater than 0, got {value}")
-    return value
+def _origins(value: Any) -> Any:
+    return parse_origins(value) if isinstance(value, str) else value
 
 
-def _non_negative_duration(text: str) -> float:
-    value = parse_duration(text)
-    if value < 0:  # pragma: no cover - parse_duration has no sign
-        raise ValueError("must not be negative")
-    return value
+Origins = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_origins)]
 
 
-@dataclass(frozen=True, kw_only=True)
-class Settings:
-    """Everything the gateway reads from its environment."""
+def _gateway(name: str, default: Any) -> Any:
+    return Field(default=default, validation_alias=f"TASKGATE_GATEWAY_{name}")
 
-    addr: str = "127.0.0.1:8080"
-    upstream: str = "127.0.0.1:50051"
-    metrics_addr: str = "127.0.0.1:9466"
-    cors_origins: tuple[str, ...] = ()
-    max_body_bytes: int = 14 * 1024 * 1024
-    default_timeout: float = 30.0
-    stream_timeout: float = 3600.0
-    sse_keepalive: float = 15.0
-    log_level: str = "info"
-    log_format: str = "json"
+
+class Settings(LoggingSettings):
+    """Everything ``python -m gateway`` reads from its environment."""
+
+    addr: Address = _gateway("ADDR", "127.0.0.1:8080")
+    upstream: Address = _gateway("UPSTREAM", "127.0.0.1:50051")
+    metrics_addr: Address = metrics_addr("TASKGATE_GATEWAY_METRICS_ADDR", "127.0.0.1:9466")
+    cors_origins: Origins = _gateway("CORS_ORIGINS", ())
+    max_body_bytes: Count = _gateway("MAX_BODY_BYTES", 14 * 1024 * 1024)
+    default_timeout: Duration = _gateway("DEFAULT_TIMEOUT", 30.0)
+    stream_timeout: OptionalDuration = _gateway("STREAM_TIMEOUT", 3600.0)
+    sse_keepalive: Duration = _gateway("SSE_KEEPALIVE", 15.0)
 
     @property
     def max_message_bytes(self) -> int:
         """The largest gRPC message the channel accepts from the server."""
-        return max(self.max_body_bytes, 64 * 1024 * 1024)
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        get = Env(os.environ if environ is None else environ).cast
-        settings = cls(
-            addr=get("GATEWAY_ADDR", cls.addr, str),
-            upstream=get("GATEWAY_UPSTREAM", cls.upstream, str),
-            metrics_addr=get("GATEWAY_METRICS_ADDR", cls.metrics_addr, str),
-            cors_origins=get("GATEWAY_CORS_ORIGINS", "", parse_origins),
-            max_body_bytes=get("GATEWAY_MAX_BODY_BYTES", str(cls.max_body_bytes), _positive_int),
-            default_timeout=get("GATEWAY_DEFAULT_TIMEOUT", "30s", parse_duration),
-            stream_timeout=get("GATEWAY_STREAM_TIMEOUT", "1h", _non_negative_duration),
-            sse_keepalive=get("GATEWAY_SSE_KEEPALIVE", "15s", parse_duration),
-            log_level=get("LOG_LEVEL", "info", str.lower),
-            log_format=get("LOG_FORMAT", "json", str.lower),
-        )
-        settings.validate()
-        return settings
-
-    def validate(self) -> None:
-        addrs = {
-            "GATEWAY_ADDR": self.addr,
-            "GATEWAY_UPSTREAM": self.upstream,
-            "GATEWAY_METRICS_ADDR": self.metrics_addr,
-        }
-        check_addrs(addrs)
-        check_logging(self.log_level, self.log_format)
-        if self.default_timeout <= 0:
-            raise ConfigError("TASKGATE_GATEWAY_DEFAULT_TIMEOUT: must be greater than 0")
-        if self.sse_keepalive <= 0:
-            raise ConfigError("TASKGATE_GATEWAY_SSE_KEEPALIVE: must be greater than 0")
+        return max(self.max_body_bytes, MIN_MESSAGE_BYTES)

@@ -9,7 +9,7 @@ so the label values stay bounded: a request that matches no route is
 ``unmatched``.
 
 The registry also carries the process, platform and GC collectors
-(:func:`server.metrics_http.process_registry`).
+(:func:`taskgate_runtime.metrics_http.process_registry`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from server import metrics_http
+from taskgate_runtime import metrics_http
 
 UNMATCHED = "unmatched"
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)

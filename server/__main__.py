@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 import sys
 
-from server import process
 from server.app import App, ListenError
 from server.config import Settings
+from taskgate_runtime import process
 
 log = logging.getLogger("server")
 

@@ -19,7 +19,6 @@ from prometheus_client import CollectorRegistry
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
-from server import logs
 from server.client_address import ClientAddresses
 from server.config import Settings
 from server.health import LIVENESS, DependencyMonitor, HealthServicer
@@ -30,7 +29,6 @@ from server.interceptors.reading import RequestReader
 from server.interceptors.request_log import RequestLogInterceptor
 from server.metrics import TaskMetrics
 from server.metrics_auth import AuthMetrics
-from server.metrics_http import MetricsListenError, MetricsServer, process_registry
 from server.metrics_storage import DatabaseMetrics, RedisMetrics
 from server.passwords import PasswordHasher
 from server.processor.runtime import ProcessorRuntime
@@ -55,6 +53,8 @@ from taskgate.v1 import session_service_pb2, task_service_pb2, user_service_pb2
 from taskgate.v1 import session_service_pb2_grpc as session_grpc
 from taskgate.v1 import task_service_pb2_grpc as task_grpc
 from taskgate.v1 import user_service_pb2_grpc as user_grpc
+from taskgate_runtime import logs
+from taskgate_runtime.metrics_http import MetricsListenError, MetricsServer, process_registry
 
 log = logging.getLogger(__name__)
 
@@ -93,14 +93,14 @@ class App:
         auth_metrics = AuthMetrics(self.registry)
         self.metrics_server = MetricsServer(self.registry, settings.metrics_addr)
         self.pool: AsyncConnectionPool = create_pool(
-            settings.database_url.reveal(),
+            settings.database_url.get_secret_value(),
             min_size=settings.db_pool_min_size,
             max_size=settings.db_pool_max_size,
             timeout=settings.db_timeout,
             reconnect_timeout=settings.db_reconnect_timeout,
         )
         self.redis: Redis = create_client(
-            settings.redis_url.reveal(), timeout=settings.redis_timeout
+            settings.redis_url.get_secret_value(), timeout=settings.redis_timeout
         )
         self.db_metrics.pools.add("api", self.pool)
         self.database = database = Database(
@@ -147,7 +147,7 @@ class App:
         )
         # One LISTEN connection for the whole process: watchers and the embedded processor.
         self.listener = Listener(
-            conninfo=settings.database_url.reveal(), connect_timeout=settings.db_timeout
+            conninfo=settings.database_url.get_secret_value(), connect_timeout=settings.db_timeout
         )
         events = TaskEvents()
         self.listener.subscribe(TASK_EVENTS_CHANNEL, events.changed)
@@ -166,7 +166,7 @@ class App:
         self.processor: ProcessorRuntime | None = None
         if settings.embedded_processor:
             self.processor = ProcessorRuntime(
-                settings,
+                settings.embedded_processor_settings(),
                 listener=self.listener,
                 metrics=self.task_metrics,
                 db_metrics=self.db_metrics,

@@ -1,9 +1,10 @@
 """Per-call context: the values bound once for each RPC and read anywhere below.
 
-The request-log interceptor binds the request id, the deadline and the client
-address, the auth
-interceptor binds the calling user, the task service the task a call is about;
-the logger, the services and the storage layer read them. Each RPC runs in its
+The ids a log line carries (request, user, task) are the logging runtime's
+(:mod:`taskgate_runtime.logs`), bound here. The request-log interceptor binds
+the request id, the deadline and the client address, the auth interceptor
+binds the calling user, the task service the task a call is about; the
+logger, the services and the storage layer read them. Each RPC runs in its
 own asyncio task, so nothing leaks between calls.
 
 A processor runs each task in an asyncio task of its own too, with the task's
@@ -18,15 +19,24 @@ from contextvars import ContextVar
 from uuid import UUID
 
 from server.errors import Unauthenticated
+from taskgate_runtime.logs import request_id, task_id, user_id
 
-request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
-user_id: ContextVar[UUID | None] = ContextVar("user_id", default=None)
+__all__ = [
+    "bind_task",
+    "client_address",
+    "current_user",
+    "deadline",
+    "deadline_passed",
+    "request_id",
+    "task_id",
+    "time_budget",
+    "user_id",
+]
+
 deadline: ContextVar[float | None] = ContextVar("deadline", default=None)
 """When the caller stops waiting, in ``loop.time()`` seconds; None without a deadline."""
 client_address: ContextVar[str | None] = ContextVar("client_address", default=None)
 """The caller's IP address (see :mod:`server.client_address`); None outside a call."""
-task_id: ContextVar[UUID | None] = ContextVar("task_id", default=None)
-"""The task a call (or a processor's run) is about, once known."""
 
 
 def bind_task(task: UUID, *, user: UUID | None, request: str | None) -> None:

@@ -25,11 +25,12 @@ import grpc
 import psycopg
 import pytest
 import redis
+from pydantic import SecretStr
 
 from devstack.around import TEST_TUNING
 from devstack.stack import local_databases
 from server.app import App
-from server.config import Secret, Settings
+from server.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 # Set by pytest_configure, before the test modules that import them are collected.
@@ -109,8 +110,8 @@ def redis_prefix(redis_run_prefix: str) -> str:
 def settings(database_url: str, redis_prefix: str) -> Settings:
     """Settings for a server on a free port, with cheap password hashing."""
     return Settings(
-        database_url=Secret(database_url),
-        redis_url=Secret(TEST_REDIS_URL),
+        database_url=SecretStr(database_url),
+        redis_url=SecretStr(TEST_REDIS_URL),
         redis_key_prefix=redis_prefix,
         grpc_addr="127.0.0.1:0",
         metrics_addr="127.0.0.1:0",

@@ -9,28 +9,28 @@ from __future__ import annotations
 import logging
 import sys
 
-from server import process
-from server.config import Settings
 from server.metrics import TaskMetrics
-from server.metrics_http import MetricsListenError, MetricsServer, process_registry
 from server.metrics_storage import DatabaseMetrics
+from server.processor.config import ProcessorSettings
 from server.processor.runtime import ProcessorRuntime
 from server.storage.postgres.listener import Listener
+from taskgate_runtime import process
+from taskgate_runtime.metrics_http import MetricsListenError, MetricsServer, process_registry
 
 log = logging.getLogger("server.processor")
 
 
-async def run(settings: Settings) -> bool:
+async def run(settings: ProcessorSettings) -> bool:
     """Processes until SIGTERM or SIGINT; False when the metrics port cannot be bound."""
     registry = process_registry()
-    metrics = MetricsServer(registry, settings.processor_metrics_addr)
+    metrics = MetricsServer(registry, settings.metrics_addr)
     try:
         await metrics.start()
     except MetricsListenError as exc:
         log.error("%s", exc)
         return False
     listener = Listener(
-        conninfo=settings.database_url.reveal(), connect_timeout=settings.db_timeout
+        conninfo=settings.database_url.get_secret_value(), connect_timeout=settings.db_timeout
     )
     runtime = ProcessorRuntime(
         settings,
@@ -52,7 +52,7 @@ async def run(settings: Settings) -> bool:
 
 
 def main() -> int:
-    return process.main(service="taskgate-processor", load=Settings.from_env, serve=run)
+    return process.main(service="taskgate-processor", load=ProcessorSettings.from_env, serve=run)
 
 
 if __name__ == "__main__":

@@ -11,9 +11,9 @@ import os
 import secrets
 import socket
 
-from server.config import Settings
 from server.metrics import TaskMetrics
 from server.metrics_storage import DatabaseMetrics
+from server.processor.config import ProcessorSettings
 from server.processor.processor import Processor, ProcessorConfig
 from server.processor.workers import WorkerPool
 from server.storage.postgres.database import Database, create_pool
@@ -26,7 +26,7 @@ def processor_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
-def processor_config(settings: Settings) -> ProcessorConfig:
+def processor_config(settings: ProcessorSettings) -> ProcessorConfig:
     return ProcessorConfig(
         concurrency=settings.processor_concurrency,
         lease=settings.task_lease,
@@ -42,7 +42,7 @@ def processor_config(settings: Settings) -> ProcessorConfig:
 class ProcessorRuntime:
     def __init__(
         self,
-        settings: Settings,
+        settings: ProcessorSettings,
         *,
         listener: Listener,
         metrics: TaskMetrics,
@@ -50,7 +50,7 @@ class ProcessorRuntime:
     ) -> None:
         """``db_metrics`` times the processor's statements and shows its pool as ``processor``."""
         self.pool = create_pool(
-            settings.database_url.reveal(),
+            settings.database_url.get_secret_value(),
             min_size=1,
             max_size=settings.processor_pool_size,
             timeout=settings.db_timeout,

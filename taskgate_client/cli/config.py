@@ -13,12 +13,28 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator
+
+from taskgate_runtime.settings import TaskgateSettings
+
+
+def _blank_is_none(value: Any) -> Any:
+    return None if value == "" else value
+
+
+class CliSettings(TaskgateSettings):
+    """What the CLI reads from its environment: ``TASKGATE_SERVER``, ``TASKGATE_CLI_CONFIG``."""
+
+    server: Annotated[str | None, BeforeValidator(_blank_is_none)] = None
+    cli_config: Annotated[Path | None, BeforeValidator(_blank_is_none)] = None
 
 
 def config_path(environ: Mapping[str, str]) -> Path:
-    explicit = environ.get("TASKGATE_CLI_CONFIG")
-    if explicit:
-        return Path(explicit)
+    explicit = CliSettings.from_env(environ).cli_config
+    if explicit is not None:
+        return explicit
     base = environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     return Path(base) / "taskgate" / "cli.json"
 

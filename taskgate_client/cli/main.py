@@ -14,6 +14,7 @@ from taskgate_client.cli import commands, config
 from taskgate_client.cli.errors import CliError, Exit, from_rpc
 from taskgate_client.sync import Client
 from taskgate_client.transport import DEFAULT_TARGET, Transport
+from taskgate_runtime.settings import ConfigError
 
 Command = Callable[[commands.Session, argparse.Namespace], int | None]
 
@@ -82,12 +83,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _session(args: argparse.Namespace) -> commands.Session:
+    try:
+        settings = config.CliSettings.from_env(os.environ)
+    except ConfigError as exc:
+        raise CliError(Exit.USAGE, f"configuration error: {exc}") from None
     path = config.config_path(os.environ)
     try:
         saved = config.load(path)
     except OSError as exc:
         raise CliError(Exit.LOCAL_FILE, str(exc)) from None
-    target = args.server or os.environ.get("TASKGATE_SERVER") or saved.server or DEFAULT_TARGET
+    target = args.server or settings.server or saved.server or DEFAULT_TARGET
     token = saved.token if saved.server in {None, target} else None
     client = Client(Transport(target, tls=args.tls), token=token, timeout=args.timeout)
     return commands.Session(client=client, config_path=path, saved=saved, json=args.json)

@@ -7,7 +7,6 @@ import asyncio
 import os
 import signal
 import sys
-from dataclasses import replace
 from typing import Any
 
 import grpc
@@ -122,7 +121,7 @@ async def test_login_rate_limit_is_429_with_retry_info(http: Client) -> None:
 
 async def test_upstream_down_is_503_and_not_ready(gateway_settings: Settings) -> None:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{free_port()}") as channel:
-        app = create_app(replace(gateway_settings, default_timeout=1.0), channel)
+        app = create_app(gateway_settings.model_copy(update={"default_timeout": 1.0}), channel)
         async with TestClient(TestServer(app, host="127.0.0.1")) as client:
             response = await client.post("/v1/users", json={"username": "x"})
             assert response.status == 503

@@ -15,6 +15,6 @@ from server.config import Settings
 async def db(settings: Settings) -> AsyncIterator[psycopg.AsyncConnection[TupleRow]]:
     """A connection of its own (autocommit) to the test's database."""
     async with await psycopg.AsyncConnection.connect(
-        settings.database_url.reveal(), autocommit=True
+        settings.database_url.get_secret_value(), autocommit=True
     ) as conn:
         yield conn

@@ -1,4 +1,4 @@
-"""Ids are accepted in their canonical form only (finding 10 of issue 8)."""
+"""Ids are accepted in their canonical form only."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Short client deadlines are no server error (finding 9 of issue 8): they logged
+"""Short client deadlines are no server error: they once logged
 ExecuteBatchError tracebacks and 'Task exception was never retrieved … PoolTimeout'."""
 
 from __future__ import annotations

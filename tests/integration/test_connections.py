@@ -1,5 +1,5 @@
-"""Idle connections are closed by the server (finding 11 of issue 8: 1,000 idle
-TCP connections, 500 after the HTTP/2 preface, were kept as long as the client liked)."""
+"""Idle connections are closed by the server (1,000 idle TCP connections, 500
+after the HTTP/2 preface, were once kept as long as the client liked)."""
 
 from __future__ import annotations
 

@@ -38,7 +38,7 @@ pytestmark = pytest.mark.timeout(240)
 def start_processor(settings: Settings) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
-        "TASKGATE_DATABASE_URL": settings.database_url.reveal(),
+        "TASKGATE_DATABASE_URL": settings.database_url.get_secret_value(),
         "TASKGATE_PROCESSOR_CONCURRENCY": "2",
         "TASKGATE_PROCESSOR_WORKERS": "1",
         "TASKGATE_PROCESSOR_POLL_INTERVAL": "500ms",
@@ -86,7 +86,7 @@ async def test_random_sigkills_lose_no_task_and_complete_none_twice(settings: Se
     kills = 0
     try:
         async with await psycopg.AsyncConnection.connect(
-            settings.database_url.reveal(), autocommit=True
+            settings.database_url.get_secret_value(), autocommit=True
         ) as db:
             while kills < KILLS and (await counts(db)).get("completed", 0) < TASKS:
                 await asyncio.sleep(rng.uniform(0.1, 0.5))

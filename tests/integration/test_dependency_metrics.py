@@ -6,14 +6,14 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from dataclasses import replace
 
 import grpc
 import pytest
 from aiohttp import web
+from pydantic import SecretStr
 
 from server.app import App, ListenError
-from server.config import Secret, Settings
+from server.config import Settings
 from taskgate.v1 import task_service_pb2 as pb
 from tests.conftest import ROOT
 from tests.integration.test_outages import proxies, via
@@ -48,7 +48,7 @@ async def _listening_elsewhere() -> tuple[web.AppRunner, int]:
 async def test_a_taken_metrics_port_fails_start_up_clearly(settings: Settings) -> None:
     runner, port = await _listening_elsewhere()
     try:
-        app = App(replace(settings, metrics_addr=f"127.0.0.1:{port}"))
+        app = App(settings.model_copy(update={"metrics_addr": f"127.0.0.1:{port}"}))
         with pytest.raises(ListenError, match=f"cannot serve metrics on 127.0.0.1:{port}"):
             await app.start()
     finally:
@@ -68,7 +68,7 @@ async def test_python_m_fails_on_a_taken_metrics_port(
     runner, port = await _listening_elsewhere()
     try:
         env = {
-            "TASKGATE_DATABASE_URL": settings.database_url.reveal(),
+            "TASKGATE_DATABASE_URL": settings.database_url.get_secret_value(),
             "TASKGATE_GRPC_ADDR": f"127.0.0.1:{free_port()}",
             variable: f"127.0.0.1:{port}",
         }
@@ -124,8 +124,10 @@ async def test_a_stalled_store_counts_errors_by_call(
 ) -> None:
     proxied = serving(
         settings,
-        database_url=Secret(via(settings.database_url.reveal(), proxies["postgres"].port)),
-        redis_url=Secret(via(settings.redis_url.reveal(), proxies["redis"].port)),
+        database_url=SecretStr(
+            via(settings.database_url.get_secret_value(), proxies["postgres"].port)
+        ),
+        redis_url=SecretStr(via(settings.redis_url.get_secret_value(), proxies["redis"].port)),
         db_timeout=0.5,
         redis_timeout=0.5,
         embedded_processor=False,
@@ -176,7 +178,7 @@ async def test_logins_and_limits_are_counted(settings: Settings) -> None:
 async def test_the_queue_gauges_follow_the_queue_while_the_processor_runs(
     settings: Settings,
 ) -> None:
-    fast = replace(settings, processor_concurrency=1, processor_stats_interval=0.1)
+    fast = settings.model_copy(update={"processor_concurrency": 1, "processor_stats_interval": 0.1})
     async with serving(fast) as (app, client):
         tasks = await task_user(client)
         heavy = await tasks.create(image_bytes(1200, 1200), [blur(60)] * 20)

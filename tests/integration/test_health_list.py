@@ -1,5 +1,5 @@
 """grpc.health.v1 Health/List: public like Check and Watch, every service's status
-(finding 8 of issue 8: it answered INTERNAL and needed a session)."""
+(it once answered INTERNAL and needed a session)."""
 
 from __future__ import annotations
 

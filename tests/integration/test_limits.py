@@ -1,5 +1,5 @@
 """Message size limits per method, concurrent calls, compressed requests and
-deadlines, at the edge and past it (finding 1 of issue 8)."""
+deadlines, at the edge and past it."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """No token reaches the log through grpc's own loggers, and a client cannot
-amplify the log (finding 3 of issue 8): metadata that is not valid UTF-8 was
+amplify the log: metadata that is not valid UTF-8 was once
 logged whole, with a traceback, at ERROR, three times per call."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def logged_server(
     log_path = tmp_path / "server.log"
     env = {
         **os.environ,
-        "TASKGATE_DATABASE_URL": settings.database_url.reveal(),
+        "TASKGATE_DATABASE_URL": settings.database_url.get_secret_value(),
         "TASKGATE_REDIS_URL": TEST_REDIS_URL,
         "TASKGATE_REDIS_KEY_PREFIX": redis_prefix,
         "TASKGATE_GRPC_ADDR": f"127.0.0.1:{port}",

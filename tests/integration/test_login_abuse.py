@@ -1,6 +1,6 @@
-"""What an anonymous client can make login and registration cost (issue 8,
-findings 2, 4, 5, 12): per-address limits, failures counted only after the
-password was checked, a bounded hashing pool, and no session outliving its user."""
+"""What an anonymous client can make login and registration cost: per-address
+limits, failures counted only after the password was checked, a bounded hashing
+pool, and no session outliving its user."""
 
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ async def keys(prefix: str, pattern: str) -> list[str]:
 
 
 async def test_abandoned_logins_count_no_failure(settings: Settings, redis_prefix: str) -> None:
-    """Finding 5: 12 calls with a 5 ms deadline had counted 7 attempts."""
+    """12 calls with a 5 ms deadline once counted 7 attempts."""
     async with serving(settings, hasher=SlowHasher(settings, delay=0.2)) as (_, client):
         user = await client.register()
         for _ in range(settings.login_rate_limit + 2):
@@ -142,7 +142,7 @@ async def test_forwarded_for_from_an_untrusted_peer_is_ignored(settings: Setting
 
 
 async def test_a_full_hashing_pool_answers_at_once(settings: Settings) -> None:
-    """Finding 4: past the pool and its queue, RESOURCE_EXHAUSTED instead of a queue."""
+    """Past the pool and its queue, RESOURCE_EXHAUSTED instead of a queue."""
     hasher = BlockingHasher(settings, workers=1, queue=1)
     async with serving(settings, hasher=hasher) as (_, client):
         user = await client.register()
@@ -166,7 +166,7 @@ async def test_a_full_hashing_pool_answers_at_once(settings: Settings) -> None:
 async def test_a_login_racing_delete_user_leaves_no_live_session(
     settings: Settings, redis_prefix: str
 ) -> None:
-    """Finding 2: the session written after the user's sessions were revoked stayed live."""
+    """A session written after the user's sessions were revoked once stayed live."""
     hasher = GatedHasher(settings)
     async with serving(settings, hasher=hasher) as (_, client):
         user, token = await client.register_and_login()

@@ -12,9 +12,10 @@ from urllib.parse import urlsplit, urlunsplit
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2
+from pydantic import SecretStr
 
 from server.app import App
-from server.config import Secret, Settings
+from server.config import Settings
 from taskgate.v1 import user_service_pb2 as user_pb
 from tests.support.clients import Client, bearer
 from tests.support.net import free_port
@@ -36,7 +37,7 @@ def via(url: str, port: int) -> str:
 async def proxies(settings: Settings) -> AsyncIterator[dict[str, TcpProxy]]:
     found = {}
     for name, url in (("postgres", settings.database_url), ("redis", settings.redis_url)):
-        parts = urlsplit(url.reveal())
+        parts = urlsplit(url.get_secret_value())
         proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 0)
         await proxy.start()
         found[name] = proxy
@@ -51,8 +52,10 @@ async def proxied(
 ) -> AsyncIterator[tuple[App, Client]]:
     async with serving(
         settings,
-        database_url=Secret(via(settings.database_url.reveal(), proxies["postgres"].port)),
-        redis_url=Secret(via(settings.redis_url.reveal(), proxies["redis"].port)),
+        database_url=SecretStr(
+            via(settings.database_url.get_secret_value(), proxies["postgres"].port)
+        ),
+        redis_url=SecretStr(via(settings.redis_url.get_secret_value(), proxies["redis"].port)),
         db_timeout=0.5,
         redis_timeout=0.5,
     ) as (app, client):
@@ -139,7 +142,9 @@ async def test_the_callers_deadline_bounds_the_wait(
 ) -> None:
     patient = serving(
         settings,
-        database_url=Secret(via(settings.database_url.reveal(), proxies["postgres"].port)),
+        database_url=SecretStr(
+            via(settings.database_url.get_secret_value(), proxies["postgres"].port)
+        ),
         db_timeout=10.0,
     )
     async with patient as (_, client):
@@ -167,7 +172,7 @@ async def test_the_callers_deadline_bounds_the_wait(
 async def test_server_starts_with_postgres_unreachable(settings: Settings) -> None:
     unreachable = serving(
         settings,
-        database_url=Secret(via(settings.database_url.reveal(), free_port())),
+        database_url=SecretStr(via(settings.database_url.get_secret_value(), free_port())),
         db_timeout=0.5,
     )
     async with unreachable as (_, client):
@@ -185,7 +190,7 @@ async def test_server_starts_with_postgres_unreachable(settings: Settings) -> No
 async def test_postgres_recovery_is_quick_after_a_long_outage(
     proxied: tuple[App, Client], proxies: dict[str, TcpProxy]
 ) -> None:
-    """Finding 7 of issue 8: psycopg_pool's doubling reconnect delay kept calls
+    """psycopg_pool's doubling reconnect delay once kept calls
     UNAVAILABLE for 13-17 s after the database was back."""
     _, client = proxied
     user, _ = await client.register_and_login()
@@ -204,7 +209,7 @@ async def test_postgres_recovery_is_quick_after_a_long_outage(
 async def test_logins_during_an_outage_use_up_nothing(
     proxied: tuple[App, Client], proxies: dict[str, TcpProxy], settings: Settings
 ) -> None:
-    """Finding 6 of issue 8: retrying through an outage locked the owner out."""
+    """Retrying through an outage once locked the owner out."""
     _, client = proxied
     user, _ = await client.register_and_login()
     await proxies["postgres"].cut()

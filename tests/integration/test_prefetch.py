@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import replace
 
 import grpc
 import psycopg
@@ -30,7 +29,7 @@ pytestmark = pytest.mark.timeout(60)
 async def slot_held(settings: Settings) -> AsyncIterator[tuple[Processor, Tasks]]:
     """A server whose processor (concurrency 1, prefetch 1) cannot start a task
     until the caller releases its one slot (``processor._slots``)."""
-    app = App(replace(settings, processor_concurrency=1))
+    app = App(settings.model_copy(update={"processor_concurrency": 1}))
     assert app.processor is not None
     processor = app.processor.processor
     await processor._slots.acquire()

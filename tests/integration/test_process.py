@@ -26,7 +26,7 @@ def server_process(
     port = free_port()
     env = {
         **os.environ,
-        "TASKGATE_DATABASE_URL": settings.database_url.reveal(),
+        "TASKGATE_DATABASE_URL": settings.database_url.get_secret_value(),
         "TASKGATE_REDIS_URL": TEST_REDIS_URL,
         "TASKGATE_REDIS_KEY_PREFIX": redis_prefix,
         "TASKGATE_GRPC_ADDR": f"127.0.0.1:{port}",
@@ -92,7 +92,7 @@ async def test_a_taken_port_is_a_clear_error(
         await wait_serving(health_pb2_grpc.HealthStub(channel))
     env = {
         **os.environ,
-        "TASKGATE_DATABASE_URL": settings.database_url.reveal(),
+        "TASKGATE_DATABASE_URL": settings.database_url.get_secret_value(),
         "TASKGATE_GRPC_ADDR": f"127.0.0.1:{port}",
     }
     second = await asyncio.to_thread(

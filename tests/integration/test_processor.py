@@ -115,7 +115,11 @@ async def test_only_the_lease_holder_can_finish_a_task(
 ) -> None:
     _, task_id = await pending_task(settings)
     pool = create_pool(
-        settings.database_url.reveal(), min_size=1, max_size=2, timeout=2, reconnect_timeout=2
+        settings.database_url.get_secret_value(),
+        min_size=1,
+        max_size=2,
+        timeout=2,
+        reconnect_timeout=2,
     )
     await pool.open()
     database = Database(pool=pool, timeout=2)
@@ -144,7 +148,11 @@ async def test_endings_claim_the_next_tasks_with_their_inputs_in_the_same_round_
 ) -> None:
     first, second, third = [(await pending_task(settings))[1] for _ in range(3)]
     pool = create_pool(
-        settings.database_url.reveal(), min_size=1, max_size=1, timeout=2, reconnect_timeout=2
+        settings.database_url.get_secret_value(),
+        min_size=1,
+        max_size=1,
+        timeout=2,
+        reconnect_timeout=2,
     )
     await pool.open()
     database = Database(pool=pool, timeout=2)
@@ -279,7 +287,7 @@ async def test_light_pipelines_handed_over_together_share_one_worker_trip() -> N
 def processor_process(settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
     env = {
         **os.environ,
-        "TASKGATE_DATABASE_URL": settings.database_url.reveal(),
+        "TASKGATE_DATABASE_URL": settings.database_url.get_secret_value(),
         "TASKGATE_PROCESSOR_CONCURRENCY": "1",
         "TASKGATE_PROCESSOR_WORKERS": "1",
         "TASKGATE_PROCESSOR_METRICS_ADDR": "127.0.0.1:0",

@@ -151,7 +151,9 @@ async def test_cancel_a_running_task_stops_it_between_two_filters(tasks: Tasks, 
     assert final.status == pb.TASK_STATUS_CANCELLED
     assert 1 <= final.progress < 20
     assert "cancelled by its owner" in final.error
-    async with await psycopg.AsyncConnection.connect(app.settings.database_url.reveal()) as conn:
+    async with await psycopg.AsyncConnection.connect(
+        app.settings.database_url.get_secret_value()
+    ) as conn:
         cursor = await conn.execute(
             "SELECT outcome FROM task_attempts WHERE task_id = %s", (created.task_id,)
         )

@@ -37,7 +37,7 @@ async def backends(db: psycopg.AsyncConnection[TupleRow], database: str) -> int:
 async def test_two_hundred_watchers_see_their_tasks_end_on_bounded_connections(
     settings: Settings,
 ) -> None:
-    url = settings.database_url.reveal()
+    url = settings.database_url.get_secret_value()
     database = url.rsplit("/", 1)[1]
     async with serving(settings, embedded_processor=False, db_pool_max_size=5) as (app, client):
         tasks = await task_user(client)
@@ -64,7 +64,9 @@ async def test_two_hundred_watchers_see_their_tasks_end_on_bounded_connections(
         # A processor elsewhere (its own pool and listener) works the queue.
         listener = Listener(conninfo=url, connect_timeout=2)
         runtime = ProcessorRuntime(
-            settings, listener=listener, metrics=TaskMetrics(CollectorRegistry())
+            settings.embedded_processor_settings(),
+            listener=listener,
+            metrics=TaskMetrics(CollectorRegistry()),
         )
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as db:
             before = await backends(db, database)
@@ -106,7 +108,7 @@ async def test_a_client_that_goes_away_frees_its_watch(settings: Settings) -> No
 
 
 async def test_the_listener_reconnects_and_watchers_carry_on(settings: Settings) -> None:
-    url = settings.database_url.reveal()
+    url = settings.database_url.get_secret_value()
     async with serving(settings, watch_poll_interval=30.0) as (app, client):
         tasks: Tasks = await task_user(client)
         await asyncio.wait_for(app.listener.connected.wait(), 5)

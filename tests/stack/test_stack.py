@@ -111,7 +111,7 @@ class Ports:
 async def stack(settings: Settings, redis_prefix: str, tmp_path: Path) -> AsyncIterator[Ports]:
     try:
         async with running_stack(
-            database_url=settings.database_url.reveal(),
+            database_url=settings.database_url.get_secret_value(),
             redis_url=TEST_REDIS_URL,
             redis_prefix=redis_prefix,
             log_dir=tmp_path,

@@ -6,27 +6,22 @@ from __future__ import annotations
 
 import importlib.util
 import re
-from dataclasses import fields
 
 from gateway.config import Settings as GatewaySettings
 from server.config import Settings as ServerSettings
-from server.config import parse_addr
-from tests.support.monitoring import ROOT
+from server.processor.config import ProcessorSettings
+from taskgate_runtime.settings import parse_addr
 
-CONFIG_MODULES = (ROOT / "server" / "config.py", ROOT / "gateway" / "config.py")
-# env.get("NAME", ...), env.positive("NAME", ...), count("NAME", ...), get("GATEWAY_ADDR", ...)
-_READ = re.compile(r"\b(?:get|cast|positive|count|duration)\(\s*\"([A-Z][A-Z0-9_]*)\"")
+# The settings of the processes a deployment runs.
+PROCESS_SETTINGS = (ServerSettings, ProcessorSettings, GatewaySettings)
 _VARIABLE = re.compile(r"\bTASKGATE_[A-Z0-9_]+\b")
 # The processes a deployment runs, by module.
 MODULES = ("server", "server.processor", "gateway")
 
 
 def taskgate_variables() -> set[str]:
-    """Every TASKGATE_* variable the server and gateway settings read."""
-    names: set[str] = set()
-    for path in CONFIG_MODULES:
-        names |= {f"TASKGATE_{name}" for name in _READ.findall(path.read_text())}
-    return names
+    """Every TASKGATE_* variable the server, processor and gateway settings read."""
+    return {name for model in PROCESS_SETTINGS for name in model.variables()}
 
 
 def variables_in(text: str) -> set[str]:
@@ -39,14 +34,13 @@ def _port(addr: str) -> int:
 
 def default_ports() -> dict[str, int]:
     """``{variable: its default port}`` for every address setting."""
-    server = {f.name: f.default for f in fields(ServerSettings)}
-    gateway = {f.name: f.default for f in fields(GatewaySettings)}
+    server, processor, gateway = ServerSettings(), ProcessorSettings(), GatewaySettings()
     return {
-        "TASKGATE_GRPC_ADDR": _port(str(server["grpc_addr"])),
-        "TASKGATE_SERVER_METRICS_ADDR": _port(str(server["metrics_addr"])),
-        "TASKGATE_PROCESSOR_METRICS_ADDR": _port(str(server["processor_metrics_addr"])),
-        "TASKGATE_GATEWAY_ADDR": _port(str(gateway["addr"])),
-        "TASKGATE_GATEWAY_METRICS_ADDR": _port(str(gateway["metrics_addr"])),
+        "TASKGATE_GRPC_ADDR": _port(server.grpc_addr),
+        "TASKGATE_SERVER_METRICS_ADDR": _port(server.metrics_addr),
+        "TASKGATE_PROCESSOR_METRICS_ADDR": _port(processor.metrics_addr),
+        "TASKGATE_GATEWAY_ADDR": _port(gateway.addr),
+        "TASKGATE_GATEWAY_METRICS_ADDR": _port(gateway.metrics_addr),
     }
 
 

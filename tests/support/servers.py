@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import replace
 from typing import Any
 
 import grpc
@@ -18,7 +17,7 @@ async def serving(
     settings: Settings, *, hasher: PasswordHasher | None = None, **changes: Any
 ) -> AsyncIterator[tuple[App, Client]]:
     """A real server with ``changes`` applied to ``settings``, and a client of it."""
-    app = App(replace(settings, **changes), hasher=hasher)
+    app = App(settings.model_copy(update=changes), hasher=hasher)
     await app.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:

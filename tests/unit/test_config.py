@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import SecretStr
 
-from server.config import ConfigError, Secret, Settings, parse_addr, parse_bool, parse_duration
+from server.config import Settings
+from server.processor.config import ProcessorSettings
+from taskgate_runtime.settings import ConfigError, parse_addr, parse_duration
 
 
 def test_defaults_match_the_design() -> None:
@@ -31,15 +34,14 @@ def test_values_are_read_and_cast() -> None:
     assert settings.login_rate_limit == 3
     assert settings.embedded_processor is False
     assert settings.log_level == "debug"
-    assert settings.database_url.reveal() == "postgresql://u:hunter2@db/x"
+    assert settings.database_url.get_secret_value() == "postgresql://u:hunter2@db/x"
 
 
 def test_secrets_stay_out_of_reprs() -> None:
     settings = Settings.from_env({"TASKGATE_DATABASE_URL": "postgresql://u:hunter2@db/x"})
     assert "hunter2" not in repr(settings)
     assert "hunter2" not in str(settings.database_url)
-    assert Secret("a") == Secret("a") != Secret("b")
-    assert hash(Secret("a")) == hash(Secret("a"))
+    assert SecretStr("a") == SecretStr("a") != SecretStr("b")
 
 
 @pytest.mark.parametrize(
@@ -74,12 +76,12 @@ def test_parse_duration(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
 
-def test_parse_addr_and_bool() -> None:
+def test_parse_addr_and_bools() -> None:
     assert parse_addr("127.0.0.1:50051") == ("127.0.0.1", 50051)
     assert parse_addr("[::1]:80") == ("::1", 80)
     assert parse_addr(":8080") == ("0.0.0.0", 8080)  # noqa: S104
-    assert parse_bool("Yes") is True
-    assert parse_bool("off") is False
+    assert Settings.from_env({"TASKGATE_EMBEDDED_PROCESSOR": "Yes"}).embedded_processor is True
+    assert Settings.from_env({"TASKGATE_EMBEDDED_PROCESSOR": "off"}).embedded_processor is False
 
 
 def test_task_and_processor_settings() -> None:
@@ -108,7 +110,7 @@ def test_task_and_processor_settings() -> None:
     assert Settings.from_env({}).processor_concurrency >= 1
 
 
-def test_the_limits_of_issue_8_are_read() -> None:
+def test_the_limits_are_read() -> None:
     settings = Settings.from_env(
         {
             "TASKGATE_MAX_REQUEST_BYTES": "1000",
@@ -137,7 +139,6 @@ def test_the_limits_of_issue_8_are_read() -> None:
         ("TASKGATE_PROCESSOR_WORKERS", "-1"),
         ("TASKGATE_TASK_LEASE", "soon"),
         ("TASKGATE_MAX_IMAGE_PIXELS", "0"),
-        ("TASKGATE_PROCESSOR_METRICS_ADDR", "nowhere"),
         ("TASKGATE_TASK_RETRY_BACKOFF", "10m"),  # past the maximum of 5m
         ("TASKGATE_TRUSTED_PROXIES", "10.0.0.0/8, gateway"),
         ("TASKGATE_MAX_REQUEST_BYTES", str(20 * 1024 * 1024)),
@@ -149,3 +150,53 @@ def test_the_limits_of_issue_8_are_read() -> None:
 def test_a_bad_setting_is_refused_by_name(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
         Settings.from_env({name: value})
+
+
+def test_a_bad_value_is_one_line_that_says_what_is_allowed() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"TASKGATE_LOG_LEVEL": "loud"})
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith("TASKGATE_LOG_LEVEL: ")
+    assert "'debug', 'info', 'warning' or 'error'" in message
+
+
+def test_a_secret_is_never_echoed_in_an_error() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"TASKGATE_DATABASE_URL": ["postgresql://u:hunter2@db/x"]})  # type: ignore[dict-item]
+    assert "TASKGATE_DATABASE_URL" in str(caught.value)
+    assert "hunter2" not in str(caught.value)
+
+
+def test_constructing_reads_nothing_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TASKGATE_GRPC_ADDR", "127.0.0.1:1")
+    assert Settings().grpc_addr == "127.0.0.1:50051"
+    assert Settings.from_env().grpc_addr == "127.0.0.1:1"
+
+
+def test_the_processor_reads_only_its_own_settings() -> None:
+    server_only = {"TASKGATE_GRPC_ADDR": "nowhere", "TASKGATE_REDIS_TIMEOUT": "never"}
+    processor = ProcessorSettings.from_env(
+        {**server_only, "TASKGATE_PROCESSOR_CONCURRENCY": "3", "TASKGATE_TASK_LEASE": "9s"}
+    )
+    assert (processor.processor_concurrency, processor.task_lease) == (3, 9.0)
+    assert processor.metrics_addr == "127.0.0.1:9465"
+    assert not hasattr(processor, "redis_url")
+    with pytest.raises(ConfigError, match="TASKGATE_PROCESSOR_METRICS_ADDR"):
+        ProcessorSettings.from_env({"TASKGATE_PROCESSOR_METRICS_ADDR": "nowhere"})
+
+
+def test_the_embedded_processor_gets_the_servers_processor_settings() -> None:
+    server = Settings.from_env(
+        {
+            "TASKGATE_DATABASE_URL": "postgresql://u:hunter2@db/x",
+            "TASKGATE_PROCESSOR_WORKERS": "5",
+            "TASKGATE_TASK_RETENTION": "1d",
+            "TASKGATE_SERVER_METRICS_ADDR": "127.0.0.1:1234",
+        }
+    )
+    embedded = server.embedded_processor_settings()
+    assert isinstance(embedded, ProcessorSettings)
+    assert embedded.database_url.get_secret_value() == "postgresql://u:hunter2@db/x"
+    assert (embedded.processor_workers, embedded.task_retention) == (5, 86400.0)
+    assert embedded.metrics_addr == "127.0.0.1:9465"  # its metrics are the server's

@@ -15,8 +15,8 @@ from gateway.app import PRODUCT_SERVICES
 from gateway.config import Settings
 from gateway.metrics import HttpMetrics
 from gateway.openapi import _summary, product_comments
-from server.config import ConfigError
 from taskgate.v1 import task_service_pb2, user_service_pb2
+from taskgate_runtime.settings import ConfigError
 from tests.gateway.shapes import message_class, service_descriptor
 from tests.support.json_values import without_nulls
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import logging
 
-from server.logs import GRPC_MESSAGE_LIMIT, GrpcLogFilter, install_grpc_filter
+from taskgate_runtime.logs import GRPC_MESSAGE_LIMIT, GrpcLogFilter, install_grpc_filter
 
 
 def record(msg: str, *args: object) -> logging.LogRecord:

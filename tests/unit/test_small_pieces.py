@@ -14,9 +14,9 @@ from server import context
 from server.errors import InvalidArgument, Unauthenticated
 from server.interceptors.auth import bearer_token
 from server.interceptors.request_log import request_id_from
-from server.logs import JsonFormatter
 from server.services import rules
 from server.storage.postgres.queries import QUERIES, parse
+from taskgate_runtime.logs import JsonFormatter
 
 
 def test_queries_are_split_by_name_without_comments() -> None:

@@ -1,5 +1,5 @@
-"""What every taskgate process (server, processor, gateway) does around its
-work: settings from the environment, logging, and serving until SIGTERM or SIGINT."""
+"""The process main of every taskgate process (server, processor, gateway):
+settings from the environment, logging, and serving until SIGTERM or SIGINT."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol, TypeVar
 
-from server import logs
-from server.config import ConfigError
+from taskgate_runtime import logs
+from taskgate_runtime.settings import ConfigError
 
 
 class ProcessSettings(Protocol):

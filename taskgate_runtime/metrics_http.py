@@ -1,5 +1,5 @@
-"""Serving a registry on a metrics port: the one helper of the server, the
-standalone processor and the gateway.
+"""Serving a registry on a metrics port, for the server, the standalone
+processor and the gateway alike.
 
 Each process builds its own :func:`process_registry` (never the global default
 one): the process, platform and garbage-collector collectors are on it from
@@ -22,7 +22,7 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from server.config import parse_addr
+from taskgate_runtime.settings import parse_addr
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,9 @@
 """Logging set-up: one JSON object a line (or plain text for a terminal).
 
 Each record carries the time, level, service name and message and, where
-they are known (:mod:`server.context`), the request id, the user id and the
-task id: inside an RPC, and inside a processor's run of a task. Extra fields
+they are bound (:data:`request_id`, :data:`user_id`, :data:`task_id`: the
+server binds them inside an RPC and inside a processor's run of a task), the
+request id, the user id and the task id. Extra fields
 given with ``logger.info(..., extra={"fields": {...}})`` are merged into the
 object (and win over the context's).
 
@@ -18,10 +19,17 @@ import json
 import logging
 import sys
 import time
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, ClassVar
+from uuid import UUID
 
-from server import context
+request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
+"""The request a line is about: a call's, or the one that created the task being run."""
+user_id: ContextVar[UUID | None] = ContextVar("user_id", default=None)
+"""The calling user, or the owner of the task being run."""
+task_id: ContextVar[UUID | None] = ContextVar("task_id", default=None)
+"""The task a call (or a processor's run) is about, once known."""
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -44,13 +52,13 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        request_id = context.request_id.get()
-        if request_id is not None:
-            entry["request_id"] = request_id
-        user = context.user_id.get()
+        request = request_id.get()
+        if request is not None:
+            entry["request_id"] = request
+        user = user_id.get()
         if user is not None:
             entry["user_id"] = str(user)
-        task = context.task_id.get()
+        task = task_id.get()
         if task is not None:
             entry["task_id"] = str(task)
         fields = getattr(record, "fields", None)
