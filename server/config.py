@@ -95,16 +95,8 @@ class Settings(LoggingSettings, DatabaseSettings, RedisSettings, ProcessorTuning
 
     def check(self) -> None:
         super().check()
-        if self.db_pool_min_size > self.db_pool_max_size:
-            raise ConfigError(
-                f"{self.variable('db_pool_min_size')}: must not exceed "
-                f"{self.variable('db_pool_max_size')}"
-            )
-        if self.max_request_bytes > self.max_message_bytes:
-            raise ConfigError(
-                f"{self.variable('max_request_bytes')}: must not exceed "
-                f"{self.variable('max_image_bytes')} + 64 KiB"
-            )
+        self.require_at_most("db_pool_min_size", "db_pool_max_size")
+        self.require_at_most("max_request_bytes", "max_image_bytes", extra=MESSAGE_ENVELOPE)
         for proxy in self.trusted_proxies:
             try:
                 ipaddress.ip_network(proxy, strict=False)

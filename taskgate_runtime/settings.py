@@ -158,6 +158,14 @@ class TaskgateSettings(BaseSettings):
     def check(self) -> None:
         """Rules across fields; raise :class:`ConfigError` naming a variable (``variable()``)."""
 
+    def require_at_most(self, field: str, limit: str, *, extra: int = 0) -> None:
+        """ConfigError unless ``field`` <= ``limit`` (+ ``extra``), naming both variables."""
+        if getattr(self, field) > getattr(self, limit) + extra:
+            plus = f" + {extra // 1024} KiB" if extra else ""
+            raise ConfigError(
+                f"{self.variable(field)}: must not exceed {self.variable(limit)}{plus}"
+            )
+
     @classmethod
     def variable(cls, field: str) -> str:
         """The environment variable of ``field``."""

@@ -13,7 +13,6 @@ from pydantic import Field
 
 from taskgate_runtime.settings import (
     Address,
-    ConfigError,
     Count,
     DatabaseSettings,
     Duration,
@@ -47,11 +46,7 @@ class ProcessorTuning(TaskgateSettings):
 
     def check(self) -> None:
         super().check()
-        if self.task_retry_backoff > self.task_retry_backoff_max:
-            raise ConfigError(
-                f"{self.variable('task_retry_backoff')}: must not exceed "
-                f"{self.variable('task_retry_backoff_max')}"
-            )
+        self.require_at_most("task_retry_backoff", "task_retry_backoff_max")
 
 
 class ProcessorSettings(LoggingSettings, DatabaseSettings, ProcessorTuning):
