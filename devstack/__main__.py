@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from types import FrameType
 
 from devstack.accounts import AccountError
@@ -28,15 +29,17 @@ log = logging.getLogger("devstack")
 
 
 @contextlib.contextmanager
-def databases(settings: DevSettings) -> Iterator[tuple[str, str]]:
-    """The URLs given, or a local Postgres and Redis started for this run."""
+def databases(settings: DevSettings) -> Iterator[tuple[str, str, str]]:
+    """The URLs given, or a local Postgres and Redis started for this run; and the local
+    Postgres's data folder ("" when its URL was given)."""
     if settings.database_url and settings.redis_url:
-        yield settings.database_url, settings.redis_url
+        yield settings.database_url, settings.redis_url, ""
         return
     with local_databases(settings.data_dir, prefer=settings.binaries) as (postgres, redis):
         yield (
             settings.database_url or database_url_in(postgres),
             settings.redis_url or redis.url,
+            "" if settings.database_url else str(postgres.data_dir),
         )
 
 
@@ -63,9 +66,10 @@ def run(settings: DevSettings, stop: threading.Event) -> int:
     stack = Stack({**os.environ, "TASKGATE_LOG_FORMAT": settings.log_format})
     grace = Settings.from_env(os.environ).shutdown_grace + 5.0
     try:
-        with databases(settings) as (database_url, redis_url):
+        with databases(settings) as (database_url, redis_url, postgres_data):
             try:
-                announce(stack.start(database_url, redis_url), settings.log_format)
+                endpoints = stack.start(database_url, redis_url)
+                announce(replace(endpoints, postgres_data=postgres_data), settings.log_format)
                 while not stop.wait(0.5):
                     stack.check()
                 log.info("stopping")
