@@ -18,7 +18,7 @@ import psycopg
 import pytest
 
 from devstack import binaries
-from devstack.accounts import postgres_account
+from devstack.accounts import AccountError, postgres_account
 from devstack.databases import LocalPostgres, Tuning
 from devstack.postgres_places import PostgresPlaces, postgres_places, stable_name
 from devstack.stack import local_databases
@@ -128,6 +128,28 @@ def test_the_wheels_programs_in_a_private_checkout_run_from_a_copy(
     assert copied_postgres.stat().st_uid == 0  # root's: make test puts it on root's PATH
     assert copied_postgres.stat().st_mode & 0o022 == 0
     assert processes_using(state_root) == []
+
+
+def test_the_machines_programs_in_a_private_folder_are_refused_with_what_is_unreachable(
+    checkout: Path, state_root: Path
+) -> None:
+    private_bin = checkout.parent / "postgresql" / "bin"  # e.g. a build in root's home
+    private_bin.mkdir(parents=True)
+    (private_bin / "postgres").write_text("#!/bin/sh\nexit 1\n")
+    (private_bin / "postgres").chmod(0o755)
+    redis, redis_origin = binaries.redis_server()
+    programs = binaries.Programs(private_bin, "machine", redis, redis_origin)
+
+    with (
+        pytest.raises(AccountError) as refused,
+        local_databases(checkout, tuning=FAST, programs=programs, state_root=state_root),
+    ):
+        pytest.fail("Postgres started from a folder its account cannot reach")
+
+    assert f"who cannot run {private_bin / 'postgres'} (a parent folder is private)" in str(
+        refused.value
+    )
+    assert [path.name for path in state_root.iterdir()] == [stable_name(checkout)]
 
 
 def test_root_in_a_folder_every_account_reaches_keeps_everything_in_place(
