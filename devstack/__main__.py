@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from types import FrameType
 
 from devstack.accounts import AccountError
@@ -30,16 +31,18 @@ log = logging.getLogger("devstack")
 
 
 @contextlib.contextmanager
-def databases(settings: DevSettings) -> Iterator[tuple[str, str]]:
-    """The URLs given, or a local Postgres and Redis started for this run."""
+def databases(settings: DevSettings) -> Iterator[tuple[str, str, str]]:
+    """The URLs given, or a local Postgres and Redis started for this run; and the local
+    Postgres's data folder ("" when its URL was given)."""
     database_url, redis_url = settings.database_url, settings.redis_url
     if database_url is not None and redis_url is not None:
-        yield database_url.get_secret_value(), redis_url.get_secret_value()
+        yield database_url.get_secret_value(), redis_url.get_secret_value(), ""
         return
     with local_databases(settings.data_dir, prefer=settings.binaries) as (postgres, redis):
         yield (
             database_url.get_secret_value() if database_url else database_url_in(postgres),
             redis_url.get_secret_value() if redis_url else redis.url,
+            "" if database_url else str(postgres.data_dir),
         )
 
 
@@ -66,9 +69,10 @@ def run(settings: DevSettings, fmt: str, stop: threading.Event) -> int:
     stack = Stack({**os.environ, "TASKGATE_LOG_FORMAT": fmt})
     grace = Settings.from_env(os.environ).shutdown_grace + 5.0
     try:
-        with databases(settings) as (database_url, redis_url):
+        with databases(settings) as (database_url, redis_url, postgres_data):
             try:
-                announce(stack.start(database_url, redis_url), fmt)
+                endpoints = stack.start(database_url, redis_url)
+                announce(replace(endpoints, postgres_data=postgres_data), fmt)
                 while not stop.wait(0.5):
                     stack.check()
                 log.info("stopping")

@@ -3,7 +3,9 @@
 ``initdb`` and ``postgres`` refuse to run as root. As a normal user they run as
 that user. As root they run as the user who called ``sudo`` (``SUDO_UID``), or
 else as ``nobody``, through ``setpriv`` (util-linux): no account is created.
-The Postgres data folder is then owned by that account.
+The Postgres data folder is then owned by that account, and the ``can_*``
+probes tell whether it reaches a folder or a program (devstack.postgres_places
+moves them where it does).
 """
 
 from __future__ import annotations
@@ -57,17 +59,34 @@ class Account:
             os.chown(path, self.uid, self.gid)
         path.chmod(0o700)
 
-    def check_reaches(self, program: Path, folder: Path) -> None:
-        """The account can run ``program`` and write in ``folder`` (every parent searchable)."""
+    def can_run(self, program: Path) -> bool:
+        """The account may execute ``program`` (every parent folder searchable)."""
+        return self._passes("-x", program)
+
+    def can_enter(self, folder: Path) -> bool:
+        """The account may walk into ``folder`` (it and every parent searchable)."""
+        return self._passes("-x", folder)
+
+    def can_write(self, folder: Path) -> bool:
+        return self._passes("-w", folder)
+
+    def _passes(self, test: str, path: Path) -> bool:
+        """``test <flag> path`` run as the account (always true for the current user)."""
         if self.is_current:
-            return
-        probe = self.command(
-            ["/bin/sh", "-c", 'test -x "$1" && test -w "$2"', "-", str(program), str(folder)]
-        )
-        if subprocess.run(probe, check=False).returncode != 0:  # noqa: S603 - our argv
+            return True
+        probe = self.command(["/bin/sh", "-c", f'test {test} "$1"', "-", str(path)])
+        return subprocess.run(probe, check=False).returncode == 0  # noqa: S603 - our argv
+
+    def check_reaches(self, program: Path, folder: Path) -> None:
+        """The account can run ``program`` and write in ``folder``, or AccountError says which."""
+        blocked = [
+            f"run {program}" if not self.can_run(program) else "",
+            f"write in {folder}" if not self.can_write(folder) else "",
+        ]
+        if any(blocked):
             raise AccountError(
                 f"running as root: Postgres runs as {self.name!r} (uid {self.uid}), who cannot "
-                f"run {program} or write in {folder} (a parent folder is private); run as a "
+                f"{' or '.join(filter(None, blocked))} (a parent folder is private); run as a "
                 "normal user, or set TASKGATE_DATABASE_URL"
             )
 

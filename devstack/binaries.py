@@ -9,20 +9,30 @@ copies that ship in wheels: PostgreSQL 16 from ``pgserver``, Valkey 9 (Redis
 
 The wheels are located without being imported: importing ``pgserver`` sets up
 directories of its own, and as root its server helper creates a system user.
+
+The pgserver wheel's PostgreSQL is self-contained (``pginstall/{bin,lib,share}``
+plus the shared libraries auditwheel put in ``pgserver.libs/``, found through
+``$ORIGIN/../../../pgserver.libs``), so ``copy_wheel_postgres`` can copy it to a
+folder the unprivileged Postgres account reaches when the virtualenv is private.
 """
 
 from __future__ import annotations
 
 import glob
+import hashlib
 import importlib.util
+import os
 import re
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 DEBIAN_POSTGRES_BINS = "/usr/lib/postgresql/*/bin"
 REDIS_MIN_MAJOR = 7
+PGSERVER_WHEEL = "pgserver wheel"
+PGSERVER_PARTS = ("bin", "lib", "share")  # what initdb and postgres use (not include/)
 
 
 class MissingBinary(RuntimeError):
@@ -68,11 +78,58 @@ def postgres_bin(prefer: str = "machine") -> tuple[Path, str]:
             return found, "machine"
     wheel = _wheel_dir("pgserver")
     if wheel is not None and (wheel / "pginstall" / "bin" / "postgres").is_file():
-        return wheel / "pginstall" / "bin", "pgserver wheel"
+        return wheel / "pginstall" / "bin", PGSERVER_WHEEL
     raise MissingBinary(
         "no PostgreSQL found: install the dev extra (pip install -e '.[dev]', it brings "
         "pgserver) or set TASKGATE_DATABASE_URL"
     )
+
+
+def copy_wheel_postgres(bin_dir: Path, cache: Path) -> Path:
+    """The pgserver wheel's PostgreSQL (``bin_dir``: its ``pginstall/bin``), copied once
+    into ``cache`` (a folder of root's, readable by all); returns the copy's ``bin``.
+
+    The copy is named by the ``postgres`` program's content, so every checkout with the
+    same wheel shares it, and is moved into place whole (a rename), so a half-done copy
+    is never used; it stays root's and unwritable by others, because ``make test`` puts
+    its ``bin`` on root's PATH (``pg_dump``).
+    """
+    install = bin_dir.parent  # site-packages/pgserver/pginstall
+    package = install.parent  # site-packages/pgserver
+    digest = hashlib.sha256((bin_dir / "postgres").read_bytes()).hexdigest()[:16]
+    target = cache / f"{package.name}-{digest}"
+    copied_bin = target / package.name / install.name / "bin"
+    if target.is_dir():
+        return copied_bin
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=cache))
+    try:
+        for part in PGSERVER_PARTS:
+            copied = staging / package.name / install.name / part
+            shutil.copytree(install / part, copied, symlinks=True)
+        libs = package.parent / f"{package.name}.libs"
+        if libs.is_dir():
+            shutil.copytree(libs, staging / libs.name, symlinks=True)
+        _readable_by_all(staging)
+        try:
+            staging.rename(target)
+        except OSError:
+            if not target.is_dir():  # not another run that copied it first
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # gone already once renamed
+    return copied_bin
+
+
+def _readable_by_all(tree: Path) -> None:
+    """Folders and programs 0755, other files 0644 (the wheel may have been unpacked
+    under a strict umask); symbolic links (inside the tree) are left as they are."""
+    tree.chmod(0o755)
+    for folder, folders, files in os.walk(tree):
+        for path in (Path(folder) / name for name in (*folders, *files)):
+            if path.is_symlink():
+                continue
+            executable = path.is_dir() or path.stat().st_mode & 0o111
+            path.chmod(0o755 if executable else 0o644)
 
 
 def _major_version(program: str) -> int:

