@@ -319,6 +319,9 @@ class Processor:
         except asyncio.CancelledError:
             await asyncio.shield(self._release(job, fields))
             raise
+        except Exception as exc:  # a bug: retried now, never left to its lease
+            log.exception("task %s: unexpected error", job.task_id, extra={"fields": fields})
+            await self._retry(job, f"{type(exc).__name__}: {exc}", fields)
         finally:
             if self._running.pop(job.task_id, None) is not None:
                 self._stir.set()  # a slot freed without an ending (a retry, a hand-back)
@@ -410,7 +413,12 @@ class Processor:
     async def _retry(self, job: Job, error: str, fields: dict[str, object]) -> None:
         log.error("task %s: attempt %d failed: %s", job.task_id, job.attempt, error,
                   extra={"fields": fields})  # fmt: skip
-        status = await self._queue.retry(job, error, delay=self._config.backoff(job.attempt))
+        try:
+            status = await self._queue.retry(job, error, delay=self._config.backoff(job.attempt))
+        except TaskgateError as exc:
+            log.warning("task %s: could not retry it (%s); its lease will expire",
+                        job.task_id, exc, extra={"fields": fields})  # fmt: skip
+            return
         if status is TaskStatus.FAILED:
             self._metrics.finished.labels(TaskStatus.FAILED.value).inc()
         elif status is TaskStatus.PENDING:
