@@ -1,8 +1,9 @@
 """Submitting, reading, listing, cancelling and watching tasks.
 
 Everything a submission must satisfy is checked here before it is stored:
-the image (format, bytes, pixels from the header, a full decode) and the
-pipeline (1-20 filters, each parameter in range, and no step producing more
+the image (format, bytes, pixels and colour mode, from its header alone: the
+processor decodes it, so a call costs a few kilobytes of parsing whatever the
+image declares) and the pipeline (1-20 filters, each parameter in range, and no step producing more
 pixels than allowed), with one field violation per bad field. Another user's
 task is NOT_FOUND, as if it did not exist.
 """
@@ -155,8 +156,8 @@ class TaskService:
         violations += idempotency_key_violations(submission.idempotency_key)
         info = None
         try:
-            # Decoding the whole image proves it is one; it is bounded by the
-            # byte and pixel limits checked (from the header) first.
+            # The header only (no pixels): a thread, as a TIFF's or a PNG's
+            # header chunks may take a few milliseconds to read.
             info = await asyncio.to_thread(
                 probe,
                 submission.image,
