@@ -151,6 +151,7 @@ class Settings:
     argon2_memory_kib: int = 64 * 1024
     argon2_parallelism: int = 4
     max_image_pixels: int = 40_000_000
+    max_result_bytes: int = 32 * 1024 * 1024
     task_max_attempts: int = 3
     task_lease: float = 30.0
     task_retry_backoff: float = 2.0
@@ -225,6 +226,7 @@ class Settings:
             argon2_memory_kib=int(env.positive("ARGON2_MEMORY_KIB", "65536", int)),
             argon2_parallelism=int(env.positive("ARGON2_PARALLELISM", "4", int)),
             max_image_pixels=int(env.positive("MAX_IMAGE_PIXELS", "40000000", int)),
+            max_result_bytes=int(env.positive("MAX_RESULT_BYTES", str(32 * 1024 * 1024), int)),
             task_max_attempts=int(env.positive("TASK_MAX_ATTEMPTS", "3", int)),
             task_lease=env.positive("TASK_LEASE", "30s", parse_duration),
             task_retry_backoff=env.positive("TASK_RETRY_BACKOFF", "2s", parse_duration),

@@ -67,6 +67,7 @@ class Pipeline:
     output_format: str
     max_pixels: int | None = None  # a last check at run time; validation did the first
     size: Size | None = None  # the input's, when known
+    max_result_bytes: int | None = None  # a larger result fails its task
 
     @property
     def light(self) -> bool:
@@ -74,7 +75,13 @@ class Pipeline:
         return self.size is not None and is_light(self.steps, self.size)
 
     def message(self) -> tuple[object, ...]:
-        return (self.image, steps_to_json(self.steps), self.output_format, self.max_pixels)
+        return (
+            self.image,
+            steps_to_json(self.steps),
+            self.output_format,
+            self.max_pixels,
+            self.max_result_bytes,
+        )
 
 
 @dataclass(frozen=True, slots=True)
