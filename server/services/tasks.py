@@ -41,6 +41,13 @@ _UNBOUNDED = (2**31 - 1, 2**31 - 1)  # an image every crop fits in
 PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX = 20, 100
 # A result download's chunk: well under every client's 4 MiB receive limit.
 RESULT_CHUNK_BYTES = 1024 * 1024
+_HTTP_BODY_OVERHEAD = 1024  # the content type and the framing of a chunk's message
+
+
+def result_chunk_bytes(max_send_bytes: int) -> int:
+    """The chunk of a result download on a server that sends at most ``max_send_bytes``
+    a message."""
+    return max(1, min(RESULT_CHUNK_BYTES, max_send_bytes - _HTTP_BODY_OVERHEAD))
 
 
 def utcnow() -> datetime:
@@ -53,6 +60,7 @@ class TaskLimits:
     max_pixels: int
     max_attempts: int
     watch_poll_interval: float
+    result_chunk_bytes: int = RESULT_CHUNK_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +199,7 @@ class TaskService:
         return task
 
     async def result(self, caller: UUID, task_id: str) -> AsyncIterator[TaskResult]:
-        """The result of a COMPLETED task, in chunks of at most ``RESULT_CHUNK_BYTES``,
+        """The result of a COMPLETED task, in chunks of at most ``result_chunk_bytes``,
         each read from the database as it is wanted: a download holds one chunk at a
         time, whatever the size of the result."""
         target = _task_id(task_id)
@@ -199,9 +207,9 @@ class TaskService:
         if stored is None:
             raise NotFound(f"task {task_id!r} not found")
         content_type = _result_content_type(stored)
-        size = stored.result_size_bytes or 0
-        for start in range(0, max(size, 1), RESULT_CHUNK_BYTES):
-            length = min(RESULT_CHUNK_BYTES, size - start)
+        size, chunk = stored.result_size_bytes or 0, self._limits.result_chunk_bytes
+        for start in range(0, max(size, 1), chunk):
+            length = min(chunk, size - start)
             data = await self._tasks.get_result_chunk(caller, target, start=start, length=length)
             if data is None:
                 raise FailedPrecondition("the result was deleted while it was being read")
