@@ -332,6 +332,27 @@ async def test_a_task_after_an_idle_worker_was_killed_completes_on_its_first_att
         assert await attempts_of(db, second.task_id) == [(1, "completed")]
 
 
+async def test_a_worker_killed_mid_task_costs_that_attempt_as_an_error_not_a_lease(
+    settings: Settings, db: psycopg.AsyncConnection[TupleRow]
+) -> None:
+    async with serving(
+        settings, processor_concurrency=1, processor_workers=1, task_retry_backoff=0.1
+    ) as (_, client):
+        tasks = await task_user(client)
+        created = await tasks.create(image_bytes(1200, 1200), [blur(60)] * 20)
+
+        async def running() -> bool:
+            task = await tasks.get(created.task_id)
+            return task.status == pb.TASK_STATUS_RUNNING and task.progress >= 1
+
+        assert await eventually(running)
+        (pid,) = worker_pids()
+        os.kill(pid, signal.SIGKILL)
+        ended = await tasks.wait_until_ended(created.task_id)
+    assert ended.status == pb.TASK_STATUS_COMPLETED
+    assert await attempts_of(db, created.task_id) == [(1, "error"), (2, "completed")]
+
+
 async def test_light_pipelines_handed_over_together_share_one_worker_trip() -> None:
     pool = WorkerPool(size=2)
     tiny = Pipeline(image_bytes(8, 8), [FilterStep("grayscale", {})], "png", size=(8, 8))
