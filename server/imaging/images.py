@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from server.errors import InvalidArgument
 from server.imaging.errors import UnprocessableImage
@@ -45,6 +45,11 @@ OUTPUT_FORMATS = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"
 # The largest side each output format can hold.
 OUTPUT_MAX_SIDE = {"png": 2**31 - 1, "jpeg": 65_535, "webp": 16_383}
 MODES = ("L", "LA", "RGB", "RGBA")
+# The text a PNG's header may carry, decompressed, before it is refused. Pillow
+# allows 64 MiB (zTXt chunks inflate 1000-fold): from a 10 MiB upload, 64 MiB
+# per check, on the request path. Real images carry kilobytes (XMP, comments).
+PNG_MAX_TEXT_BYTES = 4 * 1024 * 1024
+PngImagePlugin.MAX_TEXT_MEMORY = PNG_MAX_TEXT_BYTES
 JPEG_QUALITY = WEBP_QUALITY = 90
 PNG_COMPRESS_LEVEL = 6
 

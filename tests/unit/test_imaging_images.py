@@ -130,6 +130,23 @@ def test_a_large_solid_image_that_compresses_well() -> None:
     assert probe(data, max_bytes=20_000, max_pixels=9_000_000).size == (3000, 3000)
 
 
+def png_with_text(text_bytes: int) -> bytes:
+    """A 16x16 PNG whose zTXt chunks inflate to about ``text_bytes`` of text."""
+    part = zlib.compress(b"a" * 1_000_000, 9)  # 1 KB that inflates to 1 MB
+    chunks = b""
+    for number in range(text_bytes // 1_000_000):
+        chunks += png_chunk(b"zTXt", b"k%d\x00\x00" % number + part)
+    plain = saved(Image.new("L", (16, 16)), "PNG")
+    return plain[:33] + chunks + plain[33:]  # after IHDR
+
+
+def test_png_header_text_at_the_limit_and_past_it() -> None:
+    assert images.PNG_MAX_TEXT_BYTES == 4 * 1024 * 1024
+    assert probed(png_with_text(4_000_000)).size == (16, 16)
+    assert len(png_with_text(5_000_000)) < 10_000
+    assert violation(png_with_text(5_000_000)) == "is not a readable image"
+
+
 def test_a_truncated_image_passes_the_header_check_and_fails_to_decode() -> None:
     data = saved(gradient(size=(64, 64)), "PNG")
     jpeg = saved(gradient(size=(64, 64)), "JPEG")
