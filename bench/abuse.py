@@ -1,6 +1,6 @@
 """``python -m bench.abuse``: what anonymous clients can make the server spend.
 
-Two scenarios against a throw-away ``python -m server`` (fresh database, own Redis
+Scenarios against a throw-away ``python -m server`` (fresh database, own Redis
 prefix), each measured from outside the server process:
 
 - ``memory``: the server's RSS (VmRSS from /proc/<pid>/status, sampled every
@@ -14,6 +14,11 @@ prefix), each measured from outside the server process:
   (``--spread``) from a fresh address per call, through the trusted-proxy
   ``x-forwarded-for`` path (the server trusts 127.0.0.1 as a proxy). Reports the
   legitimate logins' latency and outcome. Aim: under 1 s.
+- ``uploads`` (bench/abuse_uploads.py): one authenticated user floods CreateTask
+  with small PNGs declaring 40 MP while another user submits small images.
+  Aims: the other user's CreateTask under 200 ms, the server's RSS under 500 MB.
+- ``results`` (bench/abuse_results.py): 8 concurrent downloads of a 14.5 MB
+  result, three times. Aims: every download whole, the server's RSS under 500 MB.
 
 Exit status: 0 when it ran (whether or not the aims were met), 1 when it could not.
 """
@@ -250,7 +255,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.abuse", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--only", choices=("memory", "argon2"), default=None)
+    parser.add_argument("--only", choices=("memory", "argon2", "uploads", "results"), default=None)
     parser.add_argument("--gzip-calls", type=int, default=400, help="gzip flood calls (400)")
     parser.add_argument("--flood", type=int, default=100, help="concurrent flood loops (100)")
     parser.add_argument("--duration", type=float, default=8.0, help="seconds of logins (8)")
@@ -275,6 +280,15 @@ def scenarios(
     found: list[tuple[str, dict[str, str], Callable[[BenchEnv], Awaitable[None]]]] = []
     if args.only in (None, "memory"):
         found.append(("memory", {}, lambda env: memory(env, args)))
+    if args.only in (None, "uploads"):
+        from bench.abuse_uploads import uploads  # it imports this module's RSS helpers
+
+        proxy = {"TASKGATE_TRUSTED_PROXIES": "127.0.0.1"}
+        found.append(("uploads", proxy, lambda env: uploads(env, args.duration)))
+    if args.only in (None, "results"):
+        from bench.abuse_results import results  # it imports this module's RSS helpers
+
+        found.append(("results", {}, results))
     if args.only in (None, "argon2"):
         print_header = "argon2: production costs (t=3, 64 MiB, p=4), flood of unknown-user logins"
         found.append(
@@ -292,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{os.cpu_count()} CPUs, load avg {os.getloadavg()[0]:.2f}; defaults of every other limit"
     )
     for title, extra_env, scenario in scenarios(args):
-        if title != "memory":
+        if title not in ("memory", "uploads", "results"):
             print(f"\n{title}")
         env = BenchEnv(
             base_database_url=args.database_url,

@@ -487,11 +487,12 @@ async def verify_results(creators: Creators, conn: Conn, since: Any, sample: int
         (since, sample),
     )  # fmt: skip
     for task_id in ids:
-        body = await creators.stub.GetTaskResult(
+        call = creators.stub.GetTaskResult(
             task_pb.GetTaskResultRequest(task_id=str(task_id)),
             metadata=creators.metadata,
             timeout=10,
         )
+        (body,) = [chunk async for chunk in call]  # one chunk: small results
         result = Image.open(io.BytesIO(body.data))
         if body.content_type != "image/png" or result.size != (8, 8) or result.mode != "L":
             raise BenchError(f"task {task_id}: unexpected result {result.size} {result.mode}")

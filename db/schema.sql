@@ -148,6 +148,7 @@ CREATE TABLE public.tasks (
     CONSTRAINT tasks_running_has_lease_check CHECK (((status <> 'running'::text) OR ((lease_owner IS NOT NULL) AND (lease_expires_at IS NOT NULL)))),
     CONSTRAINT tasks_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'running'::text, 'completed'::text, 'failed'::text, 'cancelled'::text])))
 );
+ALTER TABLE ONLY public.tasks ALTER COLUMN result_image SET STORAGE EXTERNAL;
 
 
 --
@@ -401,4 +402,5 @@ INSERT INTO public.schema_migrations (version) VALUES
     ('20261122000001'),
     ('20261122000002'),
     ('20261122000003'),
-    ('20261122000004');
+    ('20261122000004'),
+    ('20261203000001');

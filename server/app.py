@@ -38,7 +38,7 @@ from server.rpc.users import UserServicer
 from server.services.limits import ClientLimits
 from server.services.sessions import SessionService
 from server.services.task_events import TaskEvents
-from server.services.tasks import TaskLimits, TaskService
+from server.services.tasks import TaskLimits, TaskService, result_chunk_bytes
 from server.services.user_cache import UserCache
 from server.services.users import UserService
 from server.storage.postgres.database import Database, create_pool
@@ -160,6 +160,7 @@ class App:
                 max_pixels=settings.max_image_pixels,
                 max_attempts=settings.task_max_attempts,
                 watch_poll_interval=settings.watch_poll_interval,
+                result_chunk_bytes=result_chunk_bytes(settings.max_message_bytes),
             ),
             metrics=self.task_metrics,
         )

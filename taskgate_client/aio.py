@@ -73,8 +73,10 @@ class AsyncClient(base.ClientBase):
         return (await self.tasks.GetTask(request, **self.call_options())).task
 
     async def result(self, task_id: str) -> httpbody_pb2.HttpBody:
+        """The result image, its chunks (GetTaskResult streams them) joined."""
         request = task_pb.GetTaskResultRequest(task_id=task_id)
-        return await self.tasks.GetTaskResult(request, **self.call_options())
+        chunks = [c async for c in self.tasks.GetTaskResult(request, **self.call_options())]
+        return base.joined(chunks)
 
     async def cancel(self, task_id: str) -> task_pb.Task:
         request = task_pb.CancelTaskRequest(task_id=task_id)

@@ -6,6 +6,8 @@ import secrets
 from collections.abc import Sequence
 from typing import Any
 
+from google.api import httpbody_pb2
+
 from taskgate.v1 import session_service_pb2 as session_pb
 from taskgate.v1 import task_service_pb2 as task_pb
 from taskgate.v1 import user_service_pb2 as user_pb
@@ -36,6 +38,14 @@ class ClientBase:
             "credentials": self._auth.credentials(),
             "metadata": self._auth.metadata(),
         }
+
+
+def joined(chunks: Sequence[httpbody_pb2.HttpBody]) -> httpbody_pb2.HttpBody:
+    """The chunks of a GetTaskResult stream as one HttpBody."""
+    content_type = chunks[0].content_type if chunks else ""
+    return httpbody_pb2.HttpBody(
+        content_type=content_type, data=b"".join(chunk.data for chunk in chunks)
+    )
 
 
 def create_user(username: str, password: str) -> user_pb.CreateUserRequest:

@@ -95,8 +95,9 @@ class Client(base.ClientBase):
         return self.tasks.GetTask(request, **self.call_options()).task
 
     def result(self, task_id: str) -> httpbody_pb2.HttpBody:
+        """The result image, its chunks (GetTaskResult streams them) joined."""
         request = task_pb.GetTaskResultRequest(task_id=task_id)
-        return self.tasks.GetTaskResult(request, **self.call_options())
+        return base.joined(list(self.tasks.GetTaskResult(request, **self.call_options())))
 
     def cancel(self, task_id: str) -> task_pb.Task:
         request = task_pb.CancelTaskRequest(task_id=task_id)

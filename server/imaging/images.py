@@ -1,14 +1,18 @@
 """Reading, checking and writing image bytes.
 
-:func:`probe` checks untrusted bytes before a task is accepted: the size in
-bytes, the format, the number of pixels the header declares (before anything
-is decoded: a decompression bomb is refused from its header), and then a full
-decode, so a truncated or corrupt file is refused too. :func:`decode` gives the
-image the filters work on: EXIF orientation applied and the mode normalised to
-L, LA, RGB or RGBA. :func:`encode` writes the result as PNG, JPEG or WebP.
+:func:`probe` checks untrusted bytes before a task is accepted, from the
+header alone, so its cost is a few kilobytes read whatever the image declares:
+the size in bytes, the format, the number of pixels the header declares (a
+decompression bomb is refused before anything is decoded) and the colour
+mode. The pixels are decoded only by the processor (:func:`decode`), which
+fails the task, without a retry, when the file is truncated or corrupt.
+:func:`decode` gives the image the filters work on: EXIF orientation applied
+and the mode normalised to L, LA, RGB or RGBA. :func:`encode` writes the
+result as PNG, JPEG or WebP.
 
-Animated GIF and WebP images (and multi-page TIFFs) are read as their first
-frame.
+Animated GIF and WebP images, multi-page TIFFs and multi-picture JPEGs (MPO,
+what many cameras write) are read as their first frame. Any other format
+Pillow can read is refused by name.
 """
 
 from __future__ import annotations
@@ -18,16 +22,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from server.errors import InvalidArgument
 from server.imaging.errors import UnprocessableImage
 
 Size = tuple[int, int]
 
+# Pillow's readers that untrusted bytes are opened with (JPEG's also reads MPO).
+READERS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
+# The content type of each format those readers report.
 INPUT_FORMATS = {
     "PNG": "image/png",
     "JPEG": "image/jpeg",
+    "MPO": "image/jpeg",  # a JPEG with more pictures after the first
     "WEBP": "image/webp",
     "GIF": "image/gif",
     "BMP": "image/bmp",
@@ -37,6 +45,11 @@ OUTPUT_FORMATS = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"
 # The largest side each output format can hold.
 OUTPUT_MAX_SIDE = {"png": 2**31 - 1, "jpeg": 65_535, "webp": 16_383}
 MODES = ("L", "LA", "RGB", "RGBA")
+# The text a PNG's header may carry, decompressed, before it is refused. Pillow
+# allows 64 MiB (zTXt chunks inflate 1000-fold): from a 10 MiB upload, 64 MiB
+# per check, on the request path. Real images carry kilobytes (XMP, comments).
+PNG_MAX_TEXT_BYTES = 4 * 1024 * 1024
+PngImagePlugin.MAX_TEXT_MEMORY = PNG_MAX_TEXT_BYTES
 JPEG_QUALITY = WEBP_QUALITY = 90
 PNG_COMPRESS_LEVEL = 6
 
@@ -69,7 +82,11 @@ class ImageInfo:
 
 
 def probe(data: bytes, *, max_bytes: int, max_pixels: int, field: str = "image") -> ImageInfo:
-    """Check untrusted image bytes; :class:`InvalidArgument` on ``field`` when they fail.
+    """Check untrusted image bytes from their header; :class:`InvalidArgument` on ``field``
+    when they fail.
+
+    Nothing is decoded: a file that is cut short or corrupt after its header
+    passes, and fails its task when the processor decodes it.
 
     Pillow's own decompression-bomb check (``Image.MAX_IMAGE_PIXELS``) runs when
     the header is read; its error, and its warning when warnings are errors, are
@@ -82,15 +99,16 @@ def probe(data: bytes, *, max_bytes: int, max_pixels: int, field: str = "image")
         raise InvalidArgument.field(field, f"is {len(data)} bytes; the limit is {max_bytes} bytes")
     image = _open(data, field, max_pixels)
     try:
+        content_type = INPUT_FORMATS.get(image.format or "")
+        if content_type is None:
+            raise InvalidArgument.field(field, f"must be {_ALLOWED}, not {image.format}")
         _check_pixels(image.size, max_pixels, field)
-        _load(image, field)
         if image.mode not in _NORMALISE:
             raise InvalidArgument.field(field, f"has an unsupported colour mode {image.mode}")
         width, height = oriented_size(image)
     finally:
         image.close()
-    assert image.format is not None
-    return ImageInfo(INPUT_FORMATS[image.format], width, height, len(data), image.format)
+    return ImageInfo(content_type, width, height, len(data), image.format or "")
 
 
 def decode(data: bytes) -> Image.Image:
@@ -99,14 +117,17 @@ def decode(data: bytes) -> Image.Image:
     Meant for bytes :func:`probe` accepted; raises :class:`UnprocessableImage` otherwise.
     """
     try:
-        image = Image.open(io.BytesIO(data), formats=tuple(INPUT_FORMATS))
+        image = Image.open(io.BytesIO(data), formats=READERS)
+        turn = orientation(image)  # from the header, as probe read it
         image.load()
     except Exception as exc:
-        raise UnprocessableImage(f"the input image could not be decoded: {exc}") from None
+        raise UnprocessableImage(
+            f"the input image could not be decoded (the file is truncated or corrupt): {exc}"
+        ) from None
     normalise = _NORMALISE.get(image.mode)
     if normalise is None:
         raise UnprocessableImage(f"the input image has an unsupported colour mode {image.mode}")
-    method = _TRANSPOSE.get(orientation(image))
+    method = _TRANSPOSE.get(turn)
     oriented = image if method is None else image.transpose(method)
     return normalise(oriented)
 
@@ -143,9 +164,14 @@ def encode_problem(size: Size, output_format: str) -> str | None:
 
 
 def orientation(image: Image.Image) -> int:
-    """The EXIF orientation (1-8); 1 when there is none or it cannot be read."""
+    """The EXIF orientation (1-8) the header gives; 1 when there is none or it cannot be read.
+
+    Read without decoding: Pillow's PNG reader would decode the whole image to
+    look for an eXIf chunk after the pixels. Such a late chunk is ignored, here
+    and by :func:`decode` alike, so the size checked is the size processed.
+    """
     try:
-        value = image.getexif().get(_ORIENTATION_TAG, 1)
+        value = Image.Image.getexif(image).get(_ORIENTATION_TAG, 1)
     except Exception:
         return 1
     return value if isinstance(value, int) and value in range(1, 9) else 1
@@ -168,13 +194,24 @@ def _bomb(field: str, max_pixels: int) -> InvalidArgument:
 
 def _open(data: bytes, field: str, max_pixels: int) -> Image.Image:
     try:
-        return Image.open(io.BytesIO(data), formats=tuple(INPUT_FORMATS))
+        return Image.open(io.BytesIO(data), formats=READERS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise _bomb(field, max_pixels) from None
     except UnidentifiedImageError:
-        raise InvalidArgument.field(field, f"must be {_ALLOWED}") from None
+        other = _format_of(data)
+        refusal = f"must be {_ALLOWED}" + ("" if other is None else f", not {other}")
+        raise InvalidArgument.field(field, refusal) from None
     except Exception:
         raise InvalidArgument.field(field, "is not a readable image") from None
+
+
+def _format_of(data: bytes) -> str | None:
+    """The format any of Pillow's readers takes ``data`` for, from its header; None if none."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.format
+    except Exception:  # its header is not one of theirs either (or a bomb)
+        return None
 
 
 def _check_pixels(size: Size, max_pixels: int, field: str) -> None:
@@ -187,15 +224,6 @@ def _check_pixels(size: Size, max_pixels: int, field: str) -> None:
             f"declares {width}x{height} = {width * height} pixels; the limit is "
             f"{max_pixels} (a decompression bomb?)",
         )
-
-
-def _load(image: Image.Image, field: str) -> None:
-    try:
-        image.load()
-    except Exception:
-        raise InvalidArgument.field(
-            field, "could not be decoded: the file is truncated or corrupt"
-        ) from None
 
 
 # --- modes --------------------------------------------------------------------------------

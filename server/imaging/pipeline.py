@@ -123,6 +123,7 @@ def run_pipeline(
     on_step: Callable[[int], None] = _no_progress,
     cancelled: Callable[[], bool] = _not_cancelled,
     max_pixels: int | None = None,
+    max_result_bytes: int | None = None,
 ) -> PipelineResult:
     """Decode ``data``, apply ``steps`` in order, encode as ``output_format`` (png, jpeg, webp).
 
@@ -130,7 +131,8 @@ def run_pipeline(
     ``cancelled()`` — true raises :class:`PipelineCancelled`. Steps are checked
     again here (bad parameters, a crop outside the image, more than
     ``max_pixels`` pixels when given): such a step raises :class:`FilterFailed`
-    before it runs.
+    before it runs. A result larger than ``max_result_bytes`` (when given) raises
+    :class:`UnprocessableImage`, naming both sizes and what would make it smaller.
     """
     for index, step in enumerate(steps):
         violations = step_violations(step, index)
@@ -150,7 +152,19 @@ def run_pipeline(
     if problem is not None:
         raise UnprocessableImage(problem)
     encoded, content_type = encode(image, output_format)
+    if max_result_bytes is not None and len(encoded) > max_result_bytes:
+        raise UnprocessableImage(result_too_large(len(encoded), max_result_bytes, output_format))
     return PipelineResult(encoded, content_type, image.width, image.height)
+
+
+def result_too_large(size: int, limit: int, output_format: str) -> str:
+    """Why a result of ``size`` bytes is refused, and what would make it fit."""
+    others = " or ".join(f.upper() for f in ("jpeg", "webp") if f != output_format)
+    smaller = f"choose {others} as the output format, or " if output_format == "png" else ""
+    return (
+        f"the result would be {size} bytes as {output_format.upper()}; the limit is "
+        f"{limit} bytes: {smaller}make the image smaller (resize or thumbnail)"
+    )
 
 
 def filters_used(steps: Sequence[FilterStep]) -> list[str]:

@@ -33,6 +33,7 @@ class ProcessorTuning(TaskgateSettings):
     processor_db_pool_size: NonNegative = 0
     processor_stats_interval: Duration = 5.0
     max_image_pixels: Count = 40_000_000
+    max_result_bytes: Count = 32 * 1024 * 1024
     task_lease: Duration = 30.0
     task_retry_backoff: Duration = 2.0
     task_retry_backoff_max: Duration = 300.0

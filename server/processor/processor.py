@@ -26,7 +26,10 @@
   fenced updates would refuse its result anyway.
 - **Finish**: only through fenced updates. A filter that fails on its input
   fails the task; an unexpected error or a dead worker process retries it
-  with backoff; a cancellation stops it between two filters.
+  with backoff; a cancellation stops it between two filters. A database
+  error while a task runs or ends (a result too slow to store) retries it
+  with that reason, when the database answers that much; only a processor
+  that cannot reach it at all leaves its tasks to the rescuer.
 - **Maintenance**: the rescuer puts tasks whose lease expired (their processor
   died) back to PENDING with backoff, or FAILED after the last attempt; the
   pruner deletes the image bytes of tasks ended longer ago than the retention;
@@ -81,6 +84,7 @@ class ProcessorConfig:
     retry_backoff_max: float
     retention: float
     max_pixels: int | None = None
+    max_result_bytes: int | None = None
     prune_interval: float = 60.0
     stats_interval: float = 5.0
     prefetch: int | None = None  # claimed ahead behind light work; None: concurrency
@@ -314,11 +318,14 @@ class Processor:
             await self._finish(job, *ran, fields)
         except WorkerDied as exc:
             await self._retry(job, str(exc), fields)
-        except TaskgateError as exc:  # the database: the lease runs out and the task is rescued
-            log.warning("task %s: %s", job.task_id, exc, extra={"fields": fields})
+        except TaskgateError as exc:  # the database: retried now if it answers, else rescued
+            await self._retry(job, f"the database failed: {exc}", fields)
         except asyncio.CancelledError:
             await asyncio.shield(self._release(job, fields))
             raise
+        except Exception as exc:  # a bug: retried now, never left to its lease
+            log.exception("task %s: unexpected error", job.task_id, extra={"fields": fields})
+            await self._retry(job, f"{type(exc).__name__}: {exc}", fields)
         finally:
             if self._running.pop(job.task_id, None) is not None:
                 self._stir.set()  # a slot freed without an ending (a retry, a hand-back)
@@ -354,7 +361,12 @@ class Processor:
             started = time.perf_counter()
             size = (job.input_width, job.input_height)
             pipeline = Pipeline(
-                image, job.filters, job.output_format, self._config.max_pixels, size
+                image,
+                job.filters,
+                job.output_format,
+                self._config.max_pixels,
+                size,
+                self._config.max_result_bytes,
             )
             outcome = await self._pool.run(pipeline, control=control, on_progress=progress)
             return outcome, time.perf_counter() - started
@@ -394,7 +406,13 @@ class Processor:
         self, job: Job, outcome: Done, seconds: float, fields: dict[str, object]
     ) -> None:
         output = Output(outcome.data, outcome.content_type, outcome.width, outcome.height)
-        if await self._end(Ending(job, TaskStatus.COMPLETED, output=output)):
+        try:
+            ended = await self._end(Ending(job, TaskStatus.COMPLETED, output=output))
+        except TaskgateError as exc:  # it may have been slow to take in: say so
+            reason = f"storing its {len(outcome.data)}-byte result failed: {exc}"
+            await self._retry(job, reason, fields)
+            return
+        if ended:
             self._metrics.processing_time.observe(seconds)
             for step in job.filters:
                 self._metrics.filters_used.labels(step.name).inc()
@@ -410,7 +428,12 @@ class Processor:
     async def _retry(self, job: Job, error: str, fields: dict[str, object]) -> None:
         log.error("task %s: attempt %d failed: %s", job.task_id, job.attempt, error,
                   extra={"fields": fields})  # fmt: skip
-        status = await self._queue.retry(job, error, delay=self._config.backoff(job.attempt))
+        try:
+            status = await self._queue.retry(job, error, delay=self._config.backoff(job.attempt))
+        except TaskgateError as exc:
+            log.warning("task %s: could not retry it (%s); its lease will expire",
+                        job.task_id, exc, extra={"fields": fields})  # fmt: skip
+            return
         if status is TaskStatus.FAILED:
             self._metrics.finished.labels(TaskStatus.FAILED.value).inc()
         elif status is TaskStatus.PENDING:

@@ -35,6 +35,7 @@ def processor_config(settings: ProcessorSettings) -> ProcessorConfig:
         retry_backoff_max=settings.task_retry_backoff_max,
         retention=settings.task_retention,
         max_pixels=settings.max_image_pixels,
+        max_result_bytes=settings.max_result_bytes,
         stats_interval=settings.processor_stats_interval,
     )
 

@@ -3,7 +3,8 @@
 It runs pipelines for the processor that started it, over the socket it
 inherited as FD, one batch at a time, one pipeline after the other:
 
-- in:  ``("run", [(seq, image, steps, format, max_pixels), ...])``, ``("cancel", seq)``
+- in:  ``("run", [(seq, image, steps, format, max_pixels, max_result_bytes), ...])``,
+  ``("cancel", seq)``
 - out: ``("progress", seq, done)`` after each filter but the last, then, once
   the whole batch has run, ``("ended", [outcome, ...])`` with one of
   ``("done", seq, data, content_type, width, height)``,
@@ -79,6 +80,7 @@ def run(
     steps: Any,
     output_format: str,
     max_pixels: int | None,
+    max_result_bytes: int | None,
 ) -> tuple[Any, ...]:
     """Runs one pipeline; its outcome message."""
     pipeline = steps_from_json(steps)
@@ -95,6 +97,7 @@ def run(
             on_step=progress,
             cancelled=lambda: channel.cancel_asked(seq),
             max_pixels=max_pixels,
+            max_result_bytes=max_result_bytes,
         )
     except PipelineCancelled as exc:
         return ("cancelled", seq, exc.done)

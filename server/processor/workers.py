@@ -5,8 +5,10 @@ batch of pipelines at a time (one pipeline, or a few light ones) over a
 private socketpair and reports progress after each filter; a job can be
 cancelled between two filters, also when the processor abandons it. A worker
 that dies is killed and replaced on demand, so a crash costs one attempt (of
-each task in its batch), never the pool. Workers start lazily, on the first
-jobs.
+each task in its batch), never the pool. One that died while idle costs
+nothing: it is found dead before it is handed work (its process ended, its
+socket closed), or its socket refuses the jobs, and they go to a fresh
+worker. Workers start lazily, on the first jobs.
 
 ``concurrent.futures.ProcessPoolExecutor`` fits neither need: a submitted
 call can neither report progress nor be told to stop between two filters.
@@ -40,6 +42,10 @@ class WorkerDied(Exception):
     """The worker process ended in the middle of a job."""
 
 
+class WorkerGone(WorkerDied):
+    """The worker process had ended before it was handed its jobs: they never ran."""
+
+
 def is_light(steps: Sequence[FilterStep], size: Size) -> bool:
     """Whether every step, from an input of ``size``, works on at most ``LIGHT_PIXELS`` pixels."""
     for step in steps:
@@ -61,6 +67,7 @@ class Pipeline:
     output_format: str
     max_pixels: int | None = None  # a last check at run time; validation did the first
     size: Size | None = None  # the input's, when known
+    max_result_bytes: int | None = None  # a larger result fails its task
 
     @property
     def light(self) -> bool:
@@ -68,7 +75,13 @@ class Pipeline:
         return self.size is not None and is_light(self.steps, self.size)
 
     def message(self) -> tuple[object, ...]:
-        return (self.image, steps_to_json(self.steps), self.output_format, self.max_pixels)
+        return (
+            self.image,
+            steps_to_json(self.steps),
+            self.output_format,
+            self.max_pixels,
+            self.max_result_bytes,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,11 +184,10 @@ class Worker:
         WorkerDied if the process ends first.
         """
         by_seq = {job.seq: job for job in jobs}
-        self._writer.write(pack(("run", [(job.seq, *job.pipeline.message()) for job in jobs])))
+        await self._send(pack(("run", [(job.seq, *job.pipeline.message()) for job in jobs])))
         for job in jobs:
             job.control.bind(partial(self._cancel, job.seq))
         try:
-            await self._writer.drain()
             while True:
                 kind, *rest = await self._receive()
                 if kind == "progress":
@@ -190,6 +202,25 @@ class Worker:
         finally:
             for job in jobs:
                 job.control.bind(None)
+
+    @property
+    def alive(self) -> bool:
+        """Whether it can take work: its process has not ended, nor its socket closed."""
+        return (
+            self._process.returncode is None
+            and not self._reader.at_eof()
+            and not self._writer.is_closing()
+        )
+
+    async def _send(self, message: bytes) -> None:
+        """WorkerGone when the socket is closed (the process died while it was idle)."""
+        if not self.alive:
+            raise WorkerGone(f"the idle worker process had ended ({self._process.returncode})")
+        try:
+            self._writer.write(message)
+            await self._writer.drain()
+        except ConnectionError as exc:
+            raise WorkerGone(f"the idle worker process had ended ({exc})") from exc
 
     def _cancel(self, seq: int) -> None:
         if not self._writer.is_closing():
@@ -277,22 +308,9 @@ class WorkerPool:
         batch.add_done_callback(self._batches.discard)
 
     async def _run_batch(self, jobs: list[_Job]) -> None:
-        healthy = False
         try:
             async with self._slots:
-                if self._closed:
-                    raise RuntimeError("the worker pool is closed")
-                worker = self._idle.pop() if self._idle else await Worker.spawn()
-                self._busy.add(worker)
-                try:
-                    await worker.run(jobs)
-                    healthy = True
-                finally:
-                    self._busy.discard(worker)
-                    if healthy and not self._closed:
-                        self._idle.append(worker)
-                    else:  # died, or closed mid-job: its state is unknown
-                        await asyncio.shield(worker.close(kill=True))
+                await self._run_on_a_worker(jobs)
         except Exception as exc:
             for job in jobs:
                 if not job.outcome.done():
@@ -300,6 +318,46 @@ class WorkerPool:
         finally:
             for job in jobs:
                 job.outcome.cancel()  # no-op once set
+
+    async def _run_on_a_worker(self, jobs: list[_Job]) -> None:
+        """Runs ``jobs`` on an idle worker, or a new one; on a fresh one if the first
+        turns out to have died while idle (it never saw them). WorkerDied mid-job."""
+        if await self._use(await self._idle_or_new(), jobs):
+            return
+        log.warning("a worker process had died while idle; its next jobs go to a fresh one")
+        if not await self._use(await self._spawn(), jobs):
+            raise WorkerDied("a fresh worker process ended before it took its jobs")
+
+    async def _idle_or_new(self) -> Worker:
+        while self._idle:
+            worker = self._idle.pop()
+            if worker.alive:
+                return worker
+            log.warning("a worker process died while idle; it is replaced")
+            await asyncio.shield(worker.close(kill=True))
+        return await self._spawn()
+
+    async def _spawn(self) -> Worker:
+        if self._closed:
+            raise RuntimeError("the worker pool is closed")
+        return await Worker.spawn()
+
+    async def _use(self, worker: Worker, jobs: list[_Job]) -> bool:
+        """Runs ``jobs`` on ``worker``; False when it had died before it got them."""
+        healthy = False
+        self._busy.add(worker)
+        try:
+            await worker.run(jobs)
+            healthy = True
+        except WorkerGone:
+            return False
+        finally:
+            self._busy.discard(worker)
+            if healthy and not self._closed:
+                self._idle.append(worker)
+            else:  # died, or closed mid-job: its state is unknown
+                await asyncio.shield(worker.close(kill=True))
+        return True
 
     async def close(self) -> None:
         """Stops every worker: idle ones cleanly, busy ones (abandoned jobs) at once."""

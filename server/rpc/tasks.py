@@ -48,9 +48,9 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
 
     async def GetTaskResult(
         self, request: pb.GetTaskResultRequest, context: Context
-    ) -> httpbody_pb2.HttpBody:
-        result = await self._tasks.result(current_user(), request.task_id)
-        return httpbody_pb2.HttpBody(content_type=result.content_type, data=result.data)
+    ) -> AsyncIterator[httpbody_pb2.HttpBody]:
+        async for chunk in self._tasks.result(current_user(), request.task_id):
+            yield httpbody_pb2.HttpBody(content_type=chunk.content_type, data=chunk.data)
 
     async def ListTasks(
         self, request: pb.ListTasksRequest, context: Context

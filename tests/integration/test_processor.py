@@ -18,7 +18,15 @@ from psycopg.types.json import Jsonb
 from server.config import Settings
 from server.imaging.filters import FilterStep
 from server.models import TaskStatus
-from server.processor.workers import Done, Failed, JobControl, Pipeline, WorkerDied, WorkerPool
+from server.processor.workers import (
+    Done,
+    Failed,
+    JobControl,
+    Pipeline,
+    Worker,
+    WorkerDied,
+    WorkerPool,
+)
 from server.storage.postgres.database import Database, create_pool
 from server.storage.postgres.queue import Ending, Output, QueueRepository
 from taskgate.v1 import task_service_pb2 as pb
@@ -260,6 +268,97 @@ async def test_a_dead_worker_process_costs_one_attempt_not_the_pool() -> None:
         assert isinstance(bad, Failed)
     finally:
         await pool.close()
+
+
+async def test_a_worker_that_died_while_idle_costs_no_job() -> None:
+    pool = WorkerPool(size=1)
+    tiny = Pipeline(image_bytes(8, 8), [FilterStep("grayscale", {})], "png")
+    try:
+        first = await pool.run(tiny, control=JobControl(), on_progress=lambda n: None)
+        assert isinstance(first, Done)
+        (worker,) = pool._idle
+        os.kill(worker._process.pid, signal.SIGKILL)
+        await worker._process.wait()
+        outcome = await pool.run(tiny, control=JobControl(), on_progress=lambda n: None)
+        assert isinstance(outcome, Done)
+        assert len(pool._idle) == 1
+        assert pool._idle[0] is not worker
+    finally:
+        await pool.close()
+
+
+async def test_jobs_refused_by_a_dead_workers_socket_go_to_a_fresh_worker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The process died, but the pool has not noticed yet: the send fails, and the
+    jobs go to a fresh worker."""
+    pool = WorkerPool(size=1)
+    tiny = Pipeline(image_bytes(8, 8), [FilterStep("grayscale", {})], "png")
+    try:
+        await pool.run(tiny, control=JobControl(), on_progress=lambda n: None)
+        (worker,) = pool._idle
+        os.kill(worker._process.pid, signal.SIGKILL)
+        await worker._process.wait()
+        # As if its end had not been seen yet: only the send can tell.
+        monkeypatch.setattr(Worker, "alive", property(lambda self: True))
+        outcome = await pool.run(tiny, control=JobControl(), on_progress=lambda n: None)
+        assert isinstance(outcome, Done)
+    finally:
+        await pool.close()
+
+
+def worker_pids() -> set[int]:
+    """This test process's worker processes (``python -m server.processor.worker``)."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat, open(f"/proc/{entry}/cmdline", "rb") as cmd:
+                ppid = int(stat.read().rsplit(")", 1)[1].split()[1])
+                command = cmd.read()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == os.getpid() and b"server.processor.worker" in command:
+            found.add(int(entry))
+    return found
+
+
+async def test_a_task_after_an_idle_worker_was_killed_completes_on_its_first_attempt(
+    settings: Settings, db: psycopg.AsyncConnection[TupleRow]
+) -> None:
+    async with serving(settings, processor_concurrency=1, processor_workers=1) as (_, client):
+        tasks = await task_user(client)
+        first = await tasks.create(image_bytes(16, 16), [grayscale()])
+        assert (await tasks.wait_until_ended(first.task_id)).status == pb.TASK_STATUS_COMPLETED
+        (pid,) = worker_pids()
+        os.kill(pid, signal.SIGKILL)
+        assert await eventually(lambda: as_awaitable(pid not in worker_pids()))
+        second = await tasks.create(image_bytes(16, 16), [grayscale()])
+        ended = await tasks.wait_until_ended(second.task_id)
+        assert ended.status == pb.TASK_STATUS_COMPLETED
+        assert await attempts_of(db, second.task_id) == [(1, "completed")]
+
+
+async def test_a_worker_killed_mid_task_costs_that_attempt_as_an_error_not_a_lease(
+    settings: Settings, db: psycopg.AsyncConnection[TupleRow]
+) -> None:
+    async with serving(
+        settings, processor_concurrency=1, processor_workers=1, task_retry_backoff=0.1
+    ) as (_, client):
+        tasks = await task_user(client)
+        created = await tasks.create(image_bytes(1200, 1200), [blur(60)] * 20)
+
+        async def running() -> bool:
+            task = await tasks.get(created.task_id)
+            return task.status == pb.TASK_STATUS_RUNNING and task.progress >= 1
+
+        assert await eventually(running)
+        (pid,) = worker_pids()
+        os.kill(pid, signal.SIGKILL)
+        ended = await tasks.wait_until_ended(created.task_id)
+    assert ended.status == pb.TASK_STATUS_COMPLETED
+    assert await attempts_of(db, created.task_id) == [(1, "error"), (2, "completed")]
 
 
 async def test_light_pipelines_handed_over_together_share_one_worker_trip() -> None:

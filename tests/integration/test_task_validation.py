@@ -72,11 +72,24 @@ async def test_a_decompression_bomb_is_refused_from_its_header(tasks: Tasks) -> 
 
 @pytest.mark.parametrize(
     "image",
-    [b"", b"not an image at all", image_bytes(20, 20)[:60]],
-    ids=["empty", "garbage", "truncated"],
+    [b"", b"not an image at all", image_bytes(20, 20)[:20]],
+    ids=["empty", "garbage", "header-cut-short"],
 )
 async def test_not_an_image(tasks: Tasks, image: bytes) -> None:
     assert "image" in await rejected(tasks, image, [grayscale()])
+
+
+async def test_an_image_cut_short_after_its_header_fails_its_task_without_retry(
+    settings: Settings,
+) -> None:
+    """Only the header is read on the request path; the processor's decode fails the task."""
+    async with serving(settings) as (_, client):
+        tasks = await task_user(client)
+        created = await tasks.create(image_bytes(20, 20)[:60], [grayscale()])
+        ended = await tasks.wait_until_ended(created.task_id)
+        assert ended.status == pb.TASK_STATUS_FAILED
+        assert ended.attempts == 1
+        assert "truncated or corrupt" in ended.error
 
 
 async def test_a_format_that_is_not_allowed(tasks: Tasks) -> None:

@@ -6,6 +6,7 @@ import secrets
 from dataclasses import dataclass
 
 import grpc
+from google.api import httpbody_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -110,10 +111,15 @@ class Tasks:
         return response.task
 
     async def result(self, task_id: str) -> tuple[str, bytes]:
-        body = await self.stub.GetTaskResult(
+        """The result's content type and bytes, its streamed chunks joined."""
+        chunks = await self.result_chunks(task_id)
+        return chunks[0].content_type, b"".join(chunk.data for chunk in chunks)
+
+    async def result_chunks(self, task_id: str) -> list[httpbody_pb2.HttpBody]:
+        call = self.stub.GetTaskResult(
             task_pb.GetTaskResultRequest(task_id=task_id), metadata=self.metadata
         )
-        return body.content_type, body.data
+        return [chunk async for chunk in call]
 
     async def cancel(self, task_id: str) -> task_pb.Task:
         response = await self.stub.CancelTask(

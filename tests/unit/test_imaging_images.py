@@ -130,12 +130,39 @@ def test_a_large_solid_image_that_compresses_well() -> None:
     assert probe(data, max_bytes=20_000, max_pixels=9_000_000).size == (3000, 3000)
 
 
-def test_a_truncated_image_is_refused() -> None:
+def png_with_text(text_bytes: int) -> bytes:
+    """A 16x16 PNG whose zTXt chunks inflate to about ``text_bytes`` of text."""
+    part = zlib.compress(b"a" * 1_000_000, 9)  # 1 KB that inflates to 1 MB
+    chunks = b""
+    for number in range(text_bytes // 1_000_000):
+        chunks += png_chunk(b"zTXt", b"k%d\x00\x00" % number + part)
+    plain = saved(Image.new("L", (16, 16)), "PNG")
+    return plain[:33] + chunks + plain[33:]  # after IHDR
+
+
+def test_png_header_text_at_the_limit_and_past_it() -> None:
+    assert images.PNG_MAX_TEXT_BYTES == 4 * 1024 * 1024
+    assert probed(png_with_text(4_000_000)).size == (16, 16)
+    assert len(png_with_text(5_000_000)) < 10_000
+    assert violation(png_with_text(5_000_000)) == "is not a readable image"
+
+
+def test_a_truncated_image_passes_the_header_check_and_fails_to_decode() -> None:
     data = saved(gradient(size=(64, 64)), "PNG")
-    assert "truncated or corrupt" in violation(data[: len(data) // 2])
     jpeg = saved(gradient(size=(64, 64)), "JPEG")
-    assert "truncated or corrupt" in violation(jpeg[:-200])
+    for cut in (data[: len(data) // 2], jpeg[:-200]):
+        assert probed(cut).size == (64, 64)  # nothing decoded on the request path
+        with pytest.raises(UnprocessableImage, match="truncated or corrupt"):
+            decode(cut)
     assert violation(jpeg[:40]) == "is not a readable image"
+
+
+def test_a_large_image_is_probed_without_decoding_it() -> None:
+    # 6000x6000 RGB would be 108 MB decoded; its header says all probe needs.
+    data = saved(Image.new("RGB", (6000, 6000)), "PNG")
+    assert probe(data, max_bytes=len(data), max_pixels=40_000_000).size == (6000, 6000)
+    with pytest.raises(UnprocessableImage, match="truncated or corrupt"):
+        decode(data[: len(data) // 2])
 
 
 def test_bytes_that_are_not_an_image() -> None:
@@ -145,9 +172,65 @@ def test_bytes_that_are_not_an_image() -> None:
 
 
 @pytest.mark.parametrize("fmt", ["PPM", "ICO", "TGA", "PCX"])
-def test_formats_that_are_not_allowed(fmt: str) -> None:
+def test_formats_that_are_not_allowed_are_refused_by_name(fmt: str) -> None:
     data = saved(gradient(size=(16, 16)), fmt)
-    assert violation(data) == "must be a PNG, JPEG, WebP, GIF, BMP or TIFF image"
+    assert violation(data) == f"must be a PNG, JPEG, WebP, GIF, BMP or TIFF image, not {fmt}"
+
+
+def test_a_multi_picture_jpeg_is_read_as_its_first_picture() -> None:
+    first, second = gradient(size=(40, 20)), Image.new("RGB", (8, 8), "red")
+    data = saved(first, "MPO", save_all=True, append_images=[second])
+    assert opened(data).format == "MPO"
+    assert probed(data) == ImageInfo("image/jpeg", 40, 20, len(data), "MPO")
+    assert decode(data).size == (40, 20)
+
+
+_MODES_TO_TRY = ("RGB", "L", "1", "P", "RGBA", "F", "I;16")
+
+
+def written(fmt: str) -> bytes | None:
+    """A small image in ``fmt``, in the first mode Pillow's writer takes; None if none."""
+    for mode in _MODES_TO_TRY:
+        try:
+            return saved(gradient(mode, size=(16, 16)), fmt)
+        except Exception:  # noqa: S112 - that writer takes another mode, or none here
+            continue
+    return None
+
+
+def read_as(data: bytes) -> str | None:
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.format
+    except Exception:
+        return None
+
+
+Image.init()
+# Pillow registers these writers only to hand images to a handler an application
+# installs (the scientific stubs) or to Windows (WMF): nothing here can write them.
+STUB_WRITERS = {"BUFR", "GRIB", "HDF5", "WMF"}
+
+
+@pytest.mark.parametrize("fmt", sorted(Image.SAVE))
+@pytest.mark.filterwarnings("ignore:.*format is deprecated:DeprecationWarning")
+def test_every_format_pillow_writes_is_accepted_or_refused_by_name(fmt: str) -> None:
+    data = written(fmt)
+    if data is None:
+        assert fmt in STUB_WRITERS, f"Pillow's {fmt} writer wrote nothing in any mode"
+        return
+    name = read_as(data)
+    try:
+        info = probed(data)
+    except InvalidArgument as exc:
+        [found] = exc.violations
+        assert found.field == "image"
+        assert found.description.startswith("must be a PNG, JPEG, WebP, GIF, BMP or TIFF image")
+        if name is not None:  # a format Pillow reads: named
+            assert found.description.endswith(f", not {name}")
+        return
+    assert info.content_type in images.INPUT_FORMATS.values()
+    assert decode(data).size == info.size
 
 
 def test_exif_orientation_is_applied_and_reported() -> None:

@@ -15,6 +15,7 @@ from server.errors import InvalidArgument, Unauthenticated
 from server.interceptors.auth import bearer_token
 from server.interceptors.request_log import request_id_from
 from server.services import rules
+from server.services.tasks import RESULT_CHUNK_BYTES, result_chunk_bytes
 from server.storage.postgres.queries import QUERIES, parse
 from taskgate_runtime.logs import JsonFormatter
 
@@ -114,3 +115,9 @@ def test_json_log_lines_carry_a_bound_task_and_fields_win() -> None:
     assert line["user_id"] == str(owner)
     assert line["request_id"] == "from-fields"
     assert context.task_id.get() is None  # nothing leaked out of the task's context
+
+
+def test_result_chunks_fit_the_servers_largest_message() -> None:
+    assert result_chunk_bytes(10 * 1024 * 1024 + 64 * 1024) == RESULT_CHUNK_BYTES
+    assert result_chunk_bytes(164 * 1024) == 164 * 1024 - 1024
+    assert result_chunk_bytes(100) == 1

@@ -57,7 +57,7 @@ class TaskServiceStub:
                 request_serializer=taskgate_dot_v1_dot_task__service__pb2.GetTaskRequest.SerializeToString,
                 response_deserializer=taskgate_dot_v1_dot_task__service__pb2.GetTaskResponse.FromString,
                 _registered_method=True)
-        self.GetTaskResult = channel.unary_unary(
+        self.GetTaskResult = channel.unary_stream(
                 '/taskgate.v1.TaskService/GetTaskResult',
                 request_serializer=taskgate_dot_v1_dot_task__service__pb2.GetTaskResultRequest.SerializeToString,
                 response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
@@ -115,8 +115,11 @@ class TaskServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetTaskResult(self, request, context):
-        """Returns the result image of a COMPLETED task, raw, with its content type.
-        FAILED_PRECONDITION while the task has no result.
+        """Returns the result image of a COMPLETED task, raw, with its content type,
+        as a stream of chunks of at most 1 MiB each (every one with the content
+        type): concatenated, they are the image, however large, and no message
+        comes near a gRPC message size limit. Over HTTP the chunks are the body of
+        one response. FAILED_PRECONDITION while the task has no result.
         buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -166,7 +169,7 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     request_deserializer=taskgate_dot_v1_dot_task__service__pb2.GetTaskRequest.FromString,
                     response_serializer=taskgate_dot_v1_dot_task__service__pb2.GetTaskResponse.SerializeToString,
             ),
-            'GetTaskResult': grpc.unary_unary_rpc_method_handler(
+            'GetTaskResult': grpc.unary_stream_rpc_method_handler(
                     servicer.GetTaskResult,
                     request_deserializer=taskgate_dot_v1_dot_task__service__pb2.GetTaskResultRequest.FromString,
                     response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
@@ -296,7 +299,7 @@ class TaskService:
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_unary(
+        return grpc.experimental.unary_stream(
             request,
             target,
             '/taskgate.v1.TaskService/GetTaskResult',

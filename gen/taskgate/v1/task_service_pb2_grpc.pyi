@@ -53,9 +53,12 @@ class TaskServiceStub:
     """Returns one of the caller's tasks: status, timings, attempts, error and
     result metadata.
     """
-    GetTaskResult: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.GetTaskResultRequest, _httpbody_pb2.HttpBody]
-    """Returns the result image of a COMPLETED task, raw, with its content type.
-    FAILED_PRECONDITION while the task has no result.
+    GetTaskResult: _grpc.UnaryStreamMultiCallable[_task_service_pb2.GetTaskResultRequest, _httpbody_pb2.HttpBody]
+    """Returns the result image of a COMPLETED task, raw, with its content type,
+    as a stream of chunks of at most 1 MiB each (every one with the content
+    type): concatenated, they are the image, however large, and no message
+    comes near a gRPC message size limit. Over HTTP the chunks are the body of
+    one response. FAILED_PRECONDITION while the task has no result.
     buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
     """
     ListTasks: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.ListTasksRequest, _task_service_pb2.ListTasksResponse]
@@ -95,9 +98,12 @@ class TaskServiceAsyncStub(TaskServiceStub):
     """Returns one of the caller's tasks: status, timings, attempts, error and
     result metadata.
     """
-    GetTaskResult: _aio.UnaryUnaryMultiCallable[_task_service_pb2.GetTaskResultRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
-    """Returns the result image of a COMPLETED task, raw, with its content type.
-    FAILED_PRECONDITION while the task has no result.
+    GetTaskResult: _aio.UnaryStreamMultiCallable[_task_service_pb2.GetTaskResultRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
+    """Returns the result image of a COMPLETED task, raw, with its content type,
+    as a stream of chunks of at most 1 MiB each (every one with the content
+    type): concatenated, they are the image, however large, and no message
+    comes near a gRPC message size limit. Over HTTP the chunks are the body of
+    one response. FAILED_PRECONDITION while the task has no result.
     buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
     """
     ListTasks: _aio.UnaryUnaryMultiCallable[_task_service_pb2.ListTasksRequest, _task_service_pb2.ListTasksResponse]  # type: ignore[assignment]
@@ -158,9 +164,12 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _task_service_pb2.GetTaskResultRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_httpbody_pb2.HttpBody, _abc.Awaitable[_httpbody_pb2.HttpBody]]:
-        """Returns the result image of a COMPLETED task, raw, with its content type.
-        FAILED_PRECONDITION while the task has no result.
+    ) -> _typing.Union[_abc.Iterator[_httpbody_pb2.HttpBody], _abc.AsyncIterator[_httpbody_pb2.HttpBody]]:
+        """Returns the result image of a COMPLETED task, raw, with its content type,
+        as a stream of chunks of at most 1 MiB each (every one with the content
+        type): concatenated, they are the image, however large, and no message
+        comes near a gRPC message size limit. Over HTTP the chunks are the body of
+        one response. FAILED_PRECONDITION while the task has no result.
         buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
         """
 

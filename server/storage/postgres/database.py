@@ -127,11 +127,16 @@ class Database:
         return await self._run(query, run)
 
     async def fetch_all_pipelined(
-        self, statements: Sequence[tuple[str, Params, Callable[..., Any]]], *, binary: bool = False
+        self,
+        statements: Sequence[tuple[str, Params, Callable[..., Any]]],
+        *,
+        binary: bool = False,
+        extra_time: float = 0.0,
     ) -> list[list[Any]]:
         """Runs statements in one round trip (libpq pipeline mode) and one transaction
         (a single Sync ends the pipeline: a failing statement undoes them all); returns
-        each one's rows (in binary format with ``binary``)."""
+        each one's rows (in binary format with ``binary``). ``extra_time`` seconds are
+        added to the time budget: for statements that carry megabytes."""
 
         async def run(conn: AsyncConnection[Any]) -> list[list[Any]]:
             cursors = []
@@ -142,7 +147,7 @@ class Database:
                     cursors.append(cursor)
             return [await cursor.fetchall() for cursor in cursors]
 
-        return await self._run("+".join(query for query, _, _ in statements), run)
+        return await self._run("+".join(query for query, _, _ in statements), run, extra_time)
 
     async def execute(self, query: str, params: Params) -> int:
         """Runs a statement; returns the number of rows it touched."""
@@ -164,15 +169,18 @@ class Database:
         await self._pool.close()
 
     async def _run(
-        self, operation: str, statement: Callable[[AsyncConnection[Any]], Awaitable[T]]
+        self,
+        operation: str,
+        statement: Callable[[AsyncConnection[Any]], Awaitable[T]],
+        extra_time: float = 0.0,
     ) -> T:
         """Runs ``statement`` under its time budget, timed as ``operation``."""
         if self._metrics is None:
-            return await self._within_budget(statement)
+            return await self._within_budget(statement, extra_time)
         timed = self._metrics.queries[operation]
         started = time.perf_counter()
         try:
-            return await self._within_budget(statement)
+            return await self._within_budget(statement, extra_time)
         except UniqueViolation:
             raise  # an answer, not an error
         except Exception:
@@ -181,8 +189,10 @@ class Database:
         finally:
             timed.observe(time.perf_counter() - started)
 
-    async def _within_budget(self, statement: Callable[[AsyncConnection[Any]], Awaitable[T]]) -> T:
-        budget = time_budget(self._timeout)
+    async def _within_budget(
+        self, statement: Callable[[AsyncConnection[Any]], Awaitable[T]], extra_time: float = 0.0
+    ) -> T:
+        budget = time_budget(self._timeout + extra_time)
         task = asyncio.create_task(self._on_connection(statement, budget))
         waited = False
         try:

@@ -63,7 +63,18 @@ FROM tasks
 WHERE id = %(id)s AND user_id = %(user_id)s;
 
 -- name: get_task_result
-SELECT status, result_content_type, result_image, images_pruned_at
+-- What a result download needs before its bytes: IS NOT NULL reads the
+-- column's null bit, not the value.
+SELECT status, result_content_type, result_size_bytes, images_pruned_at,
+       result_image IS NOT NULL AS stored
+FROM tasks
+WHERE id = %(id)s AND user_id = %(user_id)s;
+
+-- name: get_task_result_chunk
+-- One slice of the result, %(start)s bytes in (0-based); Postgres reads only
+-- the TOAST chunks of that slice (result_image is stored uncompressed, see
+-- the migration that set STORAGE EXTERNAL). NULL once the result is pruned.
+SELECT substring(result_image FROM %(start)s + 1 FOR %(length)s) AS data
 FROM tasks
 WHERE id = %(id)s AND user_id = %(user_id)s;
 

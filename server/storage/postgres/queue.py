@@ -18,6 +18,11 @@ from server.imaging.filters import FilterStep
 from server.models import Job, TaskStatus
 from server.storage.postgres.database import Database
 
+# The slowest a healthy Postgres is assumed to take in a result's bytes: a
+# finishing statement gets that much more time than the configured timeout
+# (a 32 MiB result: 4 s more).
+RESULT_WRITE_BYTES_PER_SECOND = 8 * 1024 * 1024
+
 
 def _job(*, filters: list[dict[str, Any]], **columns: Any) -> Job:
     return Job(filters=tuple(FilterStep.from_json(step) for step in filters), **columns)
@@ -138,7 +143,10 @@ class QueueRepository:
             statements.append(("claimed_inputs", owner, _Input))
         if not statements:
             return set(), []
-        results = await self._db.fetch_all_pipelined(statements, binary=True)
+        written = sum(len(e.output.data) for e in endings if e.output is not None)
+        results = await self._db.fetch_all_pipelined(
+            statements, binary=True, extra_time=written / RESULT_WRITE_BYTES_PER_SECOND
+        )
         ended: set[UUID] = set(results[0]) if endings else set()
         if claim <= 0:
             return ended, []

@@ -1,5 +1,5 @@
 """Tasks in Postgres, as the API reads and writes them (never the image bytes,
-but in ``insert`` and ``get_result``)."""
+but in ``insert`` and ``get_result_chunk``)."""
 
 from __future__ import annotations
 
@@ -59,10 +59,17 @@ def _keyed_task(*, request_hash: bytes, **columns: Any) -> KeyedTask:
 
 @dataclass(frozen=True, slots=True)
 class StoredResult:
+    """A task's result, but its bytes (``stored``: whether they are there)."""
+
     status: str
     result_content_type: str | None
-    result_image: bytes | None
+    result_size_bytes: int | None
     images_pruned_at: datetime | None
+    stored: bool
+
+
+def _data(*, data: bytes | None) -> bytes | None:
+    return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,8 +119,18 @@ class TaskRepository:
 
     async def get_result(self, user_id: UUID, task_id: UUID) -> StoredResult | None:
         return await self._db.fetch_one(
-            "get_task_result", {"id": task_id, "user_id": user_id}, StoredResult, binary=True
+            "get_task_result", {"id": task_id, "user_id": user_id}, StoredResult
         )
+
+    async def get_result_chunk(
+        self, user_id: UUID, task_id: UUID, *, start: int, length: int
+    ) -> bytes | None:
+        """``length`` bytes of the result from ``start``; None when it is gone."""
+        params = {"id": task_id, "user_id": user_id, "start": start, "length": length}
+        data: bytes | None = await self._db.fetch_one(
+            "get_task_result_chunk", params, _data, binary=True
+        )
+        return data
 
     async def list(
         self, user_id: UUID, *, status: TaskStatus | None, after: Cursor | None, limit: int
