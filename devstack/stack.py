@@ -22,7 +22,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, SecretStr
 from devstack import binaries
 from devstack.accounts import postgres_account
 from devstack.children import Child, wait_until
-from devstack.databases import LocalPostgres, LocalRedis, Tuning
+from devstack.databases import LocalPostgres, LocalRedis, LocalReplica, Tuning
 from devstack.postgres_places import STATE_ROOT, postgres_places
 from gateway.config import Settings as GatewaySettings
 from server.config import Settings as ServerSettings
@@ -135,6 +135,20 @@ def local_databases(
     finally:
         redis.stop()
         postgres.stop()
+
+
+@contextlib.contextmanager
+def local_replica(
+    primary: LocalPostgres, *, name: str = "postgres-replica"
+) -> Iterator[LocalReplica]:
+    """A streaming replica of ``primary`` (running), its data beside the primary's in ``name``."""
+    replica = LocalReplica(primary, primary.data_dir.with_name(name))
+    logs = primary.log_file.parent if primary.log_file else replica.data_dir.parent
+    try:
+        replica.start(logs / f"{name}.log")
+        yield replica
+    finally:
+        replica.stop()
 
 
 def migrate(database_url: str, environ: Mapping[str, str]) -> None:
