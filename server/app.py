@@ -240,6 +240,7 @@ class App:
             replicas=replicas,
             positions=positions if replicas else None,
             counted=read_metrics.counted,
+            wait=settings.database_replica_wait,
         )
         monitor = ReplicaMonitor(
             primary=primary,

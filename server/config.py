@@ -23,6 +23,7 @@ from taskgate_runtime.settings import (
     Duration,
     LoggingSettings,
     NonNegative,
+    OptionalDuration,
     RedisSettings,
     TaskgateSettings,
     cpu_count,
@@ -59,6 +60,7 @@ class ReplicaSettings(TaskgateSettings):
     database_replica_max_lag: Duration = 30.0
     database_replica_check_interval: Duration = 0.5
     database_replica_timeout: Duration = 0.5
+    database_replica_wait: OptionalDuration = 0.0
 
     @property
     def replica_urls(self) -> tuple[str, ...]:

@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 PRIMARY, REPLICA = "primary", "replica"
+WAIT_STEP = 0.002  # how often a waiting read asks the replica again
 # Why a read went where it went (the ``reason`` label of the reads counter).
 NO_REPLICA, DOWN, STALE, LATEST, FRESH = "no_replica", "down", "stale", "latest", "fresh"
 
@@ -102,9 +103,12 @@ class ReadRouter:
         replicas: Sequence[Replica] = (),
         positions: WalPositions | None = None,
         counted: Callable[[str, str], None] | None = None,
+        wait: float = 0.0,
     ) -> None:
-        """``counted(target, reason)`` is told of every read (the reads metric)."""
+        """``counted(target, reason)`` is told of every read (the reads metric); a read a
+        replica is too stale for waits up to ``wait`` seconds for it before the primary."""
         self.primary = primary
+        self._wait = wait
         self.replicas = tuple(replicas)
         self._positions = positions
         self._counted = counted or (lambda target, reason: None)
@@ -156,6 +160,26 @@ class ReadRouter:
         if latest:
             return await self._on_primary(caller, LATEST, query, params, row, binary)
         required = await self._required(caller)
+        deadline = asyncio.get_running_loop().time() + self._wait
+        while True:
+            reason, rows = await self._on_replicas(caller, required, query, params, row, binary)
+            if rows is not None:
+                return rows
+            pause = min(WAIT_STEP, deadline - asyncio.get_running_loop().time())
+            if reason != STALE or pause <= 0:
+                return await self._on_primary(caller, reason, query, params, row, binary)
+            await asyncio.sleep(pause)
+
+    async def _on_replicas(
+        self,
+        caller: UUID | None,
+        required: int,
+        query: str,
+        params: Params,
+        row: Callable[..., T],
+        binary: bool,
+    ) -> tuple[str, list[T] | None]:
+        """The rows from a replica that had replayed ``required``; else why none could."""
         reason = DOWN
         for replica in self._candidates(required):
             try:
@@ -173,8 +197,8 @@ class ReadRouter:
             self._counted(REPLICA, FRESH)
             if caller is not None and after[0].position > required:
                 await self._advance(caller, after[0].position)
-            return rows
-        return await self._on_primary(caller, reason, query, params, row, binary)
+            return FRESH, rows
+        return reason, None
 
     def _candidates(self, required: int) -> list[Replica]:
         """The replicas in rotation, those known to have replayed ``required`` first, the
