@@ -15,13 +15,21 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from types import FrameType
 
 from devstack.accounts import AccountError
 from devstack.binaries import MissingBinary
 from devstack.children import ChildExited
-from devstack.stack import DevSettings, Endpoints, Stack, database_url_in, local_databases
+from devstack.stack import (
+    DATABASE_NAME,
+    DevSettings,
+    Endpoints,
+    Stack,
+    database_url_in,
+    local_databases,
+    local_replica,
+)
 from gateway.config import Settings as GatewaySettings
 from server.config import Settings
 from taskgate_runtime import logs
@@ -30,19 +38,35 @@ from taskgate_runtime.settings import ConfigError
 log = logging.getLogger("devstack")
 
 
+@dataclass(frozen=True)
+class Databases:
+    database_url: str
+    redis_url: str
+    postgres_data: str = ""  # the local Postgres's data folder; "" when its URL was given
+    replica_url: str = ""  # the local replica (TASKGATE_DEV_REPLICAS); "" without one
+
+
 @contextlib.contextmanager
-def databases(settings: DevSettings) -> Iterator[tuple[str, str, str]]:
-    """The URLs given, or a local Postgres and Redis started for this run; and the local
-    Postgres's data folder ("" when its URL was given)."""
+def databases(settings: DevSettings) -> Iterator[Databases]:
+    """The URLs given, or a local Postgres and Redis started for this run (and a streaming
+    replica of the local Postgres with TASKGATE_DEV_REPLICAS)."""
     database_url, redis_url = settings.database_url, settings.redis_url
     if database_url is not None and redis_url is not None:
-        yield database_url.get_secret_value(), redis_url.get_secret_value(), ""
+        yield Databases(database_url.get_secret_value(), redis_url.get_secret_value())
         return
-    with local_databases(settings.data_dir, prefer=settings.binaries) as (postgres, redis):
-        yield (
+    with contextlib.ExitStack() as started:
+        postgres, redis = started.enter_context(
+            local_databases(settings.data_dir, prefer=settings.binaries)
+        )
+        replica_url = ""
+        if settings.replicas and database_url is None:
+            replica = started.enter_context(local_replica(postgres))
+            replica_url = replica.admin_url(DATABASE_NAME)
+        yield Databases(
             database_url.get_secret_value() if database_url else database_url_in(postgres),
             redis_url.get_secret_value() if redis_url else redis.url,
             "" if database_url else str(postgres.data_dir),
+            replica_url,
         )
 
 
@@ -69,10 +93,10 @@ def run(settings: DevSettings, fmt: str, stop: threading.Event) -> int:
     stack = Stack({**os.environ, "TASKGATE_LOG_FORMAT": fmt})
     grace = Settings.from_env(os.environ).shutdown_grace + 5.0
     try:
-        with databases(settings) as (database_url, redis_url, postgres_data):
+        with databases(settings) as found:
             try:
-                endpoints = stack.start(database_url, redis_url)
-                announce(replace(endpoints, postgres_data=postgres_data), fmt)
+                endpoints = stack.start(found.database_url, found.redis_url, found.replica_url)
+                announce(replace(endpoints, postgres_data=found.postgres_data), fmt)
                 while not stop.wait(0.5):
                     stack.check()
                 log.info("stopping")

@@ -50,11 +50,13 @@ class LocalPostgres:
         self.tuning = tuning
         self.port = free_port()
         self.child: Child | None = None
+        self.log_file: Path | None = None
 
     def admin_url(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 
-    def _initdb(self, env: dict[str, str], log_file: Path) -> None:
+    def _create(self, env: dict[str, str], log_file: Path) -> None:
+        """A new cluster in the empty data folder."""
         log.info("initialising a Postgres cluster in %s", self.data_dir)
         argv = [
             str(self.bin_dir / "initdb"),
@@ -67,21 +69,25 @@ class LocalPostgres:
         ]
         if not self.tuning.durable:
             argv.append("--no-sync")
+        self._run("initdb", argv, env, log_file)
+
+    def _run(self, what: str, argv: list[str], env: dict[str, str], log_file: Path) -> None:
         with log_file.open("ab") as out:
             done = subprocess.run(  # noqa: S603 - our own argv
                 self.account.command(argv), env=env, stdout=out, stderr=subprocess.STDOUT
             )
         if done.returncode != 0:
             tail = "\n  ".join(log_file.read_text(errors="replace").splitlines()[-15:])
-            raise RuntimeError(f"initdb failed (status {done.returncode}):\n  {tail}")
+            raise RuntimeError(f"{what} failed (status {done.returncode}):\n  {tail}")
 
     def start(self, log_file: Path) -> None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
+        self.log_file = log_file
         self.account.own(self.data_dir)
         self.account.check_reaches(self.bin_dir / "postgres", self.data_dir)
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "TZ": "UTC"}
         if not (self.data_dir / "PG_VERSION").exists():
-            self._initdb(env, log_file)
+            self._create(env, log_file)
         argv = [
             str(self.bin_dir / "postgres"),
             "-D", str(self.data_dir),
@@ -119,6 +125,36 @@ class LocalPostgres:
     def stop(self) -> None:
         if self.child is not None:
             self.child.stop(STOP_TIMEOUT)
+
+
+class LocalReplica(LocalPostgres):
+    """A streaming replica of ``primary`` (``pg_basebackup -R``): read-only, hot standby.
+
+    initdb's default pg_hba.conf lets 127.0.0.1 replicate with trust, and the
+    default ``wal_level=replica`` streams, so the primary needs nothing more.
+    """
+
+    def __init__(self, primary: LocalPostgres, data_dir: Path) -> None:
+        super().__init__(primary.bin_dir, data_dir, primary.account, primary.tuning)
+        self.primary = primary
+
+    def _create(self, env: dict[str, str], log_file: Path) -> None:
+        log.info(
+            "copying the Postgres on port %d into a replica in %s", self.primary.port, self.data_dir
+        )
+        argv = [
+            str(self.bin_dir / "pg_basebackup"),
+            f"--pgdata={self.data_dir}",
+            "--host=127.0.0.1",
+            f"--port={self.primary.port}",
+            "--username=postgres",
+            "--write-recovery-conf",
+            "--wal-method=stream",
+            "--checkpoint=fast",
+        ]
+        if not self.tuning.durable:
+            argv.append("--no-sync")
+        self._run("pg_basebackup", argv, env, log_file)
 
 
 class LocalRedis:

@@ -22,7 +22,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, SecretStr
 from devstack import binaries
 from devstack.accounts import postgres_account
 from devstack.children import Child, wait_until
-from devstack.databases import LocalPostgres, LocalRedis, Tuning
+from devstack.databases import LocalPostgres, LocalRedis, LocalReplica, Tuning
 from devstack.postgres_places import STATE_ROOT, postgres_places
 from gateway.config import Settings as GatewaySettings
 from server.config import Settings as ServerSettings
@@ -56,6 +56,7 @@ class DevSettings(TaskgateSettings):
 
     data_dir: Annotated[Path, AfterValidator(_absolute)] = _dev("DATA_DIR", ROOT / ".devstack")
     binaries: Literal["machine", "wheels"] = _dev("BINARIES", "machine")
+    replicas: bool = _dev("REPLICAS", False)
     database_url: OptionalUrl = None
     redis_url: OptionalUrl = None
     log_level: LogLevel = "info"
@@ -76,6 +77,7 @@ class Endpoints:
     database: str
     redis: str
     postgres_data: str = ""  # the local Postgres's cluster; empty when the URL was given
+    replica: str = ""  # the local replica's URL (TASKGATE_DEV_REPLICAS); empty without one
 
     def lines(self) -> list[str]:
         return [
@@ -87,6 +89,7 @@ class Endpoints:
             f"http://{self.gateway_metrics}/metrics (gateway)",
             f"Postgres  {self.database}",
             *([f"          data in {self.postgres_data}"] if self.postgres_data else []),
+            *([f"Replica   {self.replica}   (reads)"] if self.replica else []),
             f"Redis     {self.redis}",
         ]
 
@@ -135,6 +138,20 @@ def local_databases(
     finally:
         redis.stop()
         postgres.stop()
+
+
+@contextlib.contextmanager
+def local_replica(
+    primary: LocalPostgres, *, name: str = "postgres-replica"
+) -> Iterator[LocalReplica]:
+    """A streaming replica of ``primary`` (running), its data beside the primary's in ``name``."""
+    replica = LocalReplica(primary, primary.data_dir.with_name(name))
+    logs = primary.log_file.parent if primary.log_file else replica.data_dir.parent
+    try:
+        replica.start(logs / f"{name}.log")
+        yield replica
+    finally:
+        replica.stop()
 
 
 def migrate(database_url: str, environ: Mapping[str, str]) -> None:
@@ -187,12 +204,14 @@ class Stack:
         self.environ = dict(environ)
         self.children: list[Child] = []
 
-    def start(self, database_url: str, redis_url: str) -> Endpoints:
+    def start(self, database_url: str, redis_url: str, replica_url: str = "") -> Endpoints:
         env = {
             **self.environ,
             "TASKGATE_DATABASE_URL": database_url,
             "TASKGATE_REDIS_URL": redis_url,
         }
+        if replica_url:
+            env["TASKGATE_DATABASE_REPLICA_URLS"] = replica_url
         server = ServerSettings.from_env(env)
         env.setdefault("TASKGATE_GATEWAY_UPSTREAM", _connectable(server.grpc_addr))
         gateway = GatewaySettings.from_env(env)
@@ -212,6 +231,7 @@ class Stack:
             gateway_metrics=_connectable(gateway.metrics_addr),
             database=_without_password(database_url),
             redis=_without_password(redis_url),
+            replica=_without_password(replica_url) if replica_url else "",
         )
 
     def _start(

@@ -29,7 +29,7 @@ from server.interceptors.reading import RequestReader
 from server.interceptors.request_log import RequestLogInterceptor
 from server.metrics import TaskMetrics
 from server.metrics_auth import AuthMetrics
-from server.metrics_storage import DatabaseMetrics, RedisMetrics
+from server.metrics_storage import DatabaseMetrics, ReadMetrics, RedisMetrics
 from server.passwords import PasswordHasher
 from server.processor.runtime import ProcessorRuntime
 from server.rpc.sessions import SessionServicer
@@ -43,10 +43,12 @@ from server.services.user_cache import UserCache
 from server.services.users import UserService
 from server.storage.postgres.database import Database, create_pool
 from server.storage.postgres.listener import Listener
+from server.storage.postgres.replicas import ReadRouter, ReplicaMonitor, open_replicas
 from server.storage.postgres.tasks import TaskRepository
 from server.storage.postgres.users import UserRepository
 from server.storage.redis.client import create_client
 from server.storage.redis.keys import RedisKeys
+from server.storage.redis.positions import WalPositions
 from server.storage.redis.sessions import SessionRepository
 from server.transport import server_options
 from taskgate.v1 import session_service_pb2, task_service_pb2, user_service_pb2
@@ -106,12 +108,12 @@ class App:
         self.database = database = Database(
             pool=self.pool, timeout=settings.db_timeout, metrics=self.db_metrics
         )
-        user_repository = UserRepository(database=database)
+        keys = RedisKeys(settings.redis_key_prefix)
+        redis_metrics = RedisMetrics(self.registry)
+        self.reads, self.replica_monitor = self._reads(database, keys, redis_metrics)
+        user_repository = UserRepository(database=database, reads=self.reads)
         session_repository = SessionRepository(
-            redis=self.redis,
-            keys=RedisKeys(settings.redis_key_prefix),
-            timeout=settings.redis_timeout,
-            metrics=RedisMetrics(self.registry),
+            redis=self.redis, keys=keys, timeout=settings.redis_timeout, metrics=redis_metrics
         )
         self.hasher = hasher = hasher or PasswordHasher(
             time_cost=settings.argon2_time_cost,
@@ -153,7 +155,7 @@ class App:
         self.listener.subscribe(TASK_EVENTS_CHANNEL, events.changed)
         self.listener.on_reconnect(events.wake_all)
         self.tasks = TaskService(
-            tasks=TaskRepository(database=database),
+            tasks=TaskRepository(database=database, reads=self.reads),
             events=events,
             limits=TaskLimits(
                 max_image_bytes=settings.max_image_bytes,
@@ -216,6 +218,39 @@ class App:
         self._monitor_task: asyncio.Task[None] | None = None
         self.port = 0
 
+    def _reads(
+        self, primary: Database, keys: RedisKeys, redis_metrics: RedisMetrics
+    ) -> tuple[ReadRouter, ReplicaMonitor]:
+        """Reads on the replicas of TASKGATE_DATABASE_REPLICA_URLS when fresh enough."""
+        settings = self.settings
+        replicas = open_replicas(
+            settings.replica_urls,
+            pool_size=settings.database_replica_pool_size,
+            timeout=settings.database_replica_timeout,
+            reconnect_timeout=settings.db_reconnect_timeout,
+            metrics=self.db_metrics,
+        )
+        read_metrics = ReadMetrics(self.registry)
+        for replica in replicas:
+            read_metrics.replicas.add(replica)
+        positions = WalPositions(
+            redis=self.redis, keys=keys, timeout=settings.redis_timeout, metrics=redis_metrics
+        )
+        router = ReadRouter(
+            primary=primary,
+            replicas=replicas,
+            positions=positions if replicas else None,
+            counted=read_metrics.counted,
+            wait=settings.database_replica_wait,
+        )
+        monitor = ReplicaMonitor(
+            primary=primary,
+            replicas=replicas,
+            interval=settings.database_replica_check_interval,
+            max_lag=settings.database_replica_max_lag,
+        )
+        return router, monitor
+
     async def start(self) -> int:
         """Binds, opens the pools, runs a first health check and serves; returns the port.
 
@@ -237,6 +272,9 @@ class App:
             await self._close_clients()
             raise ListenError(str(exc)) from None
         await self.pool.open(wait=False)
+        for replica in self.reads.replicas:
+            await replica.pool.open(wait=False)
+        self.replica_monitor.start()
         self.listener.start()
         if self.processor is not None:
             await self.processor.start()
@@ -264,6 +302,9 @@ class App:
             *([self.processor.stop(grace)] if self.processor is not None else []),
         )
         await self.listener.stop()
+        await self.replica_monitor.stop()
+        for replica in self.reads.replicas:
+            await replica.database.close()
         await self.database.close()
         await self.metrics_server.stop()
         await self._close_clients()

@@ -9,8 +9,9 @@ hashing, and what a client can make it spend.
 from __future__ import annotations
 
 import ipaddress
+from typing import Annotated
 
-from pydantic import Field
+from pydantic import AfterValidator, Field, SecretStr
 
 from server.processor.config import ProcessorSettings, ProcessorTuning
 from taskgate_runtime.settings import (
@@ -22,13 +23,27 @@ from taskgate_runtime.settings import (
     Duration,
     LoggingSettings,
     NonNegative,
+    OptionalDuration,
     RedisSettings,
+    TaskgateSettings,
     cpu_count,
     metrics_addr,
+    parse_list,
 )
 
 MESSAGE_ENVELOPE = 64 * 1024
 """What a CreateTask message may carry besides its image."""
+
+
+def _replica_urls(value: SecretStr) -> SecretStr:
+    for url in parse_list(value.get_secret_value()):
+        if not url.startswith(("postgresql://", "postgres://")):
+            raise ValueError("use comma-separated postgresql:// URLs")
+    return value
+
+
+ReplicaUrls = Annotated[SecretStr, AfterValidator(_replica_urls)]
+"""Comma-separated DSNs: secret as a whole (they may hold passwords), never in a message."""
 
 
 def _half_the_cpus() -> int:
@@ -37,7 +52,22 @@ def _half_the_cpus() -> int:
     return max(1, cpu_count() // 2)
 
 
-class Settings(LoggingSettings, DatabaseSettings, RedisSettings, ProcessorTuning):
+class ReplicaSettings(TaskgateSettings):
+    """Streaming replicas that serve reads (none: every read on the primary)."""
+
+    database_replica_urls: ReplicaUrls = SecretStr("")
+    database_replica_pool_size: Count = 10
+    database_replica_max_lag: Duration = 30.0
+    database_replica_check_interval: Duration = 0.5
+    database_replica_timeout: Duration = 0.5
+    database_replica_wait: OptionalDuration = 0.0
+
+    @property
+    def replica_urls(self) -> tuple[str, ...]:
+        return parse_list(self.database_replica_urls.get_secret_value())
+
+
+class Settings(LoggingSettings, DatabaseSettings, ReplicaSettings, RedisSettings, ProcessorTuning):
     """Everything ``python -m server`` reads from its environment."""
 
     grpc_addr: Address = "127.0.0.1:50051"

@@ -8,6 +8,10 @@
 - ``db_pool_connections_idle|in_use|max{pool}`` and ``db_pool_requests_waiting{pool}``:
   read from psycopg_pool's ``get_stats()`` at scrape time (:class:`PoolCollector`).
   The pools are ``api`` (the server's calls) and ``processor`` (a processor's own).
+- ``db_reads_total{target, reason}``: where each API read ran (primary or
+  replica) and why; ``db_replica_lag_bytes|lag_seconds|in_rotation{replica}``:
+  each replica as :class:`~server.storage.postgres.replicas.ReplicaMonitor`
+  last saw it (``replica`` is its place in TASKGATE_DATABASE_REPLICA_URLS).
 - ``redis_command_duration_seconds{command}`` and ``redis_command_errors_total{command}``:
   each Redis call of the repositories, named by what it does (``session_owner``,
   ``session_create``...): one command, or one pipeline.
@@ -118,3 +122,59 @@ class RedisMetrics:
         self.commands = TimedFamily(
             registry, prefix="redis_command", label="command", what="Redis calls"
         )
+
+
+class ReplicaCollector(Collector):
+    """Each replica's lag and place in the rotation, read from the monitor when scraped."""
+
+    _FAMILIES = (
+        ("db_replica_lag_bytes", "WAL the primary has written that the replica has not replayed."),
+        ("db_replica_lag_seconds", "How long ago the primary wrote WAL the replica lacks."),
+        ("db_replica_in_rotation", "1 while the replica serves reads, 0 while it is out."),
+    )
+
+    def __init__(self) -> None:
+        self._replicas: list[Any] = []
+
+    def add(self, replica: Any) -> None:
+        """``replica`` has ``name``, ``lag_bytes``, ``lag_seconds`` and ``in_rotation``."""
+        self._replicas.append(replica)
+
+    def describe(self) -> Iterable[GaugeMetricFamily]:
+        return list(self._families())
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        lag_bytes, lag_seconds, in_rotation = families = list(self._families())
+        for replica in self._replicas:
+            lag_bytes.add_metric([replica.name], replica.lag_bytes)
+            lag_seconds.add_metric([replica.name], replica.lag_seconds)
+            in_rotation.add_metric([replica.name], 1.0 if replica.in_rotation else 0.0)
+        return families
+
+    def _families(self) -> Iterator[GaugeMetricFamily]:
+        for name, documentation in self._FAMILIES:
+            yield GaugeMetricFamily(name, documentation, labels=["replica"])
+
+
+class ReadMetrics:
+    """``db_reads_total{target, reason}``: where each routed read ran, and why there."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.reads = Counter(
+            "db_reads",
+            "Reads of the API, by where they ran (primary or replica) and why: fresh (a "
+            "replica had replayed the caller's position), no_replica (none configured), "
+            "down (none in rotation, or it failed), stale (behind the caller), latest "
+            "(the read must see the latest commit).",
+            ["target", "reason"],
+            registry=registry,
+        )
+        self.replicas = ReplicaCollector()
+        registry.register(self.replicas)
+        self._children: dict[tuple[str, str], Any] = {}
+
+    def counted(self, target: str, reason: str) -> None:
+        child = self._children.get((target, reason))
+        if child is None:
+            child = self._children[(target, reason)] = self.reads.labels(target, reason)
+        child.inc()

@@ -76,7 +76,7 @@ class SessionService:
         await self._sessions.create(session)
         # A DeleteUser during the hash may have revoked the user's sessions before
         # this one existed: a session must not outlive its user.
-        if await self._users.get(credentials.id) is None:
+        if await self._users.get(credentials.id, latest=True) is None:
             await self._sessions.delete(session)
             raise self._failed("user_deleted")
         if self._metrics is not None:

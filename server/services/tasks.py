@@ -192,8 +192,8 @@ class TaskService:
     async def get(self, caller: UUID, task_id: str) -> Task:
         return await self._get(caller, _task_id(task_id), task_id)
 
-    async def _get(self, caller: UUID, task_id: UUID, given: str) -> Task:
-        task = await self._tasks.get(caller, task_id)
+    async def _get(self, caller: UUID, task_id: UUID, given: str, *, latest: bool = False) -> Task:
+        task = await self._tasks.get(caller, task_id, latest=latest)
         if task is None:
             raise NotFound(f"task {given!r} not found")
         return task
@@ -250,9 +250,10 @@ class TaskService:
         target = _task_id(task_id)
         with self._events.watching(str(target)) as changed:
             last: tuple[object, ...] | None = None
+            notified = False
             while True:
                 changed.clear()  # before the read: a change after it sets the event again
-                task = await self._get(caller, target, task_id)
+                task = await self._get(caller, target, task_id, latest=notified)
                 state = (task.status, task.progress, task.cancel_requested, task.attempts)
                 if state != last:
                     last = state
@@ -262,9 +263,9 @@ class TaskService:
                 # A lost notification costs at most one poll interval.
                 try:
                     async with asyncio.timeout(self._limits.watch_poll_interval):
-                        await changed.wait()
+                        notified = await changed.wait()
                 except TimeoutError:
-                    pass
+                    notified = False
 
 
 def _result_content_type(stored: StoredResult) -> str:

@@ -53,7 +53,8 @@ def test_the_compose_file_matches_the_compose_spec() -> None:
 
 def test_every_service_of_the_stack_is_there() -> None:
     assert set(services()) == {
-        "postgres", "redis", "migrate", "server", "processor", "gateway", "prometheus", "grafana",
+        "postgres", "postgres-replica", "redis", "migrate", "server", "processor", "gateway",
+        "prometheus", "grafana",
     }  # fmt: skip
 
 
@@ -177,3 +178,18 @@ def test_the_image_holds_every_package_and_exposes_the_default_ports() -> None:
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert "server" not in ignored
     assert "gateway" not in ignored
+
+
+def test_the_server_reads_from_a_streaming_replica_of_postgres() -> None:
+    replica = services()["postgres-replica"]
+    script = replica["command"][0]
+    assert "pg_basebackup --host=postgres" in script
+    assert "--write-recovery-conf" in script
+    assert "exec gosu postgres postgres" in script
+    assert replica["depends_on"]["postgres"]["condition"] == "service_healthy"
+    urls = services()["server"]["environment"]["TASKGATE_DATABASE_REPLICA_URLS"]
+    assert urls.startswith("postgresql://")
+    assert "@postgres-replica:5432/taskgate" in urls
+    mounts = services()["postgres"]["volumes"]
+    assert any(m.endswith(":/docker-entrypoint-initdb.d/allow-replication.sh:ro") for m in mounts)
+    assert "host replication" in (ROOT / "deploy/compose/allow-replication.sh").read_text()

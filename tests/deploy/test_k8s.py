@@ -125,7 +125,9 @@ def test_secrets_come_from_the_secret_and_no_value_is_committed() -> None:
     assert "TASKGATE_REDIS_URL" not in configmap()
     for name in MODULES:
         for env in container(name).get("env", []):
-            assert env["valueFrom"]["secretKeyRef"] == {"name": "taskgate", "key": env["name"]}
+            ref = dict(env["valueFrom"]["secretKeyRef"])
+            ref.pop("optional", None)
+            assert ref == {"name": "taskgate", "key": env["name"]}
     example = yaml.safe_load((K8S / "secret.example.yaml").read_text())
     assert "CHANGE-ME" in example["stringData"]["TASKGATE_DATABASE_URL"]
     kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
@@ -236,3 +238,9 @@ def test_the_keda_query_counts_the_tasks_due_on_the_real_schema(database_url: st
         ):
             conn.execute(insert, (row[0], status, delay, status))
         assert conn.execute(query).fetchone() == (2,)
+
+
+def test_the_server_takes_its_replica_urls_from_the_secret_when_there() -> None:
+    env = {e["name"]: e for e in container("taskgate-server")["env"]}
+    ref = env["TASKGATE_DATABASE_REPLICA_URLS"]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": "taskgate", "key": "TASKGATE_DATABASE_REPLICA_URLS", "optional": True}

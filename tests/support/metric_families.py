@@ -34,7 +34,14 @@ DB_FAMILIES: dict[str, set[str]] = {
     "db_query_duration_seconds_bucket": {"operation", "le"},
     "db_query_errors_total": {"operation"},
 }
+REPLICA_FAMILIES: dict[str, set[str]] = {
+    "db_replica_lag_bytes": {"replica"},
+    "db_replica_lag_seconds": {"replica"},
+    "db_replica_in_rotation": {"replica"},
+}
+"""The server's when it has replicas (TASKGATE_DATABASE_REPLICA_URLS): see test_replicas.py."""
 SERVER_FAMILIES: dict[str, set[str]] = {
+    "db_reads_total": {"target", "reason"},
     "grpc_server_started_total": GRPC,
     "grpc_server_handled_total": GRPC | {"grpc_code"},
     "grpc_server_handling_seconds_bucket": GRPC | {"le"},

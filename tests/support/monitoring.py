@@ -10,7 +10,12 @@ from typing import Any
 
 import yaml
 
-from tests.support.metric_families import GATEWAY_FAMILIES, PROCESSOR_FAMILIES, SERVER_FAMILIES
+from tests.support.metric_families import (
+    GATEWAY_FAMILIES,
+    PROCESSOR_FAMILIES,
+    REPLICA_FAMILIES,
+    SERVER_FAMILIES,
+)
 from tests.support.promql import usage
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,7 +29,7 @@ TARGET_LABELS = frozenset({"job", "instance"})
 
 # What each process exports (tests/support/metric_families.py).
 EXPORTED_BY_JOB: dict[str, dict[str, set[str]]] = {
-    "server": SERVER_FAMILIES,
+    "server": SERVER_FAMILIES | REPLICA_FAMILIES,
     "processor": PROCESSOR_FAMILIES,
     "gateway": GATEWAY_FAMILIES,
 }

@@ -116,11 +116,13 @@ class Database:
 
         return await self._run(query, run)
 
-    async def fetch_all(self, query: str, params: Params, row: Callable[..., T]) -> list[T]:
-        """Every row, each built by ``row(**columns)``."""
+    async def fetch_all(
+        self, query: str, params: Params, row: Callable[..., T], *, binary: bool = False
+    ) -> list[T]:
+        """Every row, each built by ``row(**columns)`` (in binary format with ``binary``)."""
 
         async def run(conn: AsyncConnection[Any]) -> list[T]:
-            cursor = conn.cursor(row_factory=kwargs_row(row))
+            cursor = conn.cursor(row_factory=kwargs_row(row), binary=binary)
             await cursor.execute(QUERIES[query], params)
             return await cursor.fetchall()
 

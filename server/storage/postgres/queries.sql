@@ -314,3 +314,22 @@ SELECT
     coalesce(extract(epoch FROM now() - (SELECT min(created_at) FROM tasks
                                          WHERE status = 'pending')), 0)::float8
         AS oldest_pending_seconds;
+
+-- ---------------------------------------------------------------------------
+-- Replicas: WAL positions as byte offsets (pg_lsn - '0/0'), for read-your-writes.
+
+-- name: wal_position
+-- On the primary: where the next WAL record goes, so at or past every commit so far.
+SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint AS position;
+
+-- name: replay_position
+-- On a replica: how far it has replayed (0 on a server that is not replaying).
+SELECT COALESCE((pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::bigint, 0) AS position;
+
+-- name: wal_written_position
+-- On the primary: the end of the WAL written so far (what an idle replica replays up to).
+SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint AS position;
+
+-- name: replica_status
+SELECT pg_is_in_recovery() AS in_recovery,
+       COALESCE((pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::bigint, 0) AS replayed;

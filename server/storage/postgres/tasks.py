@@ -13,6 +13,7 @@ from psycopg.types.json import Jsonb
 from server.imaging.filters import FilterStep
 from server.models import ImageMeta, NewTask, Task, TaskStatus
 from server.storage.postgres.database import Database
+from server.storage.postgres.replicas import ReadRouter
 
 
 def task_from_row(
@@ -81,12 +82,16 @@ class Cursor:
 
 
 class TaskRepository:
-    def __init__(self, *, database: Database) -> None:
+    """Writes on the primary; the owner's reads through ``reads`` (a replica when it is
+    fresh enough for the owner, see :mod:`server.storage.postgres.replicas`)."""
+
+    def __init__(self, *, database: Database, reads: ReadRouter | None = None) -> None:
         self._db = database
+        self._reads = reads or ReadRouter(primary=database)
 
     async def insert(self, task: NewTask) -> Task | None:
         """The new task; None when the user already has a task with its idempotency key."""
-        return await self._db.fetch_one(
+        created = await self._db.fetch_one(
             "insert_task",
             {
                 "user_id": task.user_id,
@@ -104,6 +109,9 @@ class TaskRepository:
             },
             task_from_row,
         )
+        if created is not None:
+            await self._reads.wrote(task.user_id)
+        return created
 
     async def get_by_idempotency_key(self, user_id: UUID, key: str) -> KeyedTask | None:
         return await self._db.fetch_one(
@@ -112,14 +120,16 @@ class TaskRepository:
             _keyed_task,
         )
 
-    async def get(self, user_id: UUID, task_id: UUID) -> Task | None:
-        return await self._db.fetch_one(
-            "get_task", {"id": task_id, "user_id": user_id}, task_from_row
+    async def get(self, user_id: UUID, task_id: UUID, *, latest: bool = False) -> Task | None:
+        """The owner's task; ``latest``: as the primary has it now (a watcher woken by a
+        change, whose position nobody knows)."""
+        return await self._reads.fetch_one(
+            user_id, "get_task", {"id": task_id, "user_id": user_id}, task_from_row, latest=latest
         )
 
     async def get_result(self, user_id: UUID, task_id: UUID) -> StoredResult | None:
-        return await self._db.fetch_one(
-            "get_task_result", {"id": task_id, "user_id": user_id}, StoredResult
+        return await self._reads.fetch_one(
+            user_id, "get_task_result", {"id": task_id, "user_id": user_id}, StoredResult
         )
 
     async def get_result_chunk(
@@ -127,15 +137,16 @@ class TaskRepository:
     ) -> bytes | None:
         """``length`` bytes of the result from ``start``; None when it is gone."""
         params = {"id": task_id, "user_id": user_id, "start": start, "length": length}
-        data: bytes | None = await self._db.fetch_one(
-            "get_task_result_chunk", params, _data, binary=True
+        data: bytes | None = await self._reads.fetch_one(
+            user_id, "get_task_result_chunk", params, _data, binary=True
         )
         return data
 
     async def list(
         self, user_id: UUID, *, status: TaskStatus | None, after: Cursor | None, limit: int
     ) -> list[Task]:
-        return await self._db.fetch_all(
+        return await self._reads.fetch_all(
+            user_id,
             "list_tasks",
             {
                 "user_id": user_id,
@@ -149,6 +160,9 @@ class TaskRepository:
 
     async def cancel(self, user_id: UUID, task_id: UUID) -> Task | None:
         """The task after cancelling it; None when it is unknown or has already ended."""
-        return await self._db.fetch_one(
+        cancelled = await self._db.fetch_one(
             "cancel_task", {"id": task_id, "user_id": user_id}, task_from_row
         )
+        if cancelled is not None:
+            await self._reads.wrote(user_id)
+        return cancelled

@@ -22,6 +22,10 @@ class RedisKeys:
         """Counter of wrong passwords for an existing user from one client address."""
         return f"{self.prefix}login-failures:{username}:{client}"
 
+    def wal_position(self, user_id: UUID) -> str:
+        """The WAL position a user's reads must have reached (their last write or read)."""
+        return f"{self.prefix}wal-position:{user_id}"
+
     def client_attempts(self, action: str, client: str) -> str:
         """Counter of password-hashing calls (``login``, ``register``) from one address."""
         return f"{self.prefix}client-{action}:{client}"
