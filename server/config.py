@@ -172,6 +172,8 @@ class Settings:
     # Abuse and limits (issue 8): what an anonymous client can make the server spend.
     max_request_bytes: int = 64 * 1024
     max_concurrent_rpcs: int = 1000
+    max_concurrent_health_rpcs: int = 100
+    max_streams_per_user: int = 100
     max_unauthenticated_reads: int = 4
     grpc_stream_window_bytes: int = 64 * 1024
     grpc_max_connection_idle: float = 300.0
@@ -294,6 +296,8 @@ def _limits_from(env: Env) -> dict[str, Any]:
     return {
         "max_request_bytes": count("MAX_REQUEST_BYTES", 64 * 1024),
         "max_concurrent_rpcs": count("MAX_CONCURRENT_RPCS", 1000),
+        "max_concurrent_health_rpcs": count("MAX_CONCURRENT_HEALTH_RPCS", 100),
+        "max_streams_per_user": count("MAX_STREAMS_PER_USER", 100),
         "max_unauthenticated_reads": count("MAX_UNAUTHENTICATED_READS", 4),
         "grpc_stream_window_bytes": count("GRPC_STREAM_WINDOW_BYTES", 64 * 1024),
         "grpc_max_connection_idle": duration("GRPC_MAX_CONNECTION_IDLE", "5m"),
