@@ -52,6 +52,10 @@ class Settings:
     default_timeout: float = 30.0
     stream_timeout: float = 3600.0
     sse_keepalive: float = 15.0
+    header_timeout: float = 10.0
+    body_timeout: float = 60.0
+    body_budget_bytes: int = 64 * 1024 * 1024
+    anonymous_body_budget_bytes: int = 16 * 1024 * 1024
     log_level: str = "info"
     log_format: str = "json"
 
@@ -72,6 +76,16 @@ class Settings:
             default_timeout=get("GATEWAY_DEFAULT_TIMEOUT", "30s", parse_duration),
             stream_timeout=get("GATEWAY_STREAM_TIMEOUT", "1h", _non_negative_duration),
             sse_keepalive=get("GATEWAY_SSE_KEEPALIVE", "15s", parse_duration),
+            header_timeout=get("GATEWAY_HEADER_TIMEOUT", "10s", parse_duration),
+            body_timeout=get("GATEWAY_BODY_TIMEOUT", "60s", parse_duration),
+            body_budget_bytes=get(
+                "GATEWAY_BODY_BUDGET_BYTES", str(cls.body_budget_bytes), _positive_int
+            ),
+            anonymous_body_budget_bytes=get(
+                "GATEWAY_ANONYMOUS_BODY_BUDGET_BYTES",
+                str(cls.anonymous_body_budget_bytes),
+                _positive_int,
+            ),
             log_level=get("LOG_LEVEL", "info", str.lower),
             log_format=get("LOG_FORMAT", "json", str.lower),
         )
@@ -90,3 +104,19 @@ class Settings:
             raise ConfigError("TASKGATE_GATEWAY_DEFAULT_TIMEOUT: must be greater than 0")
         if self.sse_keepalive <= 0:
             raise ConfigError("TASKGATE_GATEWAY_SSE_KEEPALIVE: must be greater than 0")
+        self._validate_body_limits()
+
+    def _validate_body_limits(self) -> None:
+        for name, value in (("HEADER", self.header_timeout), ("BODY", self.body_timeout)):
+            if value <= 0:
+                raise ConfigError(f"TASKGATE_GATEWAY_{name}_TIMEOUT: must be greater than 0")
+        if self.body_budget_bytes < self.max_body_bytes:
+            raise ConfigError(
+                "TASKGATE_GATEWAY_BODY_BUDGET_BYTES: must be at least "
+                "TASKGATE_GATEWAY_MAX_BODY_BYTES (else no body of that size could be read)"
+            )
+        if self.anonymous_body_budget_bytes > self.body_budget_bytes:
+            raise ConfigError(
+                "TASKGATE_GATEWAY_ANONYMOUS_BODY_BUDGET_BYTES: must not exceed "
+                "TASKGATE_GATEWAY_BODY_BUDGET_BYTES"
+            )
