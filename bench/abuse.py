@@ -34,7 +34,13 @@ from pathlib import Path
 
 import grpc
 
-from bench.infra import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL, BenchEnv, BenchError
+from bench.infra import (
+    DEFAULT_DATABASE_URL,
+    DEFAULT_REDIS_URL,
+    BenchEnv,
+    BenchError,
+    free_port,
+)
 from taskgate.v1 import (
     session_service_pb2,
     session_service_pb2_grpc,
@@ -250,7 +256,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.abuse", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--only", choices=("memory", "argon2"), default=None)
+    parser.add_argument(
+        "--only", choices=("memory", "argon2", "gateway-memory", "streams"), default=None
+    )
     parser.add_argument("--gzip-calls", type=int, default=400, help="gzip flood calls (400)")
     parser.add_argument("--flood", type=int, default=100, help="concurrent flood loops (100)")
     parser.add_argument("--duration", type=float, default=8.0, help="seconds of logins (8)")
@@ -275,6 +283,19 @@ def scenarios(
     found: list[tuple[str, dict[str, str], Callable[[BenchEnv], Awaitable[None]]]] = []
     if args.only in (None, "memory"):
         found.append(("memory", {}, lambda env: memory(env, args)))
+    from bench import abuse_gateway  # it uses this module's RSS sampler
+
+    if args.only in (None, "gateway-memory"):
+        found.append(("", {}, abuse_gateway.gateway_memory))
+    if args.only in (None, "streams"):
+        metrics_addr = f"127.0.0.1:{free_port()}"
+        found.append(
+            (
+                "",  # the round prints its own title
+                {"TASKGATE_SERVER_METRICS_ADDR": metrics_addr},
+                lambda env: abuse_gateway.streams(env, metrics_addr),
+            )
+        )
     if args.only in (None, "argon2"):
         print_header = "argon2: production costs (t=3, 64 MiB, p=4), flood of unknown-user logins"
         found.append(
@@ -292,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{os.cpu_count()} CPUs, load avg {os.getloadavg()[0]:.2f}; defaults of every other limit"
     )
     for title, extra_env, scenario in scenarios(args):
-        if title != "memory":
+        if title and title != "memory":
             print(f"\n{title}")
         env = BenchEnv(
             base_database_url=args.database_url,
