@@ -99,6 +99,15 @@ class _Call:
 Page = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+class _Route:
+    """The metrics' and the access log's route label of a request, once it is known."""
+
+    __slots__ = ("label",)
+
+    def __init__(self) -> None:
+        self.label = UNMATCHED
+
+
 class Gateway:
     """Everything a request needs, built once."""
 
@@ -168,12 +177,12 @@ class Gateway:
         extra = {"X-Request-Id": request_id}
         if self._cors:
             extra.update(self._cors_headers(request))
-        label = UNMATCHED
+        route = _Route()
         status = 500
         metrics = self.metrics
         metrics.started()
         try:
-            label, response = await self._answer(request, request_id, extra)
+            response = await self._answer(request, request_id, extra, route)
             status = response.status
             return response
         except asyncio.CancelledError:
@@ -182,42 +191,45 @@ class Gateway:
         finally:
             elapsed = time.perf_counter() - started
             method = request.method if request.method in _KNOWN_METHODS else "other"
-            metrics.finished(method, label, status, elapsed)
+            metrics.finished(method, route.label, status, elapsed)
             if access_log.isEnabledFor(logging.INFO):
-                _log_access(request, label, status, elapsed, request_id)
+                _log_access(request, route.label, status, elapsed, request_id)
 
     async def _answer(
-        self, request: web.Request, request_id: str, extra: dict[str, str]
-    ) -> tuple[str, web.StreamResponse]:
+        self, request: web.Request, request_id: str, extra: dict[str, str], route: _Route
+    ) -> web.StreamResponse:
+        """The response; ``route.label`` is set as soon as the route is known."""
         path = request.rel_url.raw_path
         if (
             request.method == "OPTIONS"
             and "Access-Control-Request-Method" in request.headers
             and "Access-Control-Allow-Origin" in extra
         ):
-            return path, self._preflight(request, extra)
+            route.label = path
+            return self._preflight(request, extra)
         page = self._pages.get(path)
         if page is not None and request.method == "GET":
+            route.label = path
             response = await page(request)
             response.headers.update(extra)
-            return path, response
+            return response
         found = self.router.resolve(request.method, path)
         if isinstance(found, int):
             error = errors.not_found() if found == 404 else errors.method_not_allowed()
-            return UNMATCHED, _error_response(error, extra)
+            return _error_response(error, extra)
         call = self._calls[id(found.route)]
-        label = call.label
+        route.label = call.label
         try:
-            return label, await self._forward(request, call, found.raw_params, request_id, extra)
+            return await self._forward(request, call, found.raw_params, request_id, extra)
         except GatewayError as error:
-            return label, _error_response(error, extra)
+            return _error_response(error, extra)
         except grpc.aio.AioRpcError as exc:
-            return label, _error_response(errors.from_rpc_error(exc), extra, exc)
+            return _error_response(errors.from_rpc_error(exc), extra, exc)
         except (ConnectionError, asyncio.CancelledError):
             raise
         except Exception:
             log.exception("internal error", extra={"fields": {"request_id": request_id}})
-            return label, _error_response(errors.internal(), extra)
+            return _error_response(errors.internal(), extra)
 
     # -- forwarding ----------------------------------------------------------------------
 

@@ -70,6 +70,10 @@ async def test_upstream_streams_end_when_their_clients_go(
     await eventually(lambda: as_awaitable(app.stream_limiter.open_streams == 0), within=1.0)
     assert time.monotonic() - started < 1.0
     assert len(app.tasks._events) == 0  # no watcher left on the server
+    registry = served.gateway.metrics.registry
+    labels = {"method": "GET", "route": "/v1/tasks/{task_id}:watch", "status": "499"}
+    answered = "taskgate_gateway_http_requests_total"
+    await eventually(lambda: as_awaitable(registry.get_sample_value(answered, labels) == STREAMS))
 
 
 async def test_streams_past_a_users_limit_are_429_with_the_quota(
