@@ -7,6 +7,7 @@ of the budget are raw connections that declare a body and send only its start.
 
 from __future__ import annotations
 
+import gzip
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
@@ -131,5 +132,20 @@ async def test_a_chunked_body_is_counted_as_it_arrives(served: ServedGateway) ->
             data=chunks(registration(MAX_BODY + 1)),
             headers={"Authorization": "Bearer any-token"},
         ) as response:
+            assert response.status == 413
+    assert served.gateway.bodies.held == 0
+
+
+async def test_a_compressed_body_is_counted_as_it_inflates(served: ServedGateway) -> None:
+    headers = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+    async with aiohttp.ClientSession() as session:
+        url = f"{served.base}/v1/users"
+        fits = gzip.compress(registration(ANONYMOUS))
+        async with session.post(url, data=fits, headers=headers) as response:
+            assert response.status == 200
+        # A few dozen bytes on the wire, past the anonymous share once inflated.
+        inflates = gzip.compress(registration(ANONYMOUS + 1))
+        assert len(inflates) < ANONYMOUS
+        async with session.post(url, data=inflates, headers=headers) as response:
             assert response.status == 413
     assert served.gateway.bodies.held == 0

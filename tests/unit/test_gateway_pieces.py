@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 import re
 from typing import Any
 
@@ -13,6 +14,7 @@ from google.protobuf import any_pb2, duration_pb2, json_format
 from gateway import errors, headers, routes, transcode
 from gateway.app import PRODUCT_SERVICES
 from gateway.config import Settings
+from gateway.memory import return_large_buffers
 from gateway.metrics import HttpMetrics
 from gateway.openapi import _summary, product_comments
 from server.config import ConfigError
@@ -39,6 +41,10 @@ def test_settings_defaults_and_overrides() -> None:
     assert settings.stream_timeout == 0
     assert settings.log_level == "debug"
     assert settings.max_message_bytes == 64 * 1024 * 1024
+
+
+def test_large_buffers_go_back_to_the_system_on_glibc() -> None:
+    assert return_large_buffers() is (platform.libc_ver()[0] == "glibc")
 
 
 def test_body_budgets_at_their_edges() -> None:
