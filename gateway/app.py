@@ -7,7 +7,9 @@ writes the answer: JSON, raw bytes for ``google.api.HttpBody``, or a stream
 (newline-delimited JSON, or Server-Sent Events when the client asks for
 ``text/event-stream``). Errors become grpc-gateway's JSON body
 (:mod:`gateway.errors`). ``/live``, ``/ready``, ``/openapi.json`` and ``/docs``
-are served beside the API.
+are served beside the API. Request bodies are read within the budgets of
+:mod:`gateway.body`; the server options that cancel a handler whose client went
+away, and time out slow heads, are :mod:`gateway.serving`'s.
 """
 
 from __future__ import annotations
