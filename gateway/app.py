@@ -126,9 +126,10 @@ class Gateway:
         self.settings = settings
         self.metrics = metrics
         self.health = health
-        self.bodies = BodyBudget(
+        self.bodies = bodies = BodyBudget(
             total=settings.body_budget_bytes, anonymous=settings.anonymous_body_budget_bytes
         )
+        metrics.track_bodies(lambda: bodies.held, lambda: bodies.held_anonymous)
         route_list = routes.routes_of(services)
         self.router = routes.Router(route_list)
         self._calls = {id(route): self._callable(channel, route) for route in route_list}

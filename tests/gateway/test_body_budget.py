@@ -67,6 +67,10 @@ async def test_requests_without_credentials_share_a_smaller_budget(
     try:
         # At the edge: a body of the whole share is admitted (and counted before it is read).
         await eventually(lambda: as_awaitable(bodies.held_anonymous == ANONYMOUS))
+        text = served.gateway.metrics.exposition().decode()
+        held = "taskgate_gateway_body_bytes_held"
+        assert f'{held}{{share="without_credentials"}} {ANONYMOUS}.0' in text
+        assert f'{held}{{share="all"}} {ANONYMOUS}.0' in text
         status, headers, error = await post(served, b"{}")  # past it by two bytes
         assert status == 503
         assert error["code"] == 14
