@@ -39,7 +39,13 @@ from pathlib import Path
 
 import grpc
 
-from bench.infra import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL, BenchEnv, BenchError
+from bench.infra import (
+    DEFAULT_DATABASE_URL,
+    DEFAULT_REDIS_URL,
+    BenchEnv,
+    BenchError,
+    free_port,
+)
 from taskgate.v1 import (
     session_service_pb2,
     session_service_pb2_grpc,
@@ -255,7 +261,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.abuse", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--only", choices=("memory", "argon2", "uploads", "results"), default=None)
+    parser.add_argument(
+        "--only",
+        choices=("memory", "argon2", "uploads", "results", "gateway-memory", "streams"),
+        default=None,
+    )
     parser.add_argument("--gzip-calls", type=int, default=400, help="gzip flood calls (400)")
     parser.add_argument("--flood", type=int, default=100, help="concurrent flood loops (100)")
     parser.add_argument("--duration", type=float, default=8.0, help="seconds of logins (8)")
@@ -289,6 +299,19 @@ def scenarios(
         from bench.abuse_results import results  # it imports this module's RSS helpers
 
         found.append(("results", {}, results))
+    from bench import abuse_gateway  # it uses this module's RSS sampler
+
+    if args.only in (None, "gateway-memory"):
+        found.append(("", {}, abuse_gateway.gateway_memory))
+    if args.only in (None, "streams"):
+        metrics_addr = f"127.0.0.1:{free_port()}"
+        found.append(
+            (
+                "",  # the round prints its own title
+                {"TASKGATE_SERVER_METRICS_ADDR": metrics_addr},
+                lambda env: abuse_gateway.streams(env, metrics_addr),
+            )
+        )
     if args.only in (None, "argon2"):
         print_header = "argon2: production costs (t=3, 64 MiB, p=4), flood of unknown-user logins"
         found.append(
@@ -306,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{os.cpu_count()} CPUs, load avg {os.getloadavg()[0]:.2f}; defaults of every other limit"
     )
     for title, extra_env, scenario in scenarios(args):
-        if title not in ("memory", "uploads", "results"):
+        if title and title not in ("memory", "uploads", "results"):
             print(f"\n{title}")
         env = BenchEnv(
             base_database_url=args.database_url,

@@ -11,9 +11,10 @@ from aiohttp import web
 
 from gateway.app import create_app
 from gateway.config import Settings
+from gateway.memory import return_large_buffers
 from gateway.metrics import HttpMetrics, metrics_app
+from gateway.serving import start_site
 from taskgate_runtime import process
-from taskgate_runtime.settings import parse_addr
 
 log = logging.getLogger("taskgate.gateway")
 
@@ -29,25 +30,22 @@ def channel_for(settings: Settings) -> grpc.aio.Channel:
     )
 
 
-async def _site(app: web.Application, addr: str) -> web.AppRunner:
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    host, port = parse_addr(addr)
-    await web.TCPSite(runner, host, port, reuse_address=True).start()
-    return runner
-
-
 async def serve(settings: Settings) -> bool:
     """Serves until SIGTERM or SIGINT; False when an address could not be bound."""
     stop = process.stop_requested()
+    return_large_buffers()
     metrics = HttpMetrics()
+    timeout = settings.header_timeout
     async with channel_for(settings) as channel:
         runners: list[web.AppRunner] = []
         try:
+            app = create_app(settings, channel, metrics=metrics)
+            runners.append(await start_site(app, settings.addr, header_timeout=timeout))
             runners.append(
-                await _site(create_app(settings, channel, metrics=metrics), settings.addr)
+                await start_site(
+                    metrics_app(metrics), settings.metrics_addr, header_timeout=timeout
+                )
             )
-            runners.append(await _site(metrics_app(metrics), settings.metrics_addr))
         except OSError as exc:
             log.error("cannot listen: %s", exc)
             for runner in runners:

@@ -7,7 +7,9 @@ writes the answer: JSON, raw bytes for ``google.api.HttpBody``, or a stream
 (newline-delimited JSON, or Server-Sent Events when the client asks for
 ``text/event-stream``). Errors become grpc-gateway's JSON body
 (:mod:`gateway.errors`). ``/live``, ``/ready``, ``/openapi.json`` and ``/docs``
-are served beside the API.
+are served beside the API. Request bodies are read within the budgets of
+:mod:`gateway.body`; the server options that cancel a handler whose client went
+away, and time out slow heads, are :mod:`gateway.serving`'s.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from google.api import httpbody_pb2
 from google.protobuf import descriptor
 
 from gateway import errors, headers, routes, transcode
+from gateway.body import BodyBudget, Reservation, has_credentials, read_body
 from gateway.config import Settings
 from gateway.errors import GatewayError
 from gateway.health import HealthWatcher
@@ -98,6 +101,15 @@ class _Call:
 Page = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+class _Route:
+    """The metrics' and the access log's route label of a request, once it is known."""
+
+    __slots__ = ("label",)
+
+    def __init__(self) -> None:
+        self.label = UNMATCHED
+
+
 class Gateway:
     """Everything a request needs, built once."""
 
@@ -114,6 +126,10 @@ class Gateway:
         self.settings = settings
         self.metrics = metrics
         self.health = health
+        self.bodies = bodies = BodyBudget(
+            total=settings.body_budget_bytes, anonymous=settings.anonymous_body_budget_bytes
+        )
+        metrics.track_bodies(lambda: bodies.held, lambda: bodies.held_anonymous)
         route_list = routes.routes_of(services)
         self.router = routes.Router(route_list)
         self._calls = {id(route): self._callable(channel, route) for route in route_list}
@@ -164,53 +180,59 @@ class Gateway:
         extra = {"X-Request-Id": request_id}
         if self._cors:
             extra.update(self._cors_headers(request))
-        label = UNMATCHED
+        route = _Route()
         status = 500
         metrics = self.metrics
         metrics.started()
         try:
-            label, response = await self._answer(request, request_id, extra)
+            response = await self._answer(request, request_id, extra, route)
             status = response.status
             return response
+        except asyncio.CancelledError:
+            status = 499  # the client went away (nginx's and grpc-gateway's code for it)
+            raise
         finally:
             elapsed = time.perf_counter() - started
             method = request.method if request.method in _KNOWN_METHODS else "other"
-            metrics.finished(method, label, status, elapsed)
+            metrics.finished(method, route.label, status, elapsed)
             if access_log.isEnabledFor(logging.INFO):
-                _log_access(request, label, status, elapsed, request_id)
+                _log_access(request, route.label, status, elapsed, request_id)
 
     async def _answer(
-        self, request: web.Request, request_id: str, extra: dict[str, str]
-    ) -> tuple[str, web.StreamResponse]:
+        self, request: web.Request, request_id: str, extra: dict[str, str], route: _Route
+    ) -> web.StreamResponse:
+        """The response; ``route.label`` is set as soon as the route is known."""
         path = request.rel_url.raw_path
         if (
             request.method == "OPTIONS"
             and "Access-Control-Request-Method" in request.headers
             and "Access-Control-Allow-Origin" in extra
         ):
-            return path, self._preflight(request, extra)
+            route.label = path
+            return self._preflight(request, extra)
         page = self._pages.get(path)
         if page is not None and request.method == "GET":
+            route.label = path
             response = await page(request)
             response.headers.update(extra)
-            return path, response
+            return response
         found = self.router.resolve(request.method, path)
         if isinstance(found, int):
             error = errors.not_found() if found == 404 else errors.method_not_allowed()
-            return UNMATCHED, _error_response(error, extra)
+            return _error_response(error, extra)
         call = self._calls[id(found.route)]
-        label = call.label
+        route.label = call.label
         try:
-            return label, await self._forward(request, call, found.raw_params, request_id, extra)
+            return await self._forward(request, call, found.raw_params, request_id, extra)
         except GatewayError as error:
-            return label, _error_response(error, extra)
+            return _error_response(error, extra)
         except grpc.aio.AioRpcError as exc:
-            return label, _error_response(errors.from_rpc_error(exc), extra, exc)
+            return _error_response(errors.from_rpc_error(exc), extra, exc)
         except (ConnectionError, asyncio.CancelledError):
             raise
         except Exception:
             log.exception("internal error", extra={"fields": {"request_id": request_id}})
-            return label, _error_response(errors.internal(), extra)
+            return _error_response(errors.internal(), extra)
 
     # -- forwarding ----------------------------------------------------------------------
 
@@ -222,32 +244,43 @@ class Gateway:
         request_id: str,
         extra: dict[str, str],
     ) -> web.StreamResponse:
-        message = await self._request_message(request, call, raw_params)
-        metadata = grpc.aio.Metadata(  # as grpc.aio keeps it: no conversion per call
-            *headers.outgoing_metadata(
-                request.headers.items(),
-                request_id=request_id,
-                peer=request.remote,
-                host=request.host,
+        # The body's bytes stay counted until the answer: its message is held until then.
+        with self.bodies.reservation(anonymous=not has_credentials(request.headers)) as held:
+            message = await self._request_message(request, call, raw_params, held)
+            metadata = grpc.aio.Metadata(  # as grpc.aio keeps it: no conversion per call
+                *headers.outgoing_metadata(
+                    request.headers.items(),
+                    request_id=request_id,
+                    peer=request.remote,
+                    host=request.host,
+                )
             )
-        )
-        deadline = self._timeout(request, streaming=call.stream is not None)
-        if call.unary is not None:
-            rpc = call.unary(message, metadata=metadata, timeout=deadline)
-            return await self._unary(rpc, call, extra)
-        assert call.stream is not None
-        rpc = call.stream(message, metadata=metadata, timeout=deadline)
-        return await _Streamer(request, call.route, rpc, extra, self.settings.sse_keepalive).run()
+            deadline = self._timeout(request, streaming=call.stream is not None)
+            if call.unary is not None:
+                rpc = call.unary(message, metadata=metadata, timeout=deadline)
+                return await self._unary(rpc, call, extra)
+            assert call.stream is not None
+            rpc = call.stream(message, metadata=metadata, timeout=deadline)
+            streamer = _Streamer(request, call.route, rpc, extra, self.settings.sse_keepalive)
+            return await streamer.run()
 
     async def _request_message(
-        self, request: web.Request, call: _Call, raw_params: dict[str, str]
+        self, request: web.Request, call: _Call, raw_params: dict[str, str], held: Reservation
     ) -> Any:
         route = call.route
         message = route.method.request_class()
         try:
             if route.body:
-                body = transcode.parse_json_body(await self._read_body(request))
-                transcode.apply_body(message, route.body, body)
+                body = await read_body(
+                    request,
+                    held,
+                    max_bytes=self.settings.max_body_bytes,
+                    time_limit=self.settings.body_timeout,
+                )
+                value = transcode.parse_json_body(body)
+                del body  # the JSON value holds what is needed; the raw bytes can go
+                transcode.apply_body(message, route.body, value)
+                del value
             for variable, setter in call.path_setters:  # path values win over the body's
                 setter(message, routes.decode_variable(raw_params[variable.name], variable))
             if route.body != "*" and request.rel_url.raw_query_string:
@@ -257,15 +290,6 @@ class Gateway:
         except (transcode.TranscodeError, routes.PathError) as exc:
             raise errors.invalid_argument(str(exc)) from None
         return message
-
-    async def _read_body(self, request: web.Request) -> bytes:
-        limit = self.settings.max_body_bytes
-        if request.content_length is not None and request.content_length > limit:
-            raise errors.too_large(limit)
-        try:
-            return await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            raise errors.too_large(limit) from None
 
     def _timeout(self, request: web.Request, *, streaming: bool) -> float | None:
         value = request.headers.get("Grpc-Timeout")
@@ -506,7 +530,7 @@ def create_app(
         metrics=HttpMetrics() if metrics is None else metrics,
         health=health,
     )
-    app = web.Application(client_max_size=settings.max_body_bytes)
+    app = web.Application(client_max_size=settings.max_body_bytes)  # bodies: gateway.body
     app[HEALTH_KEY] = health
     app[GATEWAY_KEY] = gateway
     app.router.add_route("*", r"/{tail:[\s\S]*}", gateway.handle)  # any path, newlines too

@@ -10,6 +10,7 @@ from pydantic_settings import NoDecode
 
 from taskgate_runtime.settings import (
     Address,
+    ConfigError,
     Count,
     Duration,
     LoggingSettings,
@@ -52,6 +53,19 @@ class Settings(LoggingSettings):
     default_timeout: Duration = _gateway("DEFAULT_TIMEOUT", 30.0)
     stream_timeout: OptionalDuration = _gateway("STREAM_TIMEOUT", 3600.0)
     sse_keepalive: Duration = _gateway("SSE_KEEPALIVE", 15.0)
+    header_timeout: Duration = _gateway("HEADER_TIMEOUT", 10.0)
+    body_timeout: Duration = _gateway("BODY_TIMEOUT", 60.0)
+    body_budget_bytes: Count = _gateway("BODY_BUDGET_BYTES", 64 * 1024 * 1024)
+    anonymous_body_budget_bytes: Count = _gateway("ANONYMOUS_BODY_BUDGET_BYTES", 16 * 1024 * 1024)
+
+    def check(self) -> None:
+        super().check()
+        if self.body_budget_bytes < self.max_body_bytes:
+            raise ConfigError(
+                f"{self.variable('body_budget_bytes')}: must be at least "
+                f"{self.variable('max_body_bytes')} (else no body of that size could be read)"
+            )
+        self.require_at_most("anonymous_body_budget_bytes", "body_budget_bytes")
 
     @property
     def max_message_bytes(self) -> int:

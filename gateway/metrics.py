@@ -3,6 +3,8 @@
 - ``taskgate_gateway_http_requests_total{method, route, status}``
 - ``taskgate_gateway_http_request_duration_seconds{method, route}`` (histogram)
 - ``taskgate_gateway_http_requests_in_flight``
+- ``taskgate_gateway_body_bytes_held{share}``: request body bytes counted against
+  the budgets now (``share="all"``, ``share="without_credentials"``)
 
 ``route`` is the path template (``/v1/users/{user_id}``), never the raw path,
 so the label values stay bounded: a request that matches no route is
@@ -14,6 +16,7 @@ The registry also carries the process, platform and GC collectors
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -49,8 +52,20 @@ class HttpMetrics:
         # Counted in a plain int (one event loop) and read at scrape time: no lock per request.
         self.active = 0
         self.in_flight.set_function(lambda: self.active)
+        self.body_bytes = Gauge(
+            "taskgate_gateway_body_bytes_held",
+            "Request body bytes held against the budgets now: by all requests, "
+            "and by those without credentials.",
+            ["share"],
+            registry=self.registry,
+        )
         self._counters: dict[tuple[str, str, int], Any] = {}
         self._histograms: dict[tuple[str, str], Any] = {}
+
+    def track_bodies(self, held: Callable[[], int], held_anonymous: Callable[[], int]) -> None:
+        """Reads the body budgets' counts at scrape time."""
+        self.body_bytes.labels("all").set_function(held)
+        self.body_bytes.labels("without_credentials").set_function(held_anonymous)
 
     def started(self) -> None:
         self.active += 1

@@ -327,7 +327,7 @@ def path_setter(message_type: descriptor.Descriptor, field_path: Sequence[str]) 
     return lambda message, value: set_field(message, path, (value,))
 
 
-def parse_json_body(data: bytes) -> Any:
+def parse_json_body(data: bytes | bytearray) -> Any:
     """The JSON value of a request body; an empty body is an empty message."""
     if not data.strip():
         return None

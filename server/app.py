@@ -23,6 +23,7 @@ from server.client_address import ClientAddresses
 from server.config import Settings
 from server.health import LIVENESS, DependencyMonitor, HealthServicer
 from server.interceptors.auth import PUBLIC_METHODS, AuthInterceptor
+from server.interceptors.capacity import CallLimiter, UserStreamLimiter
 from server.interceptors.errors import ErrorInterceptor
 from server.interceptors.metrics import MetricsInterceptor
 from server.interceptors.reading import RequestReader
@@ -184,13 +185,20 @@ class App:
             },
             interval=settings.health_check_interval,
         )
+        # Instead of grpc's maximum_concurrent_rpcs, which counts health checks too.
+        self.call_limiter = CallLimiter(
+            calls=settings.max_concurrent_rpcs, health=settings.max_concurrent_health_rpcs
+        )
+        self.stream_limiter = UserStreamLimiter(per_user=settings.max_streams_per_user)
         self.server = grpc.aio.server(
             interceptors=[
                 # The outermost: it sees every call's final status, whoever set it.
                 MetricsInterceptor(registry=self.registry),
                 RequestLogInterceptor(client_addresses=ClientAddresses(settings.trusted_proxies)),
                 ErrorInterceptor(),
+                self.call_limiter,
                 AuthInterceptor(authenticate=self.sessions.authenticate),
+                self.stream_limiter,
                 RequestReader(
                     default_limit=settings.max_request_bytes,
                     limits={CREATE_TASK: settings.max_message_bytes},
@@ -199,7 +207,6 @@ class App:
                 ),
             ],
             options=server_options(settings),
-            maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
         )
         user_grpc.add_UserServiceServicer_to_server(UserServicer(users=users), self.server)
         session_grpc.add_SessionServiceServicer_to_server(

@@ -97,6 +97,8 @@ class Settings(LoggingSettings, DatabaseSettings, ReplicaSettings, RedisSettings
     # What a client can make the server spend.
     max_request_bytes: Count = 64 * 1024
     max_concurrent_rpcs: Count = 1000
+    max_concurrent_health_rpcs: Count = 100
+    max_streams_per_user: Count = 100
     max_unauthenticated_reads: Count = 4
     grpc_stream_window_bytes: Count = 64 * 1024
     grpc_max_connection_idle: Duration = 300.0

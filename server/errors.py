@@ -9,6 +9,7 @@
     ├── AlreadyExists               ALREADY_EXISTS
     ├── FailedPrecondition          FAILED_PRECONDITION
     ├── ResourceExhausted           RESOURCE_EXHAUSTED, with a retry delay
+    │   └── QuotaExceeded           ... and the quota that was reached (google.rpc.QuotaFailure)
     ├── MessageTooLarge             RESOURCE_EXHAUSTED (a request past its method's limit)
     ├── Unavailable                 UNAVAILABLE (Postgres or Redis unreachable)
     ├── DeadlineExceeded            DEADLINE_EXCEEDED (the caller's deadline came first)
@@ -77,6 +78,19 @@ class ResourceExhausted(TaskgateError):
     def __init__(self, message: str, *, retry_after: float) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class QuotaExceeded(ResourceExhausted):
+    """A limit on what is held at once (calls in flight, a user's streams) was reached.
+
+    ``subject`` names whose quota it is (``user:<id>``, ``server``), ``description``
+    which quota and its size: the google.rpc.QuotaFailure violation of the status.
+    """
+
+    def __init__(self, message: str, *, subject: str, description: str, retry_after: float) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.subject = subject
+        self.description = description
 
 
 class MessageTooLarge(TaskgateError):

@@ -2,8 +2,8 @@
 
 A :class:`~server.errors.TaskgateError` becomes its status code and message,
 with google.rpc details where they help (BadRequest field violations,
-RetryInfo). Anything else is a bug: the client gets INTERNAL with a generic
-message, and the traceback goes to the log.
+RetryInfo, QuotaFailure). Anything else is a bug: the client gets INTERNAL
+with a generic message, and the traceback goes to the log.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
-from server.errors import InvalidArgument, ResourceExhausted, TaskgateError
+from server.errors import InvalidArgument, QuotaExceeded, ResourceExhausted, TaskgateError
 from server.interceptors.wrap import Context, Scope, ScopedInterceptor, call_is_over
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,11 @@ def status_details(error: TaskgateError) -> list[any_pb2.Any]:
         )
         details.append(_pack(bad_request))
     elif isinstance(error, ResourceExhausted):
+        if isinstance(error, QuotaExceeded):
+            violation = error_details_pb2.QuotaFailure.Violation(
+                subject=error.subject, description=error.description
+            )
+            details.append(_pack(error_details_pb2.QuotaFailure(violations=[violation])))
         delay = duration_pb2.Duration()
         delay.FromNanoseconds(int(error.retry_after * 1e9))
         details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))

@@ -22,6 +22,7 @@ from tests.conftest import ROOT
 from tests.gateway.conftest import Client
 from tests.support.clients import PASSWORD, new_username
 from tests.support.net import free_port
+from tests.support.raw_http import RawConnection
 
 
 async def register(http: Client, username: str | None = None) -> dict[str, Any]:
@@ -216,6 +217,7 @@ async def test_python_m_gateway(app: App) -> None:
         "TASKGATE_GATEWAY_UPSTREAM": f"127.0.0.1:{app.port}",
         "TASKGATE_GATEWAY_METRICS_ADDR": f"127.0.0.1:{metrics_port}",
         "TASKGATE_LOG_LEVEL": "warning",
+        "TASKGATE_GATEWAY_HEADER_TIMEOUT": "500ms",
     }
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "gateway", cwd=ROOT, env=env
@@ -234,6 +236,13 @@ async def test_python_m_gateway(app: App) -> None:
                 raise AssertionError("python -m gateway did not become ready")
             async with session.get(f"http://127.0.0.1:{metrics_port}/metrics") as response:
                 assert "taskgate_gateway_http_requests_total" in await response.text()
+        # Its server runs with the header timeout: a head that never ends is cut off.
+        silent = await RawConnection.open(port)
+        try:
+            await silent.send(b"GET /live HTTP/1.1\r\n")
+            assert await asyncio.wait_for(silent.closed_by_peer(), 5)
+        finally:
+            await silent.close()
     finally:
         process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), 10) == 0

@@ -1,5 +1,5 @@
-"""Message size limits per method, concurrent calls, compressed requests and
-deadlines, at the edge and past it."""
+"""Message size limits per method, compressed requests and deadlines, at the
+edge and past it."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from server.config import Settings
 from taskgate.v1 import task_service_pb2 as task_pb
 from taskgate.v1 import user_service_pb2 as user_pb
 from tests.support.clients import PASSWORD, Client, bearer
-from tests.support.hashers import BlockingHasher
 from tests.support.servers import serving
 
 REQUEST_LIMIT = 2000
@@ -101,22 +100,6 @@ async def test_compressed_requests_are_bounded_by_their_inflated_size(
         request_of_size(app.settings.max_message_bytes + 1), compression=gzip
     )
     assert await code_of(past_server) == grpc.StatusCode.RESOURCE_EXHAUSTED
-
-
-async def test_concurrent_calls_are_bounded(settings: Settings) -> None:
-    limit = 3
-    hasher = BlockingHasher(settings, workers=limit, queue=0)
-    async with serving(settings, hasher=hasher, max_concurrent_rpcs=limit) as (_, client):
-        user = await client.register()
-        held = [asyncio.ensure_future(client.login(user.username)) for _ in range(limit)]
-        try:
-            while hasher.admitted < limit:  # noqa: ASYNC110 - the limit's calls in flight
-                await asyncio.sleep(0.01)
-            assert await code_of(client.health_status()) == grpc.StatusCode.RESOURCE_EXHAUSTED
-        finally:
-            hasher.release.set()
-            await asyncio.gather(*held)
-        assert await client.health_status() == 1  # served again
 
 
 async def test_anonymous_reads_wait_their_turn(settings: Settings) -> None:

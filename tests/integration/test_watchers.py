@@ -39,7 +39,9 @@ async def test_two_hundred_watchers_see_their_tasks_end_on_bounded_connections(
 ) -> None:
     url = settings.database_url.get_secret_value()
     database = url.rsplit("/", 1)[1]
-    async with serving(settings, embedded_processor=False, db_pool_max_size=5) as (app, client):
+    async with serving(
+        settings, embedded_processor=False, db_pool_max_size=5, max_streams_per_user=WATCHERS
+    ) as (app, client):
         tasks = await task_user(client)
         image = image_bytes(16, 16)
         ids = [(await tasks.create(image, [grayscale()])).task_id for _ in range(WATCHERS)]

@@ -66,5 +66,6 @@ GATEWAY_FAMILIES: dict[str, set[str]] = {
     "taskgate_gateway_http_requests_total": {"method", "route", "status"},
     "taskgate_gateway_http_request_duration_seconds_bucket": {"method", "route", "le"},
     "taskgate_gateway_http_requests_in_flight": set(),
+    "taskgate_gateway_body_bytes_held": {"share"},
     **PROCESS_FAMILIES,
 }

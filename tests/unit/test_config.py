@@ -115,6 +115,8 @@ def test_the_limits_are_read() -> None:
         {
             "TASKGATE_MAX_REQUEST_BYTES": "1000",
             "TASKGATE_MAX_CONCURRENT_RPCS": "50",
+            "TASKGATE_MAX_CONCURRENT_HEALTH_RPCS": "5",
+            "TASKGATE_MAX_STREAMS_PER_USER": "1",
             "TASKGATE_GRPC_MAX_CONNECTION_IDLE": "30s",
             "TASKGATE_GRPC_KEEPALIVE_WITHOUT_CALLS": "false",
             "TASKGATE_PASSWORD_HASH_QUEUE": "0",
@@ -124,6 +126,7 @@ def test_the_limits_are_read() -> None:
     )
     assert settings.max_request_bytes == 1000
     assert settings.max_concurrent_rpcs == 50
+    assert (settings.max_concurrent_health_rpcs, settings.max_streams_per_user) == (5, 1)
     assert settings.grpc_max_connection_idle == 30
     assert settings.grpc_keepalive_without_calls is False
     assert settings.password_hash_queue == 0
@@ -143,6 +146,8 @@ def test_the_limits_are_read() -> None:
         ("TASKGATE_TRUSTED_PROXIES", "10.0.0.0/8, gateway"),
         ("TASKGATE_MAX_REQUEST_BYTES", str(20 * 1024 * 1024)),
         ("TASKGATE_MAX_CONCURRENT_RPCS", "0"),
+        ("TASKGATE_MAX_CONCURRENT_HEALTH_RPCS", "0"),
+        ("TASKGATE_MAX_STREAMS_PER_USER", "0"),
         ("TASKGATE_PASSWORD_HASH_WORKERS", "0"),
         ("TASKGATE_GRPC_MAX_CONNECTION_IDLE", "never"),
     ],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 import re
 from typing import Any
 
@@ -13,6 +14,7 @@ from google.protobuf import any_pb2, duration_pb2, json_format
 from gateway import errors, headers, routes, transcode
 from gateway.app import PRODUCT_SERVICES
 from gateway.config import Settings
+from gateway.memory import return_large_buffers
 from gateway.metrics import HttpMetrics
 from gateway.openapi import _summary, product_comments
 from taskgate.v1 import task_service_pb2, user_service_pb2
@@ -41,6 +43,24 @@ def test_settings_defaults_and_overrides() -> None:
     assert settings.max_message_bytes == 64 * 1024 * 1024
 
 
+def test_large_buffers_go_back_to_the_system_on_glibc() -> None:
+    assert return_large_buffers() is (platform.libc_ver()[0] == "glibc")
+
+
+def test_body_budgets_at_their_edges() -> None:
+    settings = Settings.from_env(
+        {
+            "TASKGATE_GATEWAY_MAX_BODY_BYTES": "1000",
+            "TASKGATE_GATEWAY_BODY_BUDGET_BYTES": "1000",  # one largest body
+            "TASKGATE_GATEWAY_ANONYMOUS_BODY_BUDGET_BYTES": "1000",  # all of it
+            "TASKGATE_GATEWAY_HEADER_TIMEOUT": "500ms",
+            "TASKGATE_GATEWAY_BODY_TIMEOUT": "2m",
+        }
+    )
+    assert (settings.body_budget_bytes, settings.anonymous_body_budget_bytes) == (1000, 1000)
+    assert (settings.header_timeout, settings.body_timeout) == (0.5, 120.0)
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [
@@ -51,6 +71,10 @@ def test_settings_defaults_and_overrides() -> None:
         ("GATEWAY_MAX_BODY_BYTES", "lots"),
         ("GATEWAY_DEFAULT_TIMEOUT", "0s"),
         ("GATEWAY_SSE_KEEPALIVE", "0"),
+        ("GATEWAY_HEADER_TIMEOUT", "0s"),
+        ("GATEWAY_BODY_TIMEOUT", "0"),
+        ("GATEWAY_BODY_BUDGET_BYTES", str(14 * 1024 * 1024 - 1)),  # below the largest body
+        ("GATEWAY_ANONYMOUS_BODY_BUDGET_BYTES", str(64 * 1024 * 1024 + 1)),  # above the total
         ("LOG_LEVEL", "loud"),
         ("LOG_FORMAT", "xml"),
     ],
