@@ -412,6 +412,9 @@ class _Streamer:
             try:
                 message = await self._next(response)
             except grpc.aio.AioRpcError as exc:
+                if self.raw:
+                    self._cut_off()
+                    return
                 await response.write(self._error_chunk(errors.from_rpc_error(exc)))
                 return
         if self.sse:
@@ -449,9 +452,15 @@ class _Streamer:
         line = transcode.dumps({"error": error.status_dict()})
         if self.sse:
             return b"event: error\ndata: %s\n\n" % line
-        if self.raw:
-            return b""
         return line + b"\n"
+
+    def _cut_off(self) -> None:
+        """A raw body has no room for an error, and its 200 is already sent: the
+        connection is dropped before the body's end, so the client sees a broken
+        download (a chunked body without its last chunk), never a short file."""
+        transport = self.request.transport
+        if transport is not None:
+            transport.abort()
 
 
 def _static(path: Path) -> Page:

@@ -150,6 +150,14 @@ class Shapes:
         content_type = "image/png" if request.name.endswith(".png") else "text/plain"
         return httpbody_pb2.HttpBody(content_type=content_type, data=b"\x89PNG raw " + b"x" * 10)
 
+    async def download_chunks(
+        self, request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Any]:
+        yield httpbody_pb2.HttpBody(content_type="image/png", data=b"first chunk;")
+        if request.name == "broken":
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the store went away")
+        yield httpbody_pb2.HttpBody(content_type="image/png", data=b"second chunk")
+
     def handler(self) -> grpc.GenericRpcHandler:
         service = service_descriptor()
         behaviours: dict[str, Any] = {
@@ -160,6 +168,7 @@ class Shapes:
             "Fail": self.fail,
             "Count": self.count,
             "Download": self.download,
+            "DownloadChunks": self.download_chunks,
         }
         handlers = {}
         for method in service.methods:

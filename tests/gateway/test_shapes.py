@@ -7,6 +7,7 @@ import base64
 import json
 from typing import Any
 
+import aiohttp
 import pytest
 
 from tests.gateway.conftest import ORIGIN, Client
@@ -388,6 +389,24 @@ async def test_http_body_is_raw(shapes: Client) -> None:
     missing = await shapes.get("/v1/download/missing")
     assert missing.status == 404
     assert (await missing.json())["code"] == 5
+
+
+async def test_a_streamed_http_body_is_one_raw_body(shapes: Client) -> None:
+    response = await shapes.get("/v1/chunks/picture.png")
+    assert response.status == 200
+    assert response.headers["Content-Type"] == "image/png"
+    assert await response.read() == b"first chunk;second chunk"
+
+
+async def test_a_streamed_http_body_that_fails_midway_is_cut_off_not_ended(
+    shapes: Client,
+) -> None:
+    """The status is sent with the first chunk: a later failure can only break the
+    body, so that the client sees an incomplete download, never a short 200."""
+    response = await shapes.get("/v1/chunks/broken")
+    assert response.status == 200
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await response.read()
 
 
 async def test_stream_as_ndjson(shapes: Client) -> None:
