@@ -119,6 +119,9 @@ async def stack(settings: Settings, redis_prefix: str, tmp_path: Path) -> AsyncI
             TASKGATE_LOGIN_RATE_LIMIT="2",
             TASKGATE_PROCESSOR_POLL_INTERVAL="1s",
             TASKGATE_SHUTDOWN_GRACE="2s",
+            # The replica panels and alerts need a replica's series: the primary named as
+            # one, which the monitor keeps out of rotation (it is not replaying WAL).
+            TASKGATE_DATABASE_REPLICA_URLS=settings.database_url.get_secret_value(),
         ) as processes:
             metrics = {p.name: p.metrics_port for p in processes.processes}
             ports = Ports(processes.grpc_port, processes.http_port, free_port(), metrics)
