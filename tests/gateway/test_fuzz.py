@@ -53,7 +53,7 @@ def settings(settings: ServerSettings) -> ServerSettings:
     )
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(180)
 async def test_schemathesis_finds_no_failure(http: Client, tmp_path: Path) -> None:
     assert ST.exists(), "schemathesis is a dev dependency: make install"
     user = await register(http)
@@ -68,9 +68,8 @@ async def test_schemathesis_finds_no_failure(http: Client, tmp_path: Path) -> No
         "--mode=positive",
         "--phases=examples,coverage,fuzzing",
         "--max-examples=40",
-        "--max-time=75",
+        "--max-time=60",
         f"--seed={SEED}",
-        "--generation-deterministic",
         "--request-timeout=10",
         "--workers=1",
         "--no-color",
@@ -91,7 +90,7 @@ async def test_schemathesis_finds_no_failure(http: Client, tmp_path: Path) -> No
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
-    out, _ = await asyncio.wait_for(process.communicate(), 200)
+    out, _ = await asyncio.wait_for(process.communicate(), 150)
     output = out.decode(errors="replace")
     assert process.returncode == 0, output[-8000:]
     assert "Tested:" in output or "passed" in output, output[-3000:]
