@@ -94,7 +94,7 @@ class _Call:
     stream: Callable[..., Any] | None
     label: str  # the route template: the metrics' route label
     path_setters: tuple[tuple[routes.Variable, transcode.Setter], ...]
-    bound: tuple[list[str], ...]  # field paths the query may not set
+    bound: tuple[tuple[str, ...], ...]  # field paths the query may not set, both name forms
     raw_response: bool  # google.api.HttpBody: written as it is
 
 
@@ -168,7 +168,7 @@ class Gateway:
                 (variable, transcode.path_setter(request_type, variable.field_path))
                 for variable in route.template.variables
             ),
-            bound=tuple(name.split(".") for name in sorted(route.bound_fields)),
+            bound=transcode.query_filter(request_type, route.bound_fields),
             raw_response=method.http_body_response,
         )
 
@@ -203,6 +203,10 @@ class Gateway:
     ) -> web.StreamResponse:
         """The response; ``route.label`` is set as soon as the route is known."""
         path = request.rel_url.raw_path
+        oversized = headers.oversized_header(request.raw_headers)
+        if oversized is not None:
+            error = errors.header_too_large(oversized, headers.MAX_HEADER_FIELD_BYTES)
+            return _error_response(error, extra)
         if (
             request.method == "OPTIONS"
             and "Access-Control-Request-Method" in request.headers
@@ -227,7 +231,8 @@ class Gateway:
         except GatewayError as error:
             return _error_response(error, extra)
         except grpc.aio.AioRpcError as exc:
-            return _error_response(errors.from_rpc_error(exc), extra, exc)
+            trailers = headers.accepts_trailers(request.headers.get("TE"))
+            return _error_response(errors.from_rpc_error(exc), extra, exc, trailers)
         except (ConnectionError, asyncio.CancelledError):
             raise
         except Exception:
@@ -258,7 +263,8 @@ class Gateway:
             deadline = self._timeout(request, streaming=call.stream is not None)
             if call.unary is not None:
                 rpc = call.unary(message, metadata=metadata, timeout=deadline)
-                return await self._unary(rpc, call, extra)
+                trailers = headers.accepts_trailers(request.headers.get("TE"))
+                return await self._unary(rpc, call, extra, trailers=trailers)
             assert call.stream is not None
             rpc = call.stream(message, metadata=metadata, timeout=deadline)
             streamer = _Streamer(request, call.route, rpc, extra, self.settings.sse_keepalive)
@@ -283,10 +289,11 @@ class Gateway:
                 del value
             for variable, setter in call.path_setters:  # path values win over the body's
                 setter(message, routes.decode_variable(raw_params[variable.name], variable))
-            if route.body != "*" and request.rel_url.raw_query_string:
-                query = request.rel_url.query
-                grouped = {key: query.getall(key) for key in query}
-                transcode.apply_query(message, grouped, call.bound)
+            raw_query = request.rel_url.raw_query_string
+            if route.body != "*" and raw_query:
+                transcode.apply_query(message, transcode.parse_query(raw_query), call.bound)
+        except routes.MalformedEscape as exc:
+            raise errors.malformed_path(str(exc)) from None
         except (transcode.TranscodeError, routes.PathError) as exc:
             raise errors.invalid_argument(str(exc)) from None
         return message
@@ -299,10 +306,12 @@ class Gateway:
             return self.settings.stream_timeout or None
         return self.settings.default_timeout
 
-    async def _unary(self, rpc: Any, call: _Call, extra: dict[str, str]) -> web.Response:
+    async def _unary(
+        self, rpc: Any, call: _Call, extra: dict[str, str], *, trailers: bool
+    ) -> web.Response:
         reply = await rpc
         metadata = headers.response_headers(
-            await rpc.initial_metadata(), await rpc.trailing_metadata()
+            await rpc.initial_metadata(), await rpc.trailing_metadata() if trailers else None
         )
         if call.raw_response:
             body = reply.data
@@ -487,13 +496,17 @@ def _add_headers(
 
 
 def _error_response(
-    error: GatewayError, extra: dict[str, str], exc: grpc.aio.AioRpcError | None = None
+    error: GatewayError,
+    extra: dict[str, str],
+    exc: grpc.aio.AioRpcError | None = None,
+    trailers: bool = False,
 ) -> web.Response:
     response = web.Response(body=error.body(), status=error.status)
     response.headers["Content-Type"] = JSON
     pairs: list[tuple[str, str]] = list(error.response_headers().items())
     if exc is not None:
-        pairs += headers.response_headers(exc.initial_metadata())
+        trailing = exc.trailing_metadata() if trailers else None
+        pairs += headers.response_headers(exc.initial_metadata(), trailing)
     _add_headers(response, pairs, extra)
     return response
 
@@ -539,7 +552,11 @@ def create_app(
         metrics=HttpMetrics() if metrics is None else metrics,
         health=health,
     )
-    app = web.Application(client_max_size=settings.max_body_bytes)  # bodies: gateway.body
+    app = web.Application(
+        client_max_size=settings.max_body_bytes,  # bodies: gateway.body
+        # room for the gateway to answer a long header itself, with the JSON body
+        handler_args={"max_field_size": headers.PARSER_FIELD_BYTES},
+    )
     app[HEALTH_KEY] = health
     app[GATEWAY_KEY] = gateway
     app.router.add_route("*", r"/{tail:[\s\S]*}", gateway.handle)  # any path, newlines too

@@ -9,8 +9,15 @@ with the details taken from the ``grpc-status-details-bin`` trailer. The HTTP
 status follows grpc-gateway v2's ``HTTPStatusFromCode``. Errors of the gateway
 itself use the same body: an unknown path is NOT_FOUND (404), a known path with
 the wrong method is UNIMPLEMENTED "Method Not Allowed" (501, as grpc-gateway
-answers), a request that does not transcode is INVALID_ARGUMENT (400), and a
-body over the limit is RESOURCE_EXHAUSTED with HTTP 413.
+answers), a request that does not transcode is INVALID_ARGUMENT (400), a
+malformed escape in a path value is UNKNOWN with HTTP 400 (as grpc-gateway's
+mux answers it), a body over the limit is RESOURCE_EXHAUSTED with HTTP 413, and
+a header line over the limit RESOURCE_EXHAUSTED with HTTP 431 (the status Go's
+net/http gives).
+
+Details are written as grpc-gateway writes them (protojson with
+``EmitUnpopulated``): every field, an unset message field as ``null``
+(``"localizedMessage": null`` in a ``BadRequest.FieldViolation``).
 """
 
 from __future__ import annotations
@@ -22,10 +29,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-from google.protobuf import any_pb2, json_format
+from google.protobuf import any_pb2, descriptor_pool, message_factory
 from google.rpc import error_details_pb2, status_pb2
 
-from gateway.transcode import dumps
+from gateway.transcode import SPECIAL_JSON_TYPES, dumps, to_dict
 
 log = logging.getLogger(__name__)
 
@@ -96,13 +103,17 @@ class GatewayError(Exception):
 
 def detail_dict(detail: any_pb2.Any) -> dict[str, Any]:
     """A detail as protobuf JSON; one of a type unknown here keeps its bytes in base64."""
+    name = detail.type_url.rpartition("/")[2]
     try:
-        value: dict[str, Any] = json_format.MessageToDict(
-            detail, always_print_fields_with_no_presence=True
-        )
-    except (TypeError, KeyError, json_format.Error):
+        message_type = descriptor_pool.Default().FindMessageTypeByName(name)
+        message = message_factory.GetMessageClass(message_type)()
+        message.ParseFromString(detail.value)
+    except Exception:  # an unknown type or bytes that do not parse: kept as they came
         return {"@type": detail.type_url, "value": base64.b64encode(detail.value).decode()}
-    return value
+    value = to_dict(message)
+    if message.DESCRIPTOR.full_name in SPECIAL_JSON_TYPES:
+        return {"@type": detail.type_url, "value": value}  # a well-known type, as protojson
+    return {"@type": detail.type_url, **value}
 
 
 def _rich_details(
@@ -148,6 +159,18 @@ def too_large(limit: int) -> GatewayError:
         grpc.StatusCode.RESOURCE_EXHAUSTED,
         f"the request body is larger than {limit} bytes",
         http_status=413,
+    )
+
+
+def malformed_path(message: str) -> GatewayError:
+    return GatewayError(grpc.StatusCode.UNKNOWN, message, http_status=400)
+
+
+def header_too_large(name: str, limit: int) -> GatewayError:
+    return GatewayError(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        f"the header {name} is longer than {limit} bytes",
+        http_status=431,
     )
 
 

@@ -3,7 +3,9 @@
 In:
 
 - ``Authorization`` → ``authorization``.
-- ``Grpc-Metadata-<Key>`` → ``<key>``; a ``-Bin`` key's value is base64.
+- ``Grpc-Metadata-<Key>`` → ``<key>`` (``Grpc-Metadata-Authorization`` too, as
+  grpc-gateway passes it); a ``-Bin`` key's value is standard base64, padded or
+  not, and anything else is a 400.
 - IANA permanent headers (``User-Agent``, ``Accept``…) → ``grpcgateway-<key>``,
   except ``Authorization`` and ``Cookie``, which are credentials.
 - ``Grpc-Timeout`` (``10S``, ``500m``…) → the call's deadline.
@@ -12,8 +14,12 @@ In:
   ``X-Forwarded-Host`` (or ``Host``) → ``x-forwarded-host``.
 
 Out: the response's initial metadata as ``Grpc-Metadata-<Key>`` headers (binary
-values in base64) and, for unary calls, its trailing metadata as
-``Grpc-Trailer-<Key>`` headers.
+values in base64) and, for unary calls whose client sent ``TE: trailers``, its
+trailing metadata as ``Grpc-Trailer-<Key>`` headers.
+
+A header line (name and value) longer than :data:`MAX_HEADER_FIELD_BYTES` is
+answered 431 with the JSON error body; aiohttp's parser is given room up to
+:data:`PARSER_FIELD_BYTES` so that the gateway, not the parser, answers.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ Metadata = list[tuple[str, str | bytes]]
 
 METADATA_PREFIX = "grpc-metadata-"
 TRAILER_PREFIX = "Grpc-Trailer-"
+MAX_HEADER_FIELD_BYTES = 8190  # aiohttp's own default per header line
+PARSER_FIELD_BYTES = 16384  # past this aiohttp's parser answers (text/plain 400)
 REQUEST_ID = "x-request-id"
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 _METADATA_KEY = re.compile(r"[0-9a-z_.\-]+")
@@ -37,9 +45,7 @@ _PRINTABLE = re.compile(r"[\x20-\x7e]*")
 _TIMEOUT = re.compile(r"(\d{1,8})([HMSmun])")
 _TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 # Sent by grpc or the gateway itself; a client may not set them.
-_RESERVED = frozenset(
-    {"content-type", "te", "user-agent", "grpc-timeout", "authorization", "x-request-id"}
-)
+_RESERVED = frozenset({"content-type", "te", "user-agent", "grpc-timeout", "x-request-id"})
 PERMANENT_HEADERS = frozenset(
     {
         "accept",
@@ -85,13 +91,38 @@ def _metadata_pair(key: str, value: str) -> tuple[str, str | bytes]:
     if not _METADATA_KEY.fullmatch(key) or key.startswith("grpc-") or key in _RESERVED:
         raise invalid_argument(f"Grpc-Metadata-{key}: not an allowed metadata key")
     if key.endswith("-bin"):
-        try:
-            return key, base64.b64decode(value.encode("ascii") + b"==")
-        except (binascii.Error, ValueError, UnicodeEncodeError):
-            raise invalid_argument(f"Grpc-Metadata-{key}: the value is not base64") from None
+        return key, _decode_bin(key, value)
     if not _PRINTABLE.fullmatch(value):
         raise invalid_argument(f"Grpc-Metadata-{key}: the value is not printable ASCII")
     return key, value
+
+
+def _decode_bin(key: str, value: str) -> bytes:
+    """grpc-gateway's ``decodeBinHeader``: standard base64, padded (a length that is
+    a multiple of 4) or raw; anything else is INVALID_ARGUMENT."""
+    try:
+        data = value.encode("ascii")
+        if len(data) % 4:
+            if b"=" in data:
+                raise ValueError("padding in an unpadded value")
+            data += b"=" * (-len(data) % 4)
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError, UnicodeEncodeError):
+        name = _canonical(METADATA_PREFIX + key)
+        raise invalid_argument(f"invalid binary header {name}: not base64") from None
+
+
+def oversized_header(raw_headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """The name of the first header line longer than ``MAX_HEADER_FIELD_BYTES``."""
+    for name, value in raw_headers:
+        if len(name) + len(value) + 2 > MAX_HEADER_FIELD_BYTES:
+            return name.decode("latin-1")
+    return None
+
+
+def accepts_trailers(te: str | None) -> bool:
+    """grpc-gateway's ``requestAcceptsTrailers``: the request's TE mentions trailers."""
+    return te is not None and "trailers" in te.lower()
 
 
 def outgoing_metadata(
@@ -104,10 +135,15 @@ def outgoing_metadata(
     """The metadata of the gRPC call for a request's headers (see the module docstring)."""
     metadata: Metadata = [(REQUEST_ID, request_id)]
     forwarded: dict[str, str] = {}
+    credentials: str | None = None
     for name, value in headers:
         key = name.lower()
-        if key == "authorization":
-            metadata.append(("authorization", value))
+        if key == "authorization" or key == _METADATA_AUTHORIZATION:
+            if credentials is not None and credentials != value:
+                raise invalid_argument("two different authorization headers: send one")
+            if credentials is None:
+                metadata.append(("authorization", value))
+            credentials = value
         elif key.startswith(METADATA_PREFIX):
             metadata.append(_metadata_pair(key[len(METADATA_PREFIX) :], value))
         elif key in PERMANENT_HEADERS:
@@ -121,6 +157,7 @@ def outgoing_metadata(
 
 
 _FORWARDED = frozenset({"x-forwarded-for", "x-forwarded-host"})
+_METADATA_AUTHORIZATION = METADATA_PREFIX + "authorization"
 
 
 def _forwarded(

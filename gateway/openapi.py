@@ -1,7 +1,16 @@
 """An OpenAPI 3.1 document built from the same routes and descriptors as the gateway.
 
 Paths, parameters (path, then query as grpc-gateway reads it), request bodies,
-response and error schemas come from the descriptors; descriptions are the
+response and error schemas come from the descriptors. So do the rules the server
+enforces, from the same declarations its validation reads: a field's
+``google.api.field_behavior`` REQUIRED (``required``; a non-empty string or
+array), its ``taskgate.v1.field_rules`` (``format: uuid``, ``minLength``,
+``maxLength``, ``pattern``, ``minimum``, ``exclusiveMinimum``, ``maximum``,
+``minItems``, ``maxItems``, enum values without the zero one), and a method's
+``taskgate.v1.method_rules`` (no security requirement when public; the error
+responses it may give, each with the ``google.rpc.Status`` schema). A message
+that is one oneof (``Filter``) has exactly one of its members; elsewhere a
+oneof's members are never two at once. Descriptions are the
 proto comments, read from a descriptor set compiled with ``--include_source_info``
 (``gen/taskgate/v1/descriptor_set.binpb``, rewritten by ``make proto`` and
 checked for drift in ``make lint``), since the generated ``_pb2`` modules carry
@@ -15,14 +24,34 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import grpc
+from google.api import field_behavior_pb2
 from google.protobuf import descriptor, descriptor_pb2
+from google.rpc import code_pb2
 
+from gateway.errors import HTTP_STATUS
 from gateway.routes import HTTP_BODY, Route
+from taskgate.v1 import rules_pb2
 
 FD = descriptor.FieldDescriptor
 Schema = dict[str, Any]
 
 STATUS_REF = "#/components/schemas/google.rpc.Status"
+CANONICAL_UUID = "^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$"
+# Codes any method may answer: bad input (the gateway's transcoding included),
+# limits, outages, deadlines and bugs.
+COMMON_ERRORS = (
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.INTERNAL,
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+)
+# Statuses the gateway itself may give, beyond those of the codes.
+_GATEWAY_STATUSES = {
+    413: "RESOURCE_EXHAUSTED: the request body is larger than the gateway takes.",
+    431: "RESOURCE_EXHAUSTED: a request header line is too long.",
+}
 _MAX_QUERY_DEPTH = 4
 _LINT_DIRECTIVE = re.compile(r"^\s*buf:lint:\S+.*$", re.MULTILINE)
 _INT32 = {"type": "integer", "format": "int32", "minimum": -(2**31), "maximum": 2**31 - 1}
@@ -167,6 +196,74 @@ def product_comments() -> dict[str, str]:
 # -- schemas ----------------------------------------------------------------------------
 
 
+def _rules(field: FD) -> rules_pb2.FieldRules:
+    rules: rules_pb2.FieldRules = field.GetOptions().Extensions[rules_pb2.field_rules]
+    return rules
+
+
+def is_required(field: FD) -> bool:
+    behaviours = field.GetOptions().Extensions[field_behavior_pb2.field_behavior]
+    return field_behavior_pb2.REQUIRED in behaviours
+
+
+def _string_rules(schema: Schema, field: FD, rules: rules_pb2.FieldRules) -> Schema:
+    if rules.uuid:
+        schema = {**schema, "format": "uuid", "pattern": CANONICAL_UUID}
+        if rules.aliases:
+            return {"anyOf": [schema, {"type": "string", "enum": list(rules.aliases)}]}
+        return schema
+    if rules.HasField("min_len"):
+        schema["minLength"] = rules.min_len
+    elif is_required(field):
+        schema["minLength"] = 1  # an empty string is a missing value
+    if rules.HasField("max_len"):
+        schema["maxLength"] = rules.max_len
+    if rules.pattern:
+        schema["pattern"] = rules.pattern
+    return schema
+
+
+def _number_rules(schema: Schema, rules: rules_pb2.FieldRules) -> Schema:
+    integer = schema.get("type") == "integer"
+
+    def number(value: float) -> float | int:
+        return int(value) if integer and value.is_integer() else value
+
+    if rules.HasField("exclusive_minimum"):
+        schema.pop("minimum", None)
+        schema["exclusiveMinimum"] = number(rules.exclusive_minimum)
+    if rules.HasField("minimum"):
+        schema["minimum"] = number(rules.minimum)
+    if rules.HasField("maximum"):
+        schema["maximum"] = number(rules.maximum)
+    return schema
+
+
+def constrained(schema: Schema, field: FD) -> Schema:
+    """A value's schema with the rules declared on ``field`` (one element if repeated)."""
+    rules = _rules(field)
+    if field.type in (FD.TYPE_STRING, FD.TYPE_BYTES):
+        return _string_rules(dict(schema), field, rules)
+    if field.enum_type is not None and rules.enum_defined_only:
+        zero = field.enum_type.values_by_number[0].name
+        return {**schema, "enum": [name for name in schema["enum"] if name != zero]}
+    if schema.get("type") in ("integer", "number"):
+        return _number_rules(dict(schema), rules)
+    return schema
+
+
+def array_of(items: Schema, field: FD) -> Schema:
+    rules = _rules(field)
+    schema: Schema = {"type": "array", "items": items}
+    if rules.HasField("min_items"):
+        schema["minItems"] = rules.min_items
+    elif is_required(field):
+        schema["minItems"] = 1
+    if rules.HasField("max_items"):
+        schema["maxItems"] = rules.max_items
+    return schema
+
+
 def _ref(message: descriptor.Descriptor) -> Schema:
     return {"$ref": f"#/components/schemas/{message.full_name}"}
 
@@ -193,21 +290,30 @@ class _Builder:
         return _ref(message)
 
     def object(self, message: descriptor.Descriptor, exclude: Sequence[str]) -> Schema:
-        properties = {
-            field.json_name: self.field(field)
-            for field in message.fields
-            if field.name not in exclude
-        }
+        fields = [field for field in message.fields if field.name not in exclude]
+        properties = {field.json_name: self.field(field) for field in fields}
         schema: Schema = {"type": "object", "properties": properties}
+        required = [field.json_name for field in fields if is_required(field)]
+        if required:
+            schema["required"] = required
+        oneofs = [oneof for oneof in message.oneofs if not _synthetic(oneof)]
+        if len(oneofs) == 1 and len(oneofs[0].fields) == len(fields):
+            # nothing but one oneof (Filter): exactly one of its members
+            schema.update(additionalProperties=False, minProperties=1, maxProperties=1)
+        else:
+            for oneof in oneofs:  # at most one member of each
+                members = [{"required": [field.json_name]} for field in oneof.fields]
+                schema.setdefault("allOf", []).append({"not": {"anyOf": _pairs(members)}})
         return self.describe(schema, message.full_name)
 
     def value(self, field: FD) -> Schema:
         if field.enum_type is not None:
             names = [v.name for v in field.enum_type.values]
-            return self.describe({"type": "string", "enum": names}, field.enum_type.full_name)
+            schema = {"type": "string", "enum": names}
+            return self.describe(constrained(schema, field), field.enum_type.full_name)
         if field.message_type is not None:
             return self.message(field.message_type)
-        return dict(_SCALARS[field.type])
+        return constrained(dict(_SCALARS[field.type]), field)
 
     def field(self, field: FD) -> Schema:
         target = field.message_type
@@ -217,7 +323,7 @@ class _Builder:
                 "additionalProperties": self.value(target.fields_by_name["value"]),
             }
         elif field.is_repeated:
-            schema = {"type": "array", "items": self.value(field)}
+            schema = array_of(self.value(field), field)
         elif target is not None and not _in_oneof(field):
             # unset message fields are written as null
             schema = {"anyOf": [self.value(field), {"type": "null"}]}
@@ -226,9 +332,22 @@ class _Builder:
         return self.describe(schema, field.full_name)
 
 
+def _pairs(members: list[Schema]) -> list[Schema]:
+    """Two members of a oneof at once: what ``not`` refuses."""
+    return [
+        {"required": first["required"] + second["required"]}
+        for index, first in enumerate(members)
+        for second in members[index + 1 :]
+    ]
+
+
+def _synthetic(oneof: descriptor.OneofDescriptor) -> bool:
+    return len(oneof.fields) == 1 and oneof.name == "_" + oneof.fields[0].name
+
+
 def _in_oneof(field: FD) -> bool:
     oneof = field.containing_oneof
-    return oneof is not None and not (len(oneof.fields) == 1 and oneof.name == "_" + field.name)
+    return oneof is not None and not _synthetic(oneof)
 
 
 # -- operations -------------------------------------------------------------------------
@@ -290,9 +409,11 @@ def _query_parameters(
         schema = builder.value(field)
         parameter: Schema = {"name": ".".join(json_path), "in": "query"}
         if field.is_repeated:
-            parameter.update(schema={"type": "array", "items": schema}, style="form", explode=True)
+            parameter.update(schema=array_of(schema, field), style="form", explode=True)
         else:
             parameter["schema"] = schema
+        if is_required(field):
+            parameter["required"] = True
         description = builder.comments.get(field.full_name)
         if description:
             parameter["description"] = description
@@ -312,7 +433,16 @@ def _request_body(route: Route, builder: _Builder) -> Schema | None:
             schema = builder.message(request)
     else:
         schema = builder.field(request.fields_by_name[route.body])
-    return {"required": False, "content": {"application/json": {"schema": schema}}}
+    return {"required": _body_required(route), "content": {"application/json": {"schema": schema}}}
+
+
+def _body_required(route: Route) -> bool:
+    """Whether the body carries a REQUIRED field (one the path does not bind)."""
+    request = route.method.descriptor.input_type
+    if route.body != "*":
+        return is_required(request.fields_by_name[route.body])
+    bound = {v.field_path[0] for v in route.template.variables}
+    return any(is_required(f) for f in request.fields if f.name not in bound)
 
 
 def _responses(route: Route, builder: _Builder) -> Schema:
@@ -343,12 +473,35 @@ def _responses(route: Route, builder: _Builder) -> Schema:
                 "application/x-ndjson": {"schema": chunk},
                 "text/event-stream": {"schema": {"type": "string"}},
             }
+    return {"200": {"description": description, "content": content}, **_error_responses(route)}
+
+
+def method_rules(method: descriptor.MethodDescriptor) -> rules_pb2.MethodRules:
+    rules: rules_pb2.MethodRules = method.GetOptions().Extensions[rules_pb2.method_rules]
+    return rules
+
+
+def _error_responses(route: Route) -> Schema:
+    """Every error status the operation may answer, with the codes behind each."""
+    rules = method_rules(route.method.descriptor)
+    codes = list(COMMON_ERRORS)
+    if not rules.public:
+        codes.append(grpc.StatusCode.UNAUTHENTICATED)
+    declared = {code_pb2.Code.Name(number) for number in rules.errors}
+    codes += [code for code in grpc.StatusCode if code.name in declared]
+    by_status: dict[int, list[str]] = {}
+    for code in codes:
+        names = by_status.setdefault(HTTP_STATUS[code], [])
+        if code.name not in names:
+            names.append(code.name)
+    descriptions = {status: " or ".join(names) + "." for status, names in by_status.items()}
+    if route.body:
+        descriptions[413] = _GATEWAY_STATUSES[413]
+    descriptions[431] = _GATEWAY_STATUSES[431]
+    content = {"application/json": {"schema": {"$ref": STATUS_REF}}}
     return {
-        "200": {"description": description, "content": content},
-        "default": {
-            "description": "An error, with the HTTP status of its gRPC code.",
-            "content": {"application/json": {"schema": {"$ref": STATUS_REF}}},
-        },
+        str(status): {"description": descriptions[status], "content": content}
+        for status in sorted(descriptions)
     }
 
 
@@ -370,6 +523,7 @@ def _operation(route: Route, builder: _Builder) -> Schema:
     }
     if comment:
         operation["description"] = comment
+    operation["security"] = [] if method_rules(method.descriptor).public else [{"bearer": []}]
     body = _request_body(route, builder)
     if body is not None:
         operation["requestBody"] = body
@@ -416,8 +570,7 @@ def build_document(
                 }
             },
         },
-        # Public methods need no session, the others do; both are allowed here.
-        "security": [{"bearer": []}, {}],
+        "security": [{"bearer": []}],  # public operations say "security": []
     }
 
 

@@ -33,6 +33,7 @@ from google.protobuf import descriptor, message_factory
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
 _LITERAL = re.compile(r"[^/{}*:=]+")
 _SLASH_ESCAPE = re.compile(r"%2[fF]")
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 HTTP_BODY = "google.api.HttpBody"
 
 # Sort ranks of a segment: the lower, the more specific.
@@ -45,6 +46,11 @@ class TemplateError(ValueError):
 
 class PathError(ValueError):
     """A path variable whose value is not valid percent-encoded UTF-8."""
+
+
+class MalformedEscape(PathError):
+    """A ``%`` in a path value not followed by two hex digits: grpc-gateway's
+    ``MalformedSequenceError``, which it answers with HTTP 400 and code UNKNOWN."""
 
 
 @dataclass(frozen=True)
@@ -197,11 +203,16 @@ def parse_template(source: str) -> Template:
 def decode_variable(raw: str, variable: Variable) -> str:
     """A variable's value: percent-decoded, except ``%2F`` in a multi-segment one.
 
-    As http.proto says: a single-segment value is decoded fully; a multi-segment
-    value keeps ``%2F`` as it is, so that it stays apart from the real slashes.
+    As http.proto says (and grpc-gateway's ``UnescapingModeAllExceptSlash``): a
+    single-segment value is decoded fully, ``%2F`` included, after the path was
+    split into segments; a multi-segment value keeps ``%2F`` as it is, so that it
+    stays apart from the real slashes. A malformed escape is refused.
     """
     if "%" not in raw:
         return raw
+    bad = _BAD_ESCAPE.search(raw)
+    if bad is not None:
+        raise MalformedEscape(f'malformed path escape "{raw[bad.start() : bad.start() + 3]}"')
     if variable.multi_segment:
         raw = _SLASH_ESCAPE.sub(lambda m: "%25" + m.group()[1:], raw)
     try:

@@ -10,7 +10,13 @@ its JSONPb marshaler with ``EmitUnpopulated`` and ``DiscardUnknown``):
   their false twins); enums by name or number; bytes as standard or URL-safe
   base64; Timestamps as RFC 3339; Durations as ``1.5s`` or Go's ``1h2m3.5s``;
   wrappers as their scalar; FieldMask as comma-separated paths.
-- Bodies are protobuf JSON, both name forms, unknown fields dropped.
+- The query string is read as Go's ``url.ParseQuery`` reads it: ``+`` is a
+  space, a malformed ``%`` escape or a ``;`` separator is an error.
+- A path field is never set from the query, under its proto name or its JSON
+  name (grpc-gateway's generated filter): the path value wins.
+- Bodies are protobuf JSON, both name forms, unknown fields dropped; as
+  protojson, a key given twice, or a field given under both its names, is an
+  error, and so is nesting deeper than :data:`MAX_JSON_DEPTH`.
 - Out: lowerCamelCase names, int64 as strings, enums by name, every field
   emitted (an unset message field as ``null``, as Go's protojson does).
 
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 import json
 import keyword
 import math
@@ -30,6 +37,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import cache
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from google.protobuf import descriptor, json_format
 from google.protobuf.message import Message
@@ -77,10 +85,50 @@ _SCALAR_JSON_TYPES = _WRAPPERS | {
     "google.protobuf.Any",
     "google.protobuf.Empty",
 }
+# The types an Any holds under "value" instead of inline.
+SPECIAL_JSON_TYPES = frozenset(_SCALAR_JSON_TYPES)
+
+
+# As protobuf's JSON parsers (json_format's max_recursion_depth, upb and C++):
+# objects and arrays nested deeper than this are refused.
+MAX_JSON_DEPTH = 100
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
 class TranscodeError(ValueError):
     """The HTTP request cannot become the method's request message."""
+
+
+# -- the query string -----------------------------------------------------------------
+
+
+def _query_unescape(text: str) -> str:
+    """``url.QueryUnescape``: ``+`` is a space, ``%XX`` a byte, a bad escape an error."""
+    if "%" in text:
+        bad = _BAD_ESCAPE.search(text)
+        if bad is not None:
+            raise TranscodeError(f'invalid URL escape "{text[bad.start() : bad.start() + 3]}"')
+    text = text.replace("+", " ")
+    if "%" not in text:
+        return text
+    try:
+        return unquote_to_bytes(text).decode("utf-8")
+    except UnicodeDecodeError:
+        raise TranscodeError(f"the query parameter {text!r} is not UTF-8") from None
+
+
+def parse_query(raw: str) -> dict[str, list[str]]:
+    """The parameters of a raw query string, as Go's ``url.ParseQuery`` reads them."""
+    query: dict[str, list[str]] = {}
+    for pair in raw.split("&"):
+        if ";" in pair:
+            raise TranscodeError("invalid semicolon separator in query")
+        if not pair:
+            continue
+        key, _, value = pair.partition("=")
+        key = _query_unescape(key)
+        query.setdefault(key, []).append(_query_unescape(value))
+    return query
 
 
 # -- scalars --------------------------------------------------------------------------
@@ -290,6 +338,27 @@ def _has_common_prefix(path: Sequence[str], bound: Iterable[Sequence[str]]) -> b
     return False
 
 
+def query_filter(
+    message_type: descriptor.Descriptor, bound_fields: Iterable[str]
+) -> tuple[tuple[str, ...], ...]:
+    """The field paths the query may not set: each bound (dotted) field path, with
+    every mix of proto and JSON names of its segments, as grpc-gateway's filter."""
+    paths: set[tuple[str, ...]] = set()
+    for dotted in bound_fields:
+        forms: list[tuple[str, ...]] = []
+        current: descriptor.Descriptor | None = message_type
+        for name in dotted.split("."):
+            field = current.fields_by_name.get(name) if current is not None else None
+            if field is None:
+                forms.append((name,))
+                current = None
+            else:
+                forms.append(tuple(dict.fromkeys((name, field.json_name))))
+                current = field.message_type
+        paths.update(itertools.product(*forms))
+    return tuple(sorted(paths))
+
+
 def apply_query(
     message: Message, query: Mapping[str, Sequence[str]], bound: Iterable[Sequence[str]]
 ) -> None:
@@ -327,14 +396,75 @@ def path_setter(message_type: descriptor.Descriptor, field_path: Sequence[str]) 
     return lambda message, value: set_field(message, path, (value,))
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise TranscodeError(f"the request body has a duplicate field {key!r}")
+            seen.add(key)
+    return value
+
+
+_TOO_DEEP = f"the request body is nested more than {MAX_JSON_DEPTH} levels deep"
+
+
+def _check_depth(value: Any) -> None:
+    """Refuses objects and arrays nested deeper than ``MAX_JSON_DEPTH`` (no recursion)."""
+    level: list[Any] = [value]
+    for _ in range(MAX_JSON_DEPTH):
+        level = [
+            child
+            for container in level
+            for child in (container.values() if isinstance(container, dict) else container)
+            if isinstance(child, dict | list)
+        ]
+        if not level:
+            return
+    raise TranscodeError(_TOO_DEEP)
+
+
 def parse_json_body(data: bytes | bytearray) -> Any:
     """The JSON value of a request body; an empty body is an empty message."""
     if not data.strip():
         return None
     try:
-        return json.loads(data)
+        value = json.loads(data, object_pairs_hook=_unique_keys)
+    except RecursionError:
+        raise TranscodeError(_TOO_DEEP) from None
     except (ValueError, UnicodeDecodeError) as exc:
+        if isinstance(exc, TranscodeError):
+            raise
         raise TranscodeError(f"the request body is not valid JSON: {exc}") from None
+    if isinstance(value, dict | list):
+        _check_depth(value)
+    return value
+
+
+def _check_names(message_type: descriptor.Descriptor, value: Any, where: str) -> None:
+    """Refuses a field given under both its names, here and in nested messages."""
+    if not isinstance(value, dict):
+        return
+    json_names = _json_names(message_type)
+    seen: dict[int, str] = {}
+    for key, item in value.items():
+        field = json_names.get(key) or message_type.fields_by_name.get(key)
+        if field is None:
+            continue
+        if field.number in seen:
+            raise TranscodeError(
+                f"the request body gives field {where}{field.name} twice "
+                f"({seen[field.number]!r} and {key!r})"
+            )
+        seen[field.number] = key
+        nested = _plain_message(field)
+        if nested is None:
+            continue
+        items = item if field.is_repeated and isinstance(item, list) else [item]
+        for index, element in enumerate(items):
+            suffix = f"[{index}]" if field.is_repeated else ""
+            _check_names(nested, element, f"{where}{field.name}{suffix}.")
 
 
 def apply_body(message: Message, body: str, value: Any) -> None:
@@ -346,6 +476,7 @@ def apply_body(message: Message, body: str, value: Any) -> None:
         value = {field.json_name: value}
     if not isinstance(value, dict):
         raise TranscodeError("the request body must be a JSON object")
+    _check_names(message.DESCRIPTOR, value, "")  # type: ignore[arg-type]
     try:
         json_format.ParseDict(value, message, ignore_unknown_fields=True)
     except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:

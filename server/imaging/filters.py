@@ -28,16 +28,14 @@ from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
 from server.errors import FieldViolation
 from server.imaging.errors import FilterFailed
+from server.request_rules import FieldRule, declared, expect_declared, field_rule
+from taskgate.v1 import task_service_pb2
 
 ParamValue = float | int | bool | str
 Params = Mapping[str, ParamValue]
 Size = tuple[int, int]
 
 INT32_MAX = 2**31 - 1
-MAX_SIDE = 10_000
-MAX_RADIUS = 100.0
-MAX_DEGREES = 360.0
-MAX_FACTOR = 10.0
 DIRECTIONS = ("DIRECTION_UNSPECIFIED", "DIRECTION_HORIZONTAL", "DIRECTION_VERTICAL")
 
 _NON_FINITE = {"NaN", "Infinity", "-Infinity"}
@@ -127,6 +125,23 @@ def _int32(low: int, high: int) -> Callable[[ParamValue], str | None]:
         return None if low <= value <= high else f"must be {low} to {high}"
 
     return check
+
+
+def _declared(message: str, field: str) -> FieldRule:
+    """The rules declared on a filter message's field (``proto/taskgate/v1/task_service.proto``)."""
+    return field_rule(getattr(task_service_pb2.Filter, message), field)
+
+
+def _double_rule(rule: FieldRule) -> Callable[[ParamValue], str | None]:
+    high = declared(rule.maximum, "a double parameter's maximum")
+    if rule.exclusive_minimum is not None:
+        return _double(rule.exclusive_minimum, high, above_low=True)
+    return _double(declared(rule.minimum, "a double parameter's minimum"), high)
+
+
+def _int32_rule(rule: FieldRule) -> Callable[[ParamValue], str | None]:
+    high = INT32_MAX if rule.maximum is None else int(rule.maximum)
+    return _int32(int(declared(rule.minimum, "an int32 parameter's minimum")), high)
 
 
 def _boolean(value: ParamValue) -> str | None:
@@ -347,33 +362,39 @@ class FilterSpec:
     fits: Callable[[Params, Size], str | None] = _fits_anywhere
 
 
-def _side(name: str, what: str) -> Parameter:
-    return Parameter(name, "int32", f"{what}, 1-{MAX_SIDE}.", 0, _int32(1, MAX_SIDE))
+def _side(message: str, name: str, what: str) -> Parameter:
+    rule = _declared(message, name)
+    span = f"{rule.minimum:g}-{rule.maximum:g}"
+    return Parameter(name, "int32", f"{what}, {span}.", 0, _int32_rule(rule))
 
 
-def _factor(effect: str) -> Parameter:
-    check = _double(0.0, MAX_FACTOR)
-    return Parameter("factor", "double", f"{effect}; 0-{MAX_FACTOR:g}.", 0.0, check)
+def _factor(message: str, effect: str) -> Parameter:
+    rule = _declared(message, "factor")
+    description = f"{effect}; {rule.minimum:g}-{rule.maximum:g}."
+    return Parameter("factor", "double", description, 0.0, _double_rule(rule))
 
 
 def _edge(name: str, description: str) -> Parameter:
-    return Parameter(name, "int32", description, 0, _int32(0, INT32_MAX))
+    return Parameter(name, "int32", description, 0, _int32_rule(_declared("Crop", name)))
 
 
+_RADIUS = _declared("Blur", "radius")
 _BLUR_RADIUS = Parameter(
     "radius",
     "double",
-    f"The blur radius in pixels, greater than 0 and at most {MAX_RADIUS:g}.",
+    f"The blur radius in pixels, greater than {_RADIUS.exclusive_minimum:g} "
+    f"and at most {_RADIUS.maximum:g}.",
     0.0,
-    _double(0.0, MAX_RADIUS, above_low=True),
+    _double_rule(_RADIUS),
 )
+_DEGREES = _declared("Rotate", "degrees")
 _ROTATE_PARAMETERS = (
     Parameter(
         "degrees",
         "double",
-        f"The angle in degrees, counter-clockwise, -{MAX_DEGREES:g} to {MAX_DEGREES:g}.",
+        f"The angle in degrees, counter-clockwise, {_DEGREES.minimum:g} to {_DEGREES.maximum:g}.",
         0.0,
-        _double(-MAX_DEGREES, MAX_DEGREES),
+        _double_rule(_DEGREES),
     ),
     Parameter(
         "expand",
@@ -383,6 +404,7 @@ _ROTATE_PARAMETERS = (
         _boolean,
     ),
 )
+expect_declared(_declared("Flip", "direction").enum_defined_only, "Flip.direction's rule")
 _FLIP_DIRECTION = Parameter(
     "direction",
     "enum",
@@ -405,7 +427,10 @@ CATALOGUE: tuple[FilterSpec, ...] = (
     FilterSpec(
         "resize",
         "Resizes to exactly width x height pixels.",
-        (_side("width", "The new width in pixels"), _side("height", "The new height in pixels")),
+        (
+            _side("Resize", "width", "The new width in pixels"),
+            _side("Resize", "height", "The new height in pixels"),
+        ),
         _resize,
         size=_resized,
     ),
@@ -424,13 +449,17 @@ CATALOGUE: tuple[FilterSpec, ...] = (
     FilterSpec(
         "brightness",
         "Changes brightness.",
-        (_factor("1.0 keeps the image, 0.0 makes it black, 2.0 doubles the brightness"),),
+        (
+            _factor(
+                "Brightness", "1.0 keeps the image, 0.0 makes it black, 2.0 doubles the brightness"
+            ),
+        ),
         _brightness,
     ),
     FilterSpec(
         "contrast",
         "Changes contrast.",
-        (_factor("1.0 keeps the image, 0.0 makes it solid grey"),),
+        (_factor("Contrast", "1.0 keeps the image, 0.0 makes it solid grey"),),
         _contrast,
     ),
     FilterSpec("invert", "Inverts the colours (not the transparency).", (), _invert),
@@ -439,7 +468,7 @@ CATALOGUE: tuple[FilterSpec, ...] = (
         "thumbnail",
         "Shrinks the image, keeping its aspect ratio, so that its longer side is at most "
         "max_side pixels. A smaller image is left as it is.",
-        (_side("max_side", "The longest side allowed in pixels"),),
+        (_side("Thumbnail", "max_side", "The longest side allowed in pixels"),),
         _thumbnail,
         size=_thumbnailed,
     ),

@@ -29,8 +29,12 @@ from server.imaging.filters import (
     step_violations,
 )
 from server.imaging.images import decode, encode, encode_problem
+from server.request_rules import declared, expect_declared, field_rule
+from taskgate.v1 import task_service_pb2
 
-MAX_FILTERS = 20
+_FILTERS = field_rule(task_service_pb2.CreateTaskRequest, "filters")
+expect_declared(_FILTERS.min_items == 1, "filters' min_items of 1")  # as the message says
+MAX_FILTERS = declared(_FILTERS.max_items, "filters' max_items")
 
 
 @dataclass(frozen=True, slots=True)

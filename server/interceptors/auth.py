@@ -14,14 +14,21 @@ from uuid import UUID
 from server import context as call_context
 from server.errors import Unauthenticated
 from server.interceptors.wrap import Context, Scope, ScopedInterceptor, metadata_value
+from server.request_rules import public_methods
+from taskgate.v1 import session_service_pb2, task_service_pb2, user_service_pb2
 
 Authenticate = Callable[[str], Awaitable[UUID]]
 
-PUBLIC_METHODS = frozenset(
+# The product's public methods are declared in the protos (taskgate.v1.method_rules),
+# where the gateway's OpenAPI document reads them too.
+PUBLIC_METHODS = public_methods(
+    (
+        user_service_pb2.DESCRIPTOR.services_by_name["UserService"],
+        session_service_pb2.DESCRIPTOR.services_by_name["SessionService"],
+        task_service_pb2.DESCRIPTOR.services_by_name["TaskService"],
+    )
+) | frozenset(
     {
-        "/taskgate.v1.UserService/CreateUser",
-        "/taskgate.v1.SessionService/CreateSession",
-        "/taskgate.v1.TaskService/ListFilters",
         "/grpc.health.v1.Health/Check",
         "/grpc.health.v1.Health/Watch",
         "/grpc.health.v1.Health/List",

@@ -1,6 +1,9 @@
 """The input rules of users and sessions, each failure a field violation.
 
-Limits are module constants so that the tests can probe each edge.
+The rules themselves (required, lengths, patterns, UUIDs) are declared on the
+request fields in the protos and read from there (:mod:`server.request_rules`),
+the same declarations the gateway's OpenAPI document states; the limits are
+module constants so that the tests can probe each edge.
 """
 
 from __future__ import annotations
@@ -9,47 +12,75 @@ import re
 from uuid import UUID
 
 from server.errors import FieldViolation, InvalidArgument
+from server.request_rules import FieldRule, declared, expect_declared, field_rule
+from taskgate.v1 import session_service_pb2, task_service_pb2, user_service_pb2
 
-USERNAME_MIN, USERNAME_MAX = 3, 32
-PASSWORD_MIN, PASSWORD_MAX = 8, 128
+USERNAME = field_rule(user_service_pb2.CreateUserRequest, "username")
+PASSWORD = field_rule(user_service_pb2.CreateUserRequest, "password")
+LOGIN_USERNAME = field_rule(session_service_pb2.CreateSessionRequest, "username")
+LOGIN_PASSWORD = field_rule(session_service_pb2.CreateSessionRequest, "password")
+SESSION_ID = field_rule(session_service_pb2.GetSessionRequest, "session_id")
+USER_ID = field_rule(user_service_pb2.GetUserRequest, "user_id")
+TASK_ID = field_rule(task_service_pb2.GetTaskRequest, "task_id")
+USERNAME_MIN = declared(USERNAME.min_len, "username's min_len")
+USERNAME_MAX = declared(USERNAME.max_len, "username's max_len")
+PASSWORD_MIN = declared(PASSWORD.min_len, "password's min_len")
+PASSWORD_MAX = declared(PASSWORD.max_len, "password's max_len")
 SESSION_ID_LENGTH = 43  # secrets.token_urlsafe(32): 256 bits, base64url without padding
 SELF = "me"
+# What the code below relies on, checked against the declarations at import.
+expect_declared(
+    SESSION_ID.min_len == SESSION_ID.max_len == SESSION_ID_LENGTH, "session_id's length"
+)
+expect_declared(USER_ID.aliases == (SELF,), "user_id's alias 'me'")
+expect_declared(USER_ID.uuid and TASK_ID.uuid, "user_id and task_id as UUIDs")
 
-_USERNAME = re.compile(r"[a-z][a-z0-9_.\-]*")
-_SESSION_ID = re.compile(r"[A-Za-z0-9_\-]+")
 # 8-4-4-4-12 hex digits and nothing else: Python's UUID() also takes "urn:uuid:",
 # braces and hyphens anywhere, so the shape is checked first.
-_CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
+CANONICAL_UUID = "^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$"
+_CANONICAL_UUID = re.compile(CANONICAL_UUID)
 
 
-def username_violations(username: str, field: str = "username") -> list[FieldViolation]:
-    if not username:
-        return [FieldViolation(field, "is required")]
-    if not USERNAME_MIN <= len(username) <= USERNAME_MAX:
-        return [FieldViolation(field, f"must be {USERNAME_MIN}-{USERNAME_MAX} characters long")]
-    if _USERNAME.fullmatch(username) is None:
-        return [
-            FieldViolation(
-                field,
-                "must start with a lowercase letter and contain only lowercase letters, "
-                "digits, '_', '.' and '-'",
-            )
-        ]
+def _length(rule: FieldRule) -> str:
+    low, high = rule.min_len, rule.max_len
+    if low is not None and high is not None:
+        return f"must be {low}-{high} characters long"
+    if high is not None:
+        return f"must be at most {high} characters"
+    return f"must be at least {low} characters"
+
+
+def string_violations(value: str, rule: FieldRule, field: str) -> list[FieldViolation]:
+    """The violation of a string field's declared rules (the first one), if any."""
+    if not value:
+        return [FieldViolation(field, "is required")] if rule.required else []
+    too_short = rule.min_len is not None and len(value) < rule.min_len
+    if too_short or (rule.max_len is not None and len(value) > rule.max_len):
+        return [FieldViolation(field, _length(rule))]
+    if rule.pattern is not None and rule.pattern.fullmatch(value) is None:
+        return [FieldViolation(field, rule.pattern_description)]
     return []
 
 
-def password_violations(password: str, field: str = "password") -> list[FieldViolation]:
-    if not password:
-        return [FieldViolation(field, "is required")]
-    if not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
-        return [FieldViolation(field, f"must be {PASSWORD_MIN}-{PASSWORD_MAX} characters long")]
-    if not password.isprintable():
-        return [FieldViolation(field, "must contain only printable characters")]
-    return []
+def username_violations(
+    username: str, field: str = "username", rule: FieldRule = USERNAME
+) -> list[FieldViolation]:
+    return string_violations(username, rule, field)
 
 
-def check_credentials(username: str, password: str) -> None:
-    violations = username_violations(username) + password_violations(password)
+def password_violations(
+    password: str, field: str = "password", rule: FieldRule = PASSWORD
+) -> list[FieldViolation]:
+    return string_violations(password, rule, field)
+
+
+def check_credentials(username: str, password: str, *, login: bool = False) -> None:
+    """A registration's (or with ``login``, a login's) username and password."""
+    if login:
+        violations = username_violations(username, rule=LOGIN_USERNAME)
+        violations += password_violations(password, rule=LOGIN_PASSWORD)
+    else:
+        violations = username_violations(username) + password_violations(password)
     if violations:
         raise InvalidArgument(violations)
 
@@ -79,4 +110,4 @@ def check_session_id(value: str, field: str = "session_id") -> None:
 
 
 def looks_like_session_id(value: str) -> bool:
-    return len(value) == SESSION_ID_LENGTH and _SESSION_ID.fullmatch(value) is not None
+    return not string_violations(value, SESSION_ID, "session_id")

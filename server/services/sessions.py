@@ -55,7 +55,7 @@ class SessionService:
         times out or meets an outage costs nothing, an unknown username leaves
         no key, and a stranger elsewhere cannot lock the owner out.
         """
-        rules.check_credentials(username, password)
+        rules.check_credentials(username, password, login=True)
         client = client_address()
         await self._client_limits.check("login")
         await self._check_not_locked(username, client)

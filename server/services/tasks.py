@@ -31,12 +31,16 @@ from server.imaging.images import probe
 from server.imaging.pipeline import validate_pipeline
 from server.metrics import TaskMetrics
 from server.models import OUTPUT_FORMATS, ImageMeta, NewTask, Task, TaskResult, TaskStatus
+from server.request_rules import declared, field_rule
 from server.services import page_tokens
-from server.services.rules import parse_uuid
+from server.services.rules import parse_uuid, string_violations
 from server.services.task_events import TaskEvents
 from server.storage.postgres.tasks import Cursor, StoredResult, TaskRepository
+from taskgate.v1 import task_service_pb2
 
-IDEMPOTENCY_KEY_MAX = 128
+IDEMPOTENCY_KEY = field_rule(task_service_pb2.CreateTaskRequest, "idempotency_key")
+IDEMPOTENCY_KEY_MAX = declared(IDEMPOTENCY_KEY.max_len, "idempotency_key's max_len")
+PAGE_SIZE = field_rule(task_service_pb2.ListTasksRequest, "page_size")
 _UNBOUNDED = (2**31 - 1, 2**31 - 1)  # an image every crop fits in
 PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX = 20, 100
 # A result download's chunk: well under every client's 4 MiB receive limit.
@@ -80,13 +84,7 @@ class Page:
 
 
 def idempotency_key_violations(key: str) -> list[FieldViolation]:
-    if len(key) > IDEMPOTENCY_KEY_MAX:
-        return [
-            FieldViolation("idempotency_key", f"must be at most {IDEMPOTENCY_KEY_MAX} characters")
-        ]
-    if not key.isprintable():
-        return [FieldViolation("idempotency_key", "must contain only printable characters")]
-    return []
+    return string_violations(key, IDEMPOTENCY_KEY, "idempotency_key")
 
 
 def output_format_violations(output_format: str) -> list[FieldViolation]:
@@ -218,8 +216,8 @@ class TaskService:
     async def list(
         self, caller: UUID, *, page_size: int, page_token: str, status: TaskStatus | None
     ) -> Page:
-        if page_size < 0:
-            raise InvalidArgument.field("page_size", "must not be negative")
+        if PAGE_SIZE.minimum is not None and page_size < PAGE_SIZE.minimum:
+            raise InvalidArgument.field("page_size", f"must be {PAGE_SIZE.minimum:g} or more")
         limit = min(page_size or PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX)
         status_code = _STATUS_CODES[status]
         after = page_tokens.decode(page_token, status_code) if page_token else None

@@ -130,7 +130,7 @@ class Shapes:
         await context.abort(
             code,
             status.message,
-            (("grpc-status-details-bin", status.SerializeToString()),),
+            (("grpc-status-details-bin", status.SerializeToString()), ("x-failed", "trailing")),
         )
 
     async def count(

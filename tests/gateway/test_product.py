@@ -263,3 +263,64 @@ async def test_python_m_gateway_fails_fast(env: dict[str, str], status: int) -> 
     )
     _, err = await asyncio.wait_for(process.communicate(), 20)
     assert process.returncode == status, err
+
+
+async def test_openapi_states_the_declared_rules(http: Client) -> None:
+    document = await (await http.get("/openapi.json")).json()
+    schemas = document["components"]["schemas"]
+    create_user = schemas["taskgate.v1.CreateUserRequest"]
+    assert create_user["required"] == ["username", "password"]
+    username = create_user["properties"]["username"]
+    assert (username["minLength"], username["maxLength"]) == (3, 32)
+    assert username["pattern"] == "^[a-z][a-z0-9_.-]*$"
+    create_task = schemas["taskgate.v1.CreateTaskRequest"]
+    assert create_task["required"] == ["image", "filters"]
+    filters = create_task["properties"]["filters"]
+    assert (filters["minItems"], filters["maxItems"]) == (1, 20)
+    assert create_task["properties"]["idempotencyKey"]["maxLength"] == 128
+    assert schemas["taskgate.v1.Filter"]["maxProperties"] == 1
+    radius = schemas["taskgate.v1.Filter.Blur"]["properties"]["radius"]
+    assert (radius["exclusiveMinimum"], radius["maximum"]) == (0, 100)
+    width = schemas["taskgate.v1.Filter.Resize"]["properties"]["width"]
+    assert (width["minimum"], width["maximum"]) == (1, 10_000)
+    direction = schemas["taskgate.v1.Filter.Flip"]["properties"]["direction"]
+    assert direction["enum"] == ["DIRECTION_HORIZONTAL", "DIRECTION_VERTICAL"]
+    paths = document["paths"]
+    task_id = paths["/v1/tasks/{task_id}"]["get"]["parameters"][0]["schema"]
+    assert task_id["format"] == "uuid"
+    user_id = paths["/v1/users/{user_id}"]["get"]["parameters"][0]["schema"]
+    assert {"type": "string", "enum": ["me"]} in user_id["anyOf"]
+    page_size = paths["/v1/tasks"]["get"]["parameters"][0]["schema"]
+    assert page_size["minimum"] == 0
+    assert paths["/v1/users"]["post"]["requestBody"]["required"] is True
+    assert paths["/v1/tasks/{task_id}:cancel"]["post"]["requestBody"]["required"] is False
+
+
+async def test_openapi_security_and_errors_per_operation(http: Client) -> None:
+    document = await (await http.get("/openapi.json")).json()
+    operations = {
+        operation["operationId"]: operation
+        for item in document["paths"].values()
+        for operation in item.values()
+    }
+    public = {name for name, operation in operations.items() if operation["security"] == []}
+    assert public == {
+        "UserService_CreateUser",
+        "SessionService_CreateSession",
+        "TaskService_ListFilters",
+    }
+    for name, operation in operations.items():
+        responses = operation["responses"]
+        assert "default" not in responses
+        for status, response in responses.items():
+            if status != "200":
+                schema = response["content"]["application/json"]["schema"]
+                assert schema == {"$ref": "#/components/schemas/google.rpc.Status"}, name
+        assert ("401" in responses) == (name not in public or name.endswith("CreateSession"))
+        assert {"400", "429", "431", "500", "503", "504"} <= set(responses), name
+    assert "409" in operations["UserService_CreateUser"]["responses"]
+    assert "413" in operations["TaskService_CreateTask"]["responses"]
+    assert "413" not in operations["TaskService_GetTask"]["responses"]
+    result = operations["TaskService_GetTaskResult"]["responses"]
+    assert result["400"]["description"] == "INVALID_ARGUMENT or FAILED_PRECONDITION."
+    assert "404" in result

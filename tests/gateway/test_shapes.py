@@ -207,7 +207,15 @@ async def test_status_table(shapes: Client, code: int, status: int) -> None:
     assert body["details"] == [
         {
             "@type": "type.googleapis.com/google.rpc.BadRequest",
-            "fieldViolations": [{"field": "code", "description": "asked for", "reason": ""}],
+            "fieldViolations": [
+                # as protojson with EmitUnpopulated: an unset message field is null
+                {
+                    "field": "code",
+                    "description": "asked for",
+                    "reason": "",
+                    "localizedMessage": None,
+                }
+            ],
         }
     ]
     assert ("WWW-Authenticate" in response.headers) == (status == 401)
@@ -315,7 +323,7 @@ async def test_headers_become_metadata(shapes: Client) -> None:
 
 
 async def test_response_metadata_becomes_headers(shapes: Client) -> None:
-    response = await shapes.get("/v1/echo/h")
+    response = await shapes.get("/v1/echo/h", headers={"TE": "trailers"})
     assert response.headers["Grpc-Metadata-X-Echo"] == "initial"
     assert base64.b64decode(response.headers["Grpc-Metadata-X-Echo-Bin"]) == b"\x00\x01\xfe"
     assert response.headers["Grpc-Trailer-X-Trailer"] == "trailing"

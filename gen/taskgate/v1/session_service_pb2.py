@@ -25,9 +25,10 @@ _sym_db = _symbol_database.Default()
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from taskgate.v1 import rules_pb2 as taskgate_dot_v1_dot_rules__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!taskgate/v1/session_service.proto\x12\x0btaskgate.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa8\x01\n\x07Session\x12\x18\n\nsession_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07user_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"G\n\x14\x43reateSessionRequest\x12\x16\n\x08username\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\x08password\x18\x02 \x01(\tB\x05\xe2\x41\x02\x02\x04\">\n\x15\x43reateSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.taskgate.v1.Session\"-\n\x11GetSessionRequest\x12\x18\n\nsession_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\";\n\x12GetSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.taskgate.v1.Session\"0\n\x14\x44\x65leteSessionRequest\x12\x18\n\nsession_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x17\n\x15\x44\x65leteSessionResponse2\xee\x02\n\x0eSessionService\x12o\n\rCreateSession\x12!.taskgate.v1.CreateSessionRequest\x1a\".taskgate.v1.CreateSessionResponse\"\x17\x82\xd3\xe4\x93\x02\x11\"\x0c/v1/sessions:\x01*\x12p\n\nGetSession\x12\x1e.taskgate.v1.GetSessionRequest\x1a\x1f.taskgate.v1.GetSessionResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/sessions/{session_id}\x12y\n\rDeleteSession\x12!.taskgate.v1.DeleteSessionRequest\x1a\".taskgate.v1.DeleteSessionResponse\"!\x82\xd3\xe4\x93\x02\x1b*\x19/v1/sessions/{session_id}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!taskgate/v1/session_service.proto\x12\x0btaskgate.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17taskgate/v1/rules.proto\"\xa8\x01\n\x07Session\x12\x18\n\nsession_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07user_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\x93\x03\n\x14\x43reateSessionRequest\x12\x95\x01\n\x08username\x18\x01 \x01(\tB\x82\x01\xe2\x41\x01\x02\xe2\xe0\x18z\x18\x03  *\x13^[a-z][a-z0-9_.-]*$2_must start with a lowercase letter and contain only lowercase letters, digits, \'_\', \'.\' and \'-\'\x12\xe2\x01\n\x08password\x18\x02 \x01(\tB\xcf\x01\xe2\x41\x02\x02\x04\xe2\xe0\x18\xc5\x01\x18\x08 \x80\x01*d^[^\\x00-\\x1F\\x7F-\\x9F\\u00AD\\u061C\\u180E\\u200B-\\u200F\\u2028-\\u202E\\u2060-\\u206F\\uFEFF\\uFFF9-\\uFFFB]*$2Xmust contain only printable characters (no control, format or line-separator characters)\">\n\x15\x43reateSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.taskgate.v1.Session\"\\\n\x11GetSessionRequest\x12G\n\nsession_id\x18\x01 \x01(\tB3\xe2\x41\x01\x02\xe2\xe0\x18+\x18+ +*\x10^[A-Za-z0-9_-]+$2\x13is not a session id\";\n\x12GetSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.taskgate.v1.Session\"_\n\x14\x44\x65leteSessionRequest\x12G\n\nsession_id\x18\x01 \x01(\tB3\xe2\x41\x01\x02\xe2\xe0\x18+\x18+ +*\x10^[A-Za-z0-9_-]+$2\x13is not a session id\"\x17\n\x15\x44\x65leteSessionResponse2\x86\x03\n\x0eSessionService\x12x\n\rCreateSession\x12!.taskgate.v1.CreateSessionRequest\x1a\".taskgate.v1.CreateSessionResponse\" \xe2\xe0\x18\x05\x08\x01\x12\x01\x10\x82\xd3\xe4\x93\x02\x11\"\x0c/v1/sessions:\x01*\x12w\n\nGetSession\x12\x1e.taskgate.v1.GetSessionRequest\x1a\x1f.taskgate.v1.GetSessionResponse\"(\xe2\xe0\x18\x03\x12\x01\x05\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/sessions/{session_id}\x12\x80\x01\n\rDeleteSession\x12!.taskgate.v1.DeleteSessionRequest\x1a\".taskgate.v1.DeleteSessionResponse\"(\xe2\xe0\x18\x03\x12\x01\x05\x82\xd3\xe4\x93\x02\x1b*\x19/v1/sessions/{session_id}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,33 +44,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SESSION'].fields_by_name['expire_time']._loaded_options = None
   _globals['_SESSION'].fields_by_name['expire_time']._serialized_options = b'\342A\001\003'
   _globals['_CREATESESSIONREQUEST'].fields_by_name['username']._loaded_options = None
-  _globals['_CREATESESSIONREQUEST'].fields_by_name['username']._serialized_options = b'\342A\001\002'
+  _globals['_CREATESESSIONREQUEST'].fields_by_name['username']._serialized_options = b'\342A\001\002\342\340\030z\030\003  *\023^[a-z][a-z0-9_.-]*$2_must start with a lowercase letter and contain only lowercase letters, digits, \'_\', \'.\' and \'-\''
   _globals['_CREATESESSIONREQUEST'].fields_by_name['password']._loaded_options = None
-  _globals['_CREATESESSIONREQUEST'].fields_by_name['password']._serialized_options = b'\342A\002\002\004'
+  _globals['_CREATESESSIONREQUEST'].fields_by_name['password']._serialized_options = b'\342A\002\002\004\342\340\030\305\001\030\010 \200\001*d^[^\\x00-\\x1F\\x7F-\\x9F\\u00AD\\u061C\\u180E\\u200B-\\u200F\\u2028-\\u202E\\u2060-\\u206F\\uFEFF\\uFFF9-\\uFFFB]*$2Xmust contain only printable characters (no control, format or line-separator characters)'
   _globals['_GETSESSIONREQUEST'].fields_by_name['session_id']._loaded_options = None
-  _globals['_GETSESSIONREQUEST'].fields_by_name['session_id']._serialized_options = b'\342A\001\002'
+  _globals['_GETSESSIONREQUEST'].fields_by_name['session_id']._serialized_options = b'\342A\001\002\342\340\030+\030+ +*\020^[A-Za-z0-9_-]+$2\023is not a session id'
   _globals['_DELETESESSIONREQUEST'].fields_by_name['session_id']._loaded_options = None
-  _globals['_DELETESESSIONREQUEST'].fields_by_name['session_id']._serialized_options = b'\342A\001\002'
+  _globals['_DELETESESSIONREQUEST'].fields_by_name['session_id']._serialized_options = b'\342A\001\002\342\340\030+\030+ +*\020^[A-Za-z0-9_-]+$2\023is not a session id'
   _globals['_SESSIONSERVICE'].methods_by_name['CreateSession']._loaded_options = None
-  _globals['_SESSIONSERVICE'].methods_by_name['CreateSession']._serialized_options = b'\202\323\344\223\002\021\"\014/v1/sessions:\001*'
+  _globals['_SESSIONSERVICE'].methods_by_name['CreateSession']._serialized_options = b'\342\340\030\005\010\001\022\001\020\202\323\344\223\002\021\"\014/v1/sessions:\001*'
   _globals['_SESSIONSERVICE'].methods_by_name['GetSession']._loaded_options = None
-  _globals['_SESSIONSERVICE'].methods_by_name['GetSession']._serialized_options = b'\202\323\344\223\002\033\022\031/v1/sessions/{session_id}'
+  _globals['_SESSIONSERVICE'].methods_by_name['GetSession']._serialized_options = b'\342\340\030\003\022\001\005\202\323\344\223\002\033\022\031/v1/sessions/{session_id}'
   _globals['_SESSIONSERVICE'].methods_by_name['DeleteSession']._loaded_options = None
-  _globals['_SESSIONSERVICE'].methods_by_name['DeleteSession']._serialized_options = b'\202\323\344\223\002\033*\031/v1/sessions/{session_id}'
-  _globals['_SESSION']._serialized_start=147
-  _globals['_SESSION']._serialized_end=315
-  _globals['_CREATESESSIONREQUEST']._serialized_start=317
-  _globals['_CREATESESSIONREQUEST']._serialized_end=388
-  _globals['_CREATESESSIONRESPONSE']._serialized_start=390
-  _globals['_CREATESESSIONRESPONSE']._serialized_end=452
-  _globals['_GETSESSIONREQUEST']._serialized_start=454
-  _globals['_GETSESSIONREQUEST']._serialized_end=499
-  _globals['_GETSESSIONRESPONSE']._serialized_start=501
-  _globals['_GETSESSIONRESPONSE']._serialized_end=560
-  _globals['_DELETESESSIONREQUEST']._serialized_start=562
-  _globals['_DELETESESSIONREQUEST']._serialized_end=610
-  _globals['_DELETESESSIONRESPONSE']._serialized_start=612
-  _globals['_DELETESESSIONRESPONSE']._serialized_end=635
-  _globals['_SESSIONSERVICE']._serialized_start=638
-  _globals['_SESSIONSERVICE']._serialized_end=1004
+  _globals['_SESSIONSERVICE'].methods_by_name['DeleteSession']._serialized_options = b'\342\340\030\003\022\001\005\202\323\344\223\002\033*\031/v1/sessions/{session_id}'
+  _globals['_SESSION']._serialized_start=172
+  _globals['_SESSION']._serialized_end=340
+  _globals['_CREATESESSIONREQUEST']._serialized_start=343
+  _globals['_CREATESESSIONREQUEST']._serialized_end=746
+  _globals['_CREATESESSIONRESPONSE']._serialized_start=748
+  _globals['_CREATESESSIONRESPONSE']._serialized_end=810
+  _globals['_GETSESSIONREQUEST']._serialized_start=812
+  _globals['_GETSESSIONREQUEST']._serialized_end=904
+  _globals['_GETSESSIONRESPONSE']._serialized_start=906
+  _globals['_GETSESSIONRESPONSE']._serialized_end=965
+  _globals['_DELETESESSIONREQUEST']._serialized_start=967
+  _globals['_DELETESESSIONREQUEST']._serialized_end=1062
+  _globals['_DELETESESSIONRESPONSE']._serialized_start=1064
+  _globals['_DELETESESSIONRESPONSE']._serialized_end=1087
+  _globals['_SESSIONSERVICE']._serialized_start=1090
+  _globals['_SESSIONSERVICE']._serialized_end=1480
 # @@protoc_insertion_point(module_scope)

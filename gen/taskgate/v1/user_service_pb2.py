@@ -25,9 +25,10 @@ _sym_db = _symbol_database.Default()
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from taskgate.v1 import rules_pb2 as taskgate_dot_v1_dot_rules__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1etaskgate/v1/user_service.proto\x12\x0btaskgate.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"l\n\x04User\x12\x15\n\x07user_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08username\x18\x02 \x01(\tB\x04\xe2\x41\x01\x05\x12\x35\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"D\n\x11\x43reateUserRequest\x12\x16\n\x08username\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\x08password\x18\x02 \x01(\tB\x05\xe2\x41\x02\x02\x04\"5\n\x12\x43reateUserResponse\x12\x1f\n\x04user\x18\x01 \x01(\x0b\x32\x11.taskgate.v1.User\"\'\n\x0eGetUserRequest\x12\x15\n\x07user_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"2\n\x0fGetUserResponse\x12\x1f\n\x04user\x18\x01 \x01(\x0b\x32\x11.taskgate.v1.User\"*\n\x11\x44\x65leteUserRequest\x12\x15\n\x07user_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x14\n\x12\x44\x65leteUserResponse2\xc1\x02\n\x0bUserService\x12\x63\n\nCreateUser\x12\x1e.taskgate.v1.CreateUserRequest\x1a\x1f.taskgate.v1.CreateUserResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\"\t/v1/users:\x01*\x12\x61\n\x07GetUser\x12\x1b.taskgate.v1.GetUserRequest\x1a\x1c.taskgate.v1.GetUserResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/users/{user_id}\x12j\n\nDeleteUser\x12\x1e.taskgate.v1.DeleteUserRequest\x1a\x1f.taskgate.v1.DeleteUserResponse\"\x1b\x82\xd3\xe4\x93\x02\x15*\x13/v1/users/{user_id}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1etaskgate/v1/user_service.proto\x12\x0btaskgate.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17taskgate/v1/rules.proto\"l\n\x04User\x12\x15\n\x07user_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08username\x18\x02 \x01(\tB\x04\xe2\x41\x01\x05\x12\x35\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\x90\x03\n\x11\x43reateUserRequest\x12\x95\x01\n\x08username\x18\x01 \x01(\tB\x82\x01\xe2\x41\x01\x02\xe2\xe0\x18z\x18\x03  *\x13^[a-z][a-z0-9_.-]*$2_must start with a lowercase letter and contain only lowercase letters, digits, \'_\', \'.\' and \'-\'\x12\xe2\x01\n\x08password\x18\x02 \x01(\tB\xcf\x01\xe2\x41\x02\x02\x04\xe2\xe0\x18\xc5\x01\x18\x08 \x80\x01*d^[^\\x00-\\x1F\\x7F-\\x9F\\u00AD\\u061C\\u180E\\u200B-\\u200F\\u2028-\\u202E\\u2060-\\u206F\\uFEFF\\uFFF9-\\uFFFB]*$2Xmust contain only printable characters (no control, format or line-separator characters)\"5\n\x12\x43reateUserResponse\x12\x1f\n\x04user\x18\x01 \x01(\x0b\x32\x11.taskgate.v1.User\"1\n\x0eGetUserRequest\x12\x1f\n\x07user_id\x18\x01 \x01(\tB\x0e\xe2\x41\x01\x02\xe2\xe0\x18\x06\x08\x01\x12\x02me\"2\n\x0fGetUserResponse\x12\x1f\n\x04user\x18\x01 \x01(\x0b\x32\x11.taskgate.v1.User\"4\n\x11\x44\x65leteUserRequest\x12\x1f\n\x07user_id\x18\x01 \x01(\tB\x0e\xe2\x41\x01\x02\xe2\xe0\x18\x06\x08\x01\x12\x02me\"\x14\n\x12\x44\x65leteUserResponse2\xd8\x02\n\x0bUserService\x12l\n\nCreateUser\x12\x1e.taskgate.v1.CreateUserRequest\x1a\x1f.taskgate.v1.CreateUserResponse\"\x1d\xe2\xe0\x18\x05\x08\x01\x12\x01\x06\x82\xd3\xe4\x93\x02\x0e\"\t/v1/users:\x01*\x12h\n\x07GetUser\x12\x1b.taskgate.v1.GetUserRequest\x1a\x1c.taskgate.v1.GetUserResponse\"\"\xe2\xe0\x18\x03\x12\x01\x05\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/users/{user_id}\x12q\n\nDeleteUser\x12\x1e.taskgate.v1.DeleteUserRequest\x1a\x1f.taskgate.v1.DeleteUserResponse\"\"\xe2\xe0\x18\x03\x12\x01\x05\x82\xd3\xe4\x93\x02\x15*\x13/v1/users/{user_id}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,33 +42,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_USER'].fields_by_name['create_time']._loaded_options = None
   _globals['_USER'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
   _globals['_CREATEUSERREQUEST'].fields_by_name['username']._loaded_options = None
-  _globals['_CREATEUSERREQUEST'].fields_by_name['username']._serialized_options = b'\342A\001\002'
+  _globals['_CREATEUSERREQUEST'].fields_by_name['username']._serialized_options = b'\342A\001\002\342\340\030z\030\003  *\023^[a-z][a-z0-9_.-]*$2_must start with a lowercase letter and contain only lowercase letters, digits, \'_\', \'.\' and \'-\''
   _globals['_CREATEUSERREQUEST'].fields_by_name['password']._loaded_options = None
-  _globals['_CREATEUSERREQUEST'].fields_by_name['password']._serialized_options = b'\342A\002\002\004'
+  _globals['_CREATEUSERREQUEST'].fields_by_name['password']._serialized_options = b'\342A\002\002\004\342\340\030\305\001\030\010 \200\001*d^[^\\x00-\\x1F\\x7F-\\x9F\\u00AD\\u061C\\u180E\\u200B-\\u200F\\u2028-\\u202E\\u2060-\\u206F\\uFEFF\\uFFF9-\\uFFFB]*$2Xmust contain only printable characters (no control, format or line-separator characters)'
   _globals['_GETUSERREQUEST'].fields_by_name['user_id']._loaded_options = None
-  _globals['_GETUSERREQUEST'].fields_by_name['user_id']._serialized_options = b'\342A\001\002'
+  _globals['_GETUSERREQUEST'].fields_by_name['user_id']._serialized_options = b'\342A\001\002\342\340\030\006\010\001\022\002me'
   _globals['_DELETEUSERREQUEST'].fields_by_name['user_id']._loaded_options = None
-  _globals['_DELETEUSERREQUEST'].fields_by_name['user_id']._serialized_options = b'\342A\001\002'
+  _globals['_DELETEUSERREQUEST'].fields_by_name['user_id']._serialized_options = b'\342A\001\002\342\340\030\006\010\001\022\002me'
   _globals['_USERSERVICE'].methods_by_name['CreateUser']._loaded_options = None
-  _globals['_USERSERVICE'].methods_by_name['CreateUser']._serialized_options = b'\202\323\344\223\002\016\"\t/v1/users:\001*'
+  _globals['_USERSERVICE'].methods_by_name['CreateUser']._serialized_options = b'\342\340\030\005\010\001\022\001\006\202\323\344\223\002\016\"\t/v1/users:\001*'
   _globals['_USERSERVICE'].methods_by_name['GetUser']._loaded_options = None
-  _globals['_USERSERVICE'].methods_by_name['GetUser']._serialized_options = b'\202\323\344\223\002\025\022\023/v1/users/{user_id}'
+  _globals['_USERSERVICE'].methods_by_name['GetUser']._serialized_options = b'\342\340\030\003\022\001\005\202\323\344\223\002\025\022\023/v1/users/{user_id}'
   _globals['_USERSERVICE'].methods_by_name['DeleteUser']._loaded_options = None
-  _globals['_USERSERVICE'].methods_by_name['DeleteUser']._serialized_options = b'\202\323\344\223\002\025*\023/v1/users/{user_id}'
-  _globals['_USER']._serialized_start=143
-  _globals['_USER']._serialized_end=251
-  _globals['_CREATEUSERREQUEST']._serialized_start=253
-  _globals['_CREATEUSERREQUEST']._serialized_end=321
-  _globals['_CREATEUSERRESPONSE']._serialized_start=323
-  _globals['_CREATEUSERRESPONSE']._serialized_end=376
-  _globals['_GETUSERREQUEST']._serialized_start=378
-  _globals['_GETUSERREQUEST']._serialized_end=417
-  _globals['_GETUSERRESPONSE']._serialized_start=419
-  _globals['_GETUSERRESPONSE']._serialized_end=469
-  _globals['_DELETEUSERREQUEST']._serialized_start=471
-  _globals['_DELETEUSERREQUEST']._serialized_end=513
-  _globals['_DELETEUSERRESPONSE']._serialized_start=515
-  _globals['_DELETEUSERRESPONSE']._serialized_end=535
-  _globals['_USERSERVICE']._serialized_start=538
-  _globals['_USERSERVICE']._serialized_end=859
+  _globals['_USERSERVICE'].methods_by_name['DeleteUser']._serialized_options = b'\342\340\030\003\022\001\005\202\323\344\223\002\025*\023/v1/users/{user_id}'
+  _globals['_USER']._serialized_start=168
+  _globals['_USER']._serialized_end=276
+  _globals['_CREATEUSERREQUEST']._serialized_start=279
+  _globals['_CREATEUSERREQUEST']._serialized_end=679
+  _globals['_CREATEUSERRESPONSE']._serialized_start=681
+  _globals['_CREATEUSERRESPONSE']._serialized_end=734
+  _globals['_GETUSERREQUEST']._serialized_start=736
+  _globals['_GETUSERREQUEST']._serialized_end=785
+  _globals['_GETUSERRESPONSE']._serialized_start=787
+  _globals['_GETUSERRESPONSE']._serialized_end=837
+  _globals['_DELETEUSERREQUEST']._serialized_start=839
+  _globals['_DELETEUSERREQUEST']._serialized_end=891
+  _globals['_DELETEUSERRESPONSE']._serialized_start=893
+  _globals['_DELETEUSERRESPONSE']._serialized_end=913
+  _globals['_USERSERVICE']._serialized_start=916
+  _globals['_USERSERVICE']._serialized_end=1260
 # @@protoc_insertion_point(module_scope)
