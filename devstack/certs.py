@@ -100,9 +100,7 @@ class Authority:
             .not_valid_after(now + datetime.timedelta(days=self.days))
         )
 
-    def issue(
-        self, common_name: str, *, hosts: Sequence[str] = (), client: bool = False
-    ) -> Issued:
+    def issue(self, common_name: str, *, hosts: Sequence[str] = (), client: bool = False) -> Issued:
         """A certificate for ``hosts`` (server auth), and for client auth when ``client``."""
         key = ec.generate_private_key(ec.SECP256R1())
         builder = self._builder(_name(common_name), key.public_key(), issuer=self._name)

@@ -41,7 +41,8 @@ class ServerTls:
     """The certificate, key and client CA named by the settings; TlsFileError if unusable."""
 
     def __init__(self, settings: Settings) -> None:
-        assert settings.tls_cert_file is not None and settings.tls_key_file is not None
+        assert settings.tls_cert_file is not None
+        assert settings.tls_key_file is not None
         self._cert = TlsFile(settings.variable("tls_cert_file"), settings.tls_cert_file)
         self._key = TlsFile(settings.variable("tls_key_file"), settings.tls_key_file)
         self._client_ca = (

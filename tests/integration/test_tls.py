@@ -142,10 +142,10 @@ async def test_unusable_files_stop_the_start_naming_the_variable(
     other_key = tmp_path / "other.key"
     other_key.write_bytes(ca.issue("other", hosts=LOCAL_HOSTS).private_key)
     mismatched = tls_settings.model_copy(update={"tls_key_file": other_key})
-    with pytest.raises(ListenError, match="TASKGATE_TLS_KEY_FILE: .* does not match the cert"):
+    with pytest.raises(ListenError, match=r"TASKGATE_TLS_KEY_FILE: .* does not match the cert"):
         await App(mismatched).start()
     missing = tls_settings.model_copy(update={"tls_cert_file": tmp_path / "absent.crt"})
-    with pytest.raises(ListenError, match="TASKGATE_TLS_CERT_FILE: .*absent.crt: cannot read"):
+    with pytest.raises(ListenError, match=r"TASKGATE_TLS_CERT_FILE: .*absent\.crt: cannot read"):
         await App(missing).start()
 
 
@@ -153,17 +153,19 @@ async def test_the_health_port_answers_plaintext_probes_and_serves_nothing_else(
     tls_settings: Settings,
 ) -> None:
     with_health = tls_settings.model_copy(update={"grpc_health_addr": "127.0.0.1:0"})
-    async with running(with_health) as app:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.health_port}") as channel:
-            health = health_pb2_grpc.HealthStub(channel)
-            for service in ("", "liveness", "taskgate.v1.TaskService"):
-                request = health_pb2.HealthCheckRequest(service=service)
-                assert (await health.Check(request, timeout=5)).status == SERVING
-            with pytest.raises(grpc.aio.AioRpcError) as refused:
-                await task_grpc.TaskServiceStub(channel).ListFilters(
-                    task_pb.ListFiltersRequest(), timeout=5
-                )
-            assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    async with (
+        running(with_health) as app,
+        grpc.aio.insecure_channel(f"127.0.0.1:{app.health_port}") as channel,
+    ):
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "liveness", "taskgate.v1.TaskService"):
+            request = health_pb2.HealthCheckRequest(service=service)
+            assert (await health.Check(request, timeout=5)).status == SERVING
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await task_grpc.TaskServiceStub(channel).ListFilters(
+                task_pb.ListFiltersRequest(), timeout=5
+            )
+        assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
 async def _healthcheck(env: dict[str, str]) -> subprocess.CompletedProcess[str]:

