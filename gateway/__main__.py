@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import sys
 
 import grpc
@@ -12,28 +13,35 @@ from aiohttp import web
 from gateway.app import create_app
 from gateway.config import Settings
 from gateway.metrics import HttpMetrics, metrics_app
+from gateway.tls import site_tls, upstream_credentials, upstream_options
 from taskgate_runtime import process
 from taskgate_runtime.settings import parse_addr
+from taskgate_runtime.tls import TlsFileError
 
 log = logging.getLogger("taskgate.gateway")
 
 
 def channel_for(settings: Settings) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(
-        settings.upstream,
-        options=[
-            ("grpc.max_receive_message_length", settings.max_message_bytes),
-            ("grpc.max_send_message_length", settings.max_message_bytes),
-            ("grpc.keepalive_time_ms", 30_000),
-        ],
-    )
+    """The one channel to the server, over TLS when configured (TlsFileError: a bad file)."""
+    options = [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.keepalive_time_ms", 30_000),
+        *upstream_options(settings),
+    ]
+    credentials = upstream_credentials(settings)
+    if credentials is None:
+        return grpc.aio.insecure_channel(settings.upstream, options=options)
+    return grpc.aio.secure_channel(settings.upstream, credentials, options=options)
 
 
-async def _site(app: web.Application, addr: str) -> web.AppRunner:
+async def _site(
+    app: web.Application, addr: str, ssl_context: ssl.SSLContext | None = None
+) -> web.AppRunner:
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     host, port = parse_addr(addr)
-    await web.TCPSite(runner, host, port, reuse_address=True).start()
+    await web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_context).start()
     return runner
 
 
@@ -41,11 +49,21 @@ async def serve(settings: Settings) -> bool:
     """Serves until SIGTERM or SIGINT; False when an address could not be bound."""
     stop = process.stop_requested()
     metrics = HttpMetrics()
-    async with channel_for(settings) as channel:
+    try:
+        https = site_tls(settings)
+        channel = channel_for(settings)
+    except TlsFileError as exc:
+        log.error("%s", exc)
+        return False
+    async with channel:
         runners: list[web.AppRunner] = []
         try:
             runners.append(
-                await _site(create_app(settings, channel, metrics=metrics), settings.addr)
+                await _site(
+                    create_app(settings, channel, metrics=metrics),
+                    settings.addr,
+                    None if https is None else https.context,
+                )
             )
             runners.append(await _site(metrics_app(metrics), settings.metrics_addr))
         except OSError as exc:
@@ -54,9 +72,11 @@ async def serve(settings: Settings) -> bool:
                 await runner.cleanup()
             return False
         log.info(
-            "serving HTTP on %s for %s (metrics on %s)",
+            "serving %s on %s for %s over %s (metrics on %s)",
+            "HTTP" if https is None else "HTTPS",
             settings.addr,
             settings.upstream,
+            "TLS" if settings.upstream_uses_tls else "plaintext",
             settings.metrics_addr,
         )
         await stop.wait()

@@ -12,7 +12,8 @@ the field names another with ``validation_alias``.
 - ``Model(**values)`` reads nothing: defaults and the values given (tests).
 - :data:`Duration` reads ``"24h"``, ``"90s"``, ``"250ms"``, ``"1.5m"``, ``"2d"`` or
   plain seconds; :data:`Address` a ``host:port``; :data:`CommaList` ``"a, b"``;
-  :data:`OptionalPath` and :data:`OptionalAddress` are None when unset or empty.
+  :data:`OptionalPath`, :data:`OptionalText` and :data:`OptionalAddress` are None
+  when unset or empty.
 - DSNs are :class:`pydantic.SecretStr`: hidden in every repr and log line.
 """
 
@@ -110,6 +111,8 @@ NonNegative = Annotated[int, Field(ge=0)]
 """A whole number, 0 or more."""
 OptionalPath = Annotated[Path | None, BeforeValidator(_blank_is_none)]
 """A file's path; unset or empty is None."""
+OptionalText = Annotated[str | None, BeforeValidator(_blank_is_none)]
+"""A string; unset or empty is None."""
 OptionalAddress = Annotated[
     str | None, BeforeValidator(_blank_is_none), AfterValidator(_optional_address)
 ]
