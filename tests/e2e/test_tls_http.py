@@ -151,7 +151,9 @@ async def test_https_through_the_gateway_to_a_server_requiring_client_certificat
 
 
 def _gateway_settings(**changes: object) -> GatewaySettings:
-    return GatewaySettings(addr="127.0.0.1:0", metrics_addr="127.0.0.1:0", **changes)
+    return GatewaySettings(addr="127.0.0.1:0", metrics_addr="127.0.0.1:0").model_copy(
+        update=changes
+    )
 
 
 async def _filters_status(settings: GatewaySettings) -> int:
