@@ -215,15 +215,22 @@ def test_tls_is_off_unless_a_certificate_and_its_key_are_given() -> None:
     assert Settings.from_env({}).grpc_health_addr is None
 
 
+CERT, KEY, CLIENT_CA = (
+    "TASKGATE_TLS_CERT_FILE",
+    "TASKGATE_TLS_KEY_FILE",
+    "TASKGATE_TLS_CLIENT_CA_FILE",
+)
+
+
 @pytest.mark.parametrize(
     ("environ", "message"),
     [
-        ({"TASKGATE_TLS_CERT_FILE": "/c"}, "TASKGATE_TLS_KEY_FILE: must be set with TASKGATE_TLS"),
-        ({"TASKGATE_TLS_KEY_FILE": "/k"}, "TASKGATE_TLS_CERT_FILE: must be set with TASKGATE_TL"),
-        ({"TASKGATE_TLS_CLIENT_CA_FILE": "/ca"}, "TASKGATE_TLS_CLIENT_CA_FILE: client certif"),
+        ({CERT: "/c"}, f"{KEY}: must be set with {CERT}"),
+        ({KEY: "/k"}, f"{CERT}: must be set with {KEY}"),
+        ({CLIENT_CA: "/ca"}, f"{CLIENT_CA}: client certificates need TLS"),
         ({"TASKGATE_GRPC_HEALTH_ADDR": "nowhere"}, "TASKGATE_GRPC_HEALTH_ADDR: not a host:port"),
     ],
-)  # fmt: skip
+)
 def test_incomplete_tls_settings_are_refused_by_name(environ: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         Settings.from_env(environ)
