@@ -16,13 +16,14 @@
 from __future__ import annotations
 
 import ssl
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
 
 from gateway.config import Settings
-from taskgate_runtime.tls import Reloading, TlsFile, read_ca, read_key_pair
+from taskgate_runtime.tls import KeyPair, Reloading, TlsFile, read_ca, read_key_pair
 
 
 def _file(settings: Settings, field: str) -> TlsFile | None:
@@ -51,32 +52,45 @@ def upstream_options(settings: Settings) -> list[tuple[str, Any]]:
     return [("grpc.ssl_target_name_override", settings.upstream_server_name)]
 
 
+@dataclass(frozen=True)
+class SiteCertificate:
+    """A loaded certificate: the context that serves it, and what it is (for the log)."""
+
+    context: ssl.SSLContext
+    key_pair: KeyPair
+
+    def __repr__(self) -> str:
+        return repr(self.key_pair)
+
+
 class SiteTls:
     """The HTTPS site's context, following its certificate files."""
 
     def __init__(self, cert: TlsFile, key: TlsFile) -> None:
         self._cert, self._key = cert, key
-        self.contexts = Reloading(self._context, [cert.path, key.path], what="HTTPS certificate")
-        self.context = self.contexts.current
+        self.certificates = Reloading(self._load, [cert.path, key.path], what="HTTPS certificate")
+        # The site's context: every handshake starts on it and moves to the newest.
+        self.context = self.certificates.current.context
         self.context.sni_callback = self._on_handshake
 
-    def _context(self) -> ssl.SSLContext:
-        read_key_pair(self._cert, self._key)  # a mismatch is told naming the variables
+    def _load(self) -> SiteCertificate:
+        pair = read_key_pair(self._cert, self._key)  # a mismatch is told naming the variables
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.set_alpn_protocols(["http/1.1"])
         try:
             context.load_cert_chain(self._cert.path, self._key.path)
         except (OSError, ssl.SSLError) as exc:  # the files changed between the two reads
             raise self._key.error(f"cannot load it with {self._cert.variable}: {exc}") from None
-        return context
+        return SiteCertificate(context=context, key_pair=pair)
 
     def _on_handshake(
         self, connection: ssl.SSLObject | ssl.SSLSocket, server_name: str | None, _: ssl.SSLContext
     ) -> None:
         """Every handshake (with or without SNI): the newest good certificate."""
-        self.contexts.refresh()
-        if connection.context is not self.contexts.current:
-            connection.context = self.contexts.current
+        self.certificates.refresh()
+        newest = self.certificates.current.context
+        if connection.context is not newest:
+            connection.context = newest
 
 
 def site_tls(settings: Settings) -> SiteTls | None:

@@ -32,6 +32,10 @@ class ServerFiles:
     key_pair: KeyPair
     client_ca: bytes | None
 
+    def __repr__(self) -> str:
+        client_ca = ", client certificates required" if self.client_ca is not None else ""
+        return f"{self.key_pair!r}{client_ca}"
+
     def configuration(self) -> grpc.ServerCertificateConfiguration:
         pair = (self.key_pair.private_key, self.key_pair.certificate_chain)
         return grpc.ssl_server_certificate_configuration([pair], self.client_ca)

@@ -29,6 +29,7 @@ from server.config import Settings
 from server.tls import ServerTls
 
 Options = list[tuple[str, int]]
+HEALTH_PORT_CALLS = 64
 
 
 def _ms(seconds: float) -> int:
@@ -73,6 +74,8 @@ def health_server(health: health_pb2_grpc.HealthServicer) -> grpc.aio.Server:
     """A server of ``health`` alone, for the plaintext ``TASKGATE_GRPC_HEALTH_ADDR``."""
     server = grpc.aio.server(
         options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 4096)],
+        # Probes are a few at a time; a Watch stream each from anything else is bounded too.
+        maximum_concurrent_rpcs=HEALTH_PORT_CALLS,
     )
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     return server

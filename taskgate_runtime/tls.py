@@ -121,16 +121,27 @@ def _signature(paths: Sequence[Path]) -> tuple[tuple[int, int, int, int], ...]:
 class Reloading(Generic[T]):
     """``load()``'s last good result, loaded again when one of ``paths`` changed."""
 
-    def __init__(self, load: Callable[[], T], paths: Sequence[Path], *, what: str) -> None:
-        """Loads once: a TlsFileError here means the process cannot start."""
+    def __init__(
+        self,
+        load: Callable[[], T],
+        paths: Sequence[Path],
+        *,
+        what: str,
+        describe: Callable[[T], str] = repr,
+    ) -> None:
+        """Loads once: a TlsFileError here means the process cannot start.
+
+        ``describe`` says what was loaded in the log line (never a key).
+        """
         self._load = load
         self._paths = tuple(paths)
         self._what = what
+        self._describe = describe
         self._lock = threading.Lock()
         self._seen = _signature(self._paths)
         self._current = load()
         self._reloads = 0
-        log.info("loaded the %s: %r", what, self._current)
+        log.info("loaded the %s: %s", what, describe(self._current))
 
     @property
     def current(self) -> T:
@@ -156,5 +167,5 @@ class Reloading(Generic[T]):
                 return None
             self._current = loaded
             self._reloads += 1
-            log.info("reloaded the %s: %r", self._what, loaded)
+            log.info("reloaded the %s: %s", self._what, self._describe(loaded))
             return loaded
