@@ -21,7 +21,14 @@ from server.app import App, ListenError
 from server.config import Settings
 from taskgate.v1 import task_service_pb2 as task_pb
 from taskgate.v1 import task_service_pb2_grpc as task_grpc
-from tests.support.tls import LOCAL_HOSTS, Files, channel_credentials, replace, write
+from tests.support.tls import (
+    LOCAL_HOSTS,
+    Files,
+    SecretVolume,
+    channel_credentials,
+    replace,
+    write,
+)
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 # A channel of its own per check: no connection shared with an earlier channel.
@@ -117,6 +124,22 @@ async def test_rotated_files_are_served_to_new_handshakes_without_a_restart(
         assert await check(app.port, channel_credentials(successor)) == grpc.StatusCode.OK
         assert await check(app.port, channel_credentials(ca)) == grpc.StatusCode.UNAVAILABLE
         assert app.tls.files.reloads == 1
+
+
+async def test_a_kubernetes_secret_volume_update_is_served_without_a_restart(
+    settings: Settings, ca: Authority, tmp_path: Path
+) -> None:
+    volume = SecretVolume(tmp_path / "secret")
+    volume.write(ca.issue("server", hosts=LOCAL_HOSTS), ca)
+    files = volume.files
+    update = {"tls_cert_file": files.cert, "tls_key_file": files.key}
+    async with running(settings.model_copy(update=update)) as app:
+        assert await check(app.port, channel_credentials(ca)) == grpc.StatusCode.OK
+        renewed = Authority("renewed CA")
+        volume.write(renewed.issue("server", hosts=LOCAL_HOSTS), renewed)
+
+        assert await check(app.port, channel_credentials(renewed)) == grpc.StatusCode.OK
+        assert await check(app.port, channel_credentials(ca)) == grpc.StatusCode.UNAVAILABLE
 
 
 async def test_a_half_written_rotation_keeps_the_previous_certificate(

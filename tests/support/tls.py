@@ -52,3 +52,31 @@ def channel_credentials(ca: Authority, client: Issued | None = None) -> grpc.Cha
         private_key=None if client is None else client.private_key,
         certificate_chain=None if client is None else client.certificate,
     )
+
+
+class SecretVolume:
+    """A folder laid out as the kubelet writes a Secret volume (its AtomicWriter):
+    the files are symlinks through ``..data`` to a timestamped folder, and an
+    update swaps ``..data`` in one rename."""
+
+    def __init__(self, folder: Path) -> None:
+        self.files = Files(folder)
+        self._generation = 0
+        folder.mkdir(parents=True)
+
+    def write(self, issued: Issued, authority: Authority) -> None:
+        folder = self.files.folder
+        self._generation += 1
+        version = folder / f"..2026_12_03_{self._generation:02d}"
+        issued.write(version, authority.pem)
+        staging = folder / "..data_tmp"
+        staging.symlink_to(version.name)
+        previous = (folder / "..data").resolve() if (folder / "..data").exists() else None
+        os.replace(staging, folder / "..data")
+        for name in ("tls.crt", "tls.key", "ca.crt"):
+            if not (folder / name).is_symlink():
+                (folder / name).symlink_to(f"..data/{name}")
+        if previous is not None:
+            for child in previous.iterdir():
+                child.unlink()
+            previous.rmdir()
