@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
 from taskgate_runtime.settings import ConfigError
@@ -86,7 +87,7 @@ def read_key_pair(cert: TlsFile, key: TlsFile) -> KeyPair:
     leaf = _certificates(cert, chain)[0]
     try:
         private_key = serialization.load_pem_private_key(key_data, password=None)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, UnsupportedAlgorithm):
         raise key.error("not an unencrypted PEM private key") from None
     raw = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     if private_key.public_key().public_bytes(*raw) != leaf.public_key().public_bytes(*raw):
@@ -164,6 +165,9 @@ class Reloading(Generic[T]):
             except TlsFileError as exc:
                 # Retried on the next change (the second file of a rotation lands later).
                 log.warning("kept the previous %s: %s", self._what, exc)
+                return None
+            except Exception:  # called on every handshake: never let a surprise fail them
+                log.exception("kept the previous %s: loading the new files failed", self._what)
                 return None
             self._current = loaded
             self._reloads += 1
