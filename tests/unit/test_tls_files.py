@@ -86,3 +86,21 @@ def test_reloading_loads_again_only_when_a_file_changed_and_keeps_the_last_good(
     cert.path.unlink()  # gone: an error, the last good pair stays
     assert reloading.refresh() is None
     assert reloading.current is fresh
+
+
+def test_a_loader_that_fails_unexpectedly_keeps_the_last_good_value(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    watched = tmp_path / "watched"
+    watched.write_text("one")
+    values = iter(["first"])
+
+    def load() -> str:
+        return next(values)  # StopIteration the second time: a surprise
+
+    reloading = Reloading(load, [watched], what="value")
+    watched.write_text("two, longer")
+    with caplog.at_level(logging.ERROR, logger="taskgate.tls"):
+        assert reloading.refresh() is None
+    assert reloading.current == "first"
+    assert "kept the previous value: loading the new files failed" in caplog.text
