@@ -9,7 +9,8 @@
 #   docker build -t taskgate-migrate --target migrate .
 #
 # No secret is baked in: the DSNs (TASKGATE_DATABASE_URL, TASKGATE_REDIS_URL) come
-# from the environment at run time.
+# from the environment at run time, and TLS certificates and keys from files mounted
+# at run time (README, TLS).
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
@@ -65,10 +66,13 @@ ENV PATH=/opt/venv/bin:$PATH \
 WORKDIR /app
 USER 10001:10001
 # 50051 gRPC and 9464 its /metrics (server); 9465 a standalone processor's /metrics;
-# 8080 HTTP and 9466 its /metrics (gateway).
+# 8080 HTTP and 9466 its /metrics (gateway). The server's plaintext health port
+# (TASKGATE_GRPC_HEALTH_ADDR, off by default) is for probes inside the cluster only.
 EXPOSE 50051 9464 9465 8080 9466
 # The server's: SERVING only while Postgres and Redis are reachable (server/health.py).
-# The port follows TASKGATE_GRPC_ADDR. The gateway and processor services set their own.
+# server.healthcheck asks TASKGATE_GRPC_HEALTH_ADDR (plaintext, health only) when set,
+# else the TASKGATE_GRPC_ADDR port, which must then be plaintext: with TLS on, set the
+# health address (compose and deploy/k8s do). The gateway and processor set their own.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=15s --retries=3 \
-  CMD ["python", "-c", "import os, sys, grpc; from grpc_health.v1 import health_pb2, health_pb2_grpc; port = os.environ.get('TASKGATE_GRPC_ADDR', ':50051').rpartition(':')[2]; r = health_pb2_grpc.HealthStub(grpc.insecure_channel('127.0.0.1:' + port)).Check(health_pb2.HealthCheckRequest(), timeout=3); sys.exit(0 if r.status == health_pb2.HealthCheckResponse.SERVING else 1)"]
+  CMD ["python", "-m", "server.healthcheck"]
 CMD ["python", "-m", "server"]

@@ -14,20 +14,25 @@ from gateway.config import Settings
 from gateway.memory import return_large_buffers
 from gateway.metrics import HttpMetrics, metrics_app
 from gateway.serving import start_site
+from gateway.tls import site_tls, upstream_credentials, upstream_options
 from taskgate_runtime import process
+from taskgate_runtime.tls import TlsFileError
 
 log = logging.getLogger("taskgate.gateway")
 
 
 def channel_for(settings: Settings) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(
-        settings.upstream,
-        options=[
-            ("grpc.max_receive_message_length", settings.max_message_bytes),
-            ("grpc.max_send_message_length", settings.max_message_bytes),
-            ("grpc.keepalive_time_ms", 30_000),
-        ],
-    )
+    """The one channel to the server, over TLS when configured (TlsFileError: a bad file)."""
+    options = [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.keepalive_time_ms", 30_000),
+        *upstream_options(settings),
+    ]
+    credentials = upstream_credentials(settings)
+    if credentials is None:
+        return grpc.aio.insecure_channel(settings.upstream, options=options)
+    return grpc.aio.secure_channel(settings.upstream, credentials, options=options)
 
 
 async def serve(settings: Settings) -> bool:
@@ -36,11 +41,20 @@ async def serve(settings: Settings) -> bool:
     return_large_buffers()
     metrics = HttpMetrics()
     timeout = settings.header_timeout
-    async with channel_for(settings) as channel:
+    try:
+        https = site_tls(settings)
+        channel = channel_for(settings)
+    except TlsFileError as exc:
+        log.error("%s", exc)
+        return False
+    async with channel:
         runners: list[web.AppRunner] = []
         try:
             app = create_app(settings, channel, metrics=metrics)
-            runners.append(await start_site(app, settings.addr, header_timeout=timeout))
+            context = None if https is None else https.context
+            runners.append(
+                await start_site(app, settings.addr, header_timeout=timeout, ssl_context=context)
+            )
             runners.append(
                 await start_site(
                     metrics_app(metrics), settings.metrics_addr, header_timeout=timeout
@@ -52,9 +66,11 @@ async def serve(settings: Settings) -> bool:
                 await runner.cleanup()
             return False
         log.info(
-            "serving HTTP on %s for %s (metrics on %s)",
+            "serving %s on %s for %s over %s (metrics on %s)",
+            "HTTP" if https is None else "HTTPS",
             settings.addr,
             settings.upstream,
+            "TLS" if settings.upstream_uses_tls else "plaintext",
             settings.metrics_addr,
         )
         await stop.wait()

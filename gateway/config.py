@@ -15,6 +15,8 @@ from taskgate_runtime.settings import (
     Duration,
     LoggingSettings,
     OptionalDuration,
+    OptionalPath,
+    OptionalText,
     metrics_addr,
 )
 
@@ -58,6 +60,25 @@ class Settings(LoggingSettings):
     body_budget_bytes: Count = _gateway("BODY_BUDGET_BYTES", 64 * 1024 * 1024)
     anonymous_body_budget_bytes: Count = _gateway("ANONYMOUS_BODY_BUDGET_BYTES", 16 * 1024 * 1024)
 
+    # TLS to the server: on when UPSTREAM_TLS is true or any upstream file is set.
+    upstream_tls: bool = _gateway("UPSTREAM_TLS", False)
+    upstream_ca_file: OptionalPath = _gateway("UPSTREAM_CA_FILE", None)
+    upstream_cert_file: OptionalPath = _gateway("UPSTREAM_CERT_FILE", None)
+    upstream_key_file: OptionalPath = _gateway("UPSTREAM_KEY_FILE", None)
+    upstream_server_name: OptionalText = _gateway("UPSTREAM_SERVER_NAME", None)
+    # HTTPS for its own clients: on when both are set (reloaded when they change).
+    tls_cert_file: OptionalPath = _gateway("TLS_CERT_FILE", None)
+    tls_key_file: OptionalPath = _gateway("TLS_KEY_FILE", None)
+
+    @property
+    def upstream_uses_tls(self) -> bool:
+        files = (self.upstream_ca_file, self.upstream_cert_file)
+        return self.upstream_tls or any(f is not None for f in files)
+
+    @property
+    def https(self) -> bool:
+        return self.tls_cert_file is not None
+
     def check(self) -> None:
         super().check()
         if self.body_budget_bytes < self.max_body_bytes:
@@ -66,6 +87,8 @@ class Settings(LoggingSettings):
                 f"{self.variable('max_body_bytes')} (else no body of that size could be read)"
             )
         self.require_at_most("anonymous_body_budget_bytes", "body_budget_bytes")
+        self.require_together("upstream_cert_file", "upstream_key_file")
+        self.require_together("tls_cert_file", "tls_key_file")
 
     @property
     def max_message_bytes(self) -> int:

@@ -17,6 +17,7 @@ vanished clients, in one place for ``python -m gateway`` and the tests.
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
 from aiohttp import web
@@ -33,13 +34,20 @@ def runner_options(*, header_timeout: float) -> dict[str, Any]:
     }
 
 
-async def start_site(app: web.Application, addr: str, *, header_timeout: float) -> web.AppRunner:
-    """``app`` served on ``addr`` (port 0: a free one, see ``runner.addresses``)."""
+async def start_site(
+    app: web.Application,
+    addr: str,
+    *,
+    header_timeout: float,
+    ssl_context: ssl.SSLContext | None = None,
+) -> web.AppRunner:
+    """``app`` served on ``addr`` (port 0: a free one, see ``runner.addresses``), over
+    HTTPS with ``ssl_context``."""
     runner = web.AppRunner(app, **runner_options(header_timeout=header_timeout))
     await runner.setup()
     host, port = parse_addr(addr)
     try:
-        await web.TCPSite(runner, host, port, reuse_address=True).start()
+        await web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_context).start()
     except BaseException:
         await runner.cleanup()
         raise

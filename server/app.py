@@ -51,13 +51,15 @@ from server.storage.redis.client import create_client
 from server.storage.redis.keys import RedisKeys
 from server.storage.redis.positions import WalPositions
 from server.storage.redis.sessions import SessionRepository
-from server.transport import server_options
+from server.tls import ServerTls
+from server.transport import bind, health_server, server_options
 from taskgate.v1 import session_service_pb2, task_service_pb2, user_service_pb2
 from taskgate.v1 import session_service_pb2_grpc as session_grpc
 from taskgate.v1 import task_service_pb2_grpc as task_grpc
 from taskgate.v1 import user_service_pb2_grpc as user_grpc
 from taskgate_runtime import logs
 from taskgate_runtime.metrics_http import MetricsListenError, MetricsServer, process_registry
+from taskgate_runtime.tls import TlsFileError
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +76,7 @@ TASK_EVENTS_CHANNEL = "taskgate_task_events"
 
 
 class ListenError(Exception):
-    """The gRPC or the metrics address cannot be bound."""
+    """The gRPC, health or metrics address cannot be bound, or a TLS file is unusable."""
 
 
 class App:
@@ -224,6 +226,10 @@ class App:
         )
         self._monitor_task: asyncio.Task[None] | None = None
         self.port = 0
+        self.tls: ServerTls | None = None
+        self.health_server: grpc.aio.Server | None = None
+        self.health_port = 0
+        self._binding = settings.grpc_addr
 
     def _reads(
         self, primary: Database, keys: RedisKeys, redis_metrics: RedisMetrics
@@ -261,23 +267,18 @@ class App:
     async def start(self) -> int:
         """Binds, opens the pools, runs a first health check and serves; returns the port.
 
-        Raises ListenError, with nothing left open, when an address (gRPC or
-        metrics) cannot be bound.
+        Raises ListenError, with nothing left open, when an address (gRPC, health
+        or metrics) cannot be bound or a TLS file is unusable.
         """
         try:
-            self.port = self.server.add_insecure_port(self.settings.grpc_addr)
-        except RuntimeError:
-            await self._close_clients()
-            raise ListenError(
-                f"cannot listen on {self.settings.grpc_addr}: the port is taken "
-                "or the host is not an address of this machine"
-            ) from None
-        try:
+            self._bind()
             await self.metrics_server.start()
-        except MetricsListenError as exc:
+        except (RuntimeError, TlsFileError, MetricsListenError) as exc:
             await self.server.stop(None)  # gives the gRPC port back
+            if self.health_server is not None:
+                await self.health_server.stop(None)
             await self._close_clients()
-            raise ListenError(str(exc)) from None
+            raise ListenError(self._listen_problem(exc)) from None
         await self.pool.open(wait=False)
         for replica in self.reads.replicas:
             await replica.pool.open(wait=False)
@@ -288,12 +289,38 @@ class App:
         await self.monitor.check_once()
         self._monitor_task = asyncio.create_task(self.monitor.run(), name="health-monitor")
         await self.server.start()
+        if self.health_server is not None:
+            await self.health_server.start()
+            log.info("serving gRPC health (plaintext) on port %d", self.health_port)
         log.info(
-            "serving gRPC on %s",
+            "serving gRPC on %s (%s)",
             self._listen_addr(),
-            extra={"fields": {"addr": self._listen_addr()}},
+            self._security(),
+            extra={"fields": {"addr": self._listen_addr(), "tls": self.tls is not None}},
         )
         return self.port
+
+    def _bind(self) -> None:
+        """The gRPC port (TLS or not) and the health port; raises what ``start`` translates."""
+        self.port, self.tls = bind(self.server, self.settings)
+        if self.settings.grpc_health_addr is not None:
+            self._binding = self.settings.grpc_health_addr
+            self.health_server = health_server(self.health)
+            self.health_port = self.health_server.add_insecure_port(self._binding)
+
+    def _listen_problem(self, exc: Exception) -> str:
+        if isinstance(exc, RuntimeError):
+            return (
+                f"cannot listen on {self._binding}: the port is taken "
+                "or the host is not an address of this machine"
+            )
+        return str(exc)
+
+    def _security(self) -> str:
+        if self.tls is None:
+            return "plaintext"
+        mtls = ", client certificates required" if self.settings.tls_client_ca_file else ""
+        return f"TLS{mtls}"
 
     async def stop(self, grace: float | None = None) -> None:
         """NOT_SERVING first, then in-flight calls get ``grace`` seconds, then the pools close."""
@@ -306,6 +333,7 @@ class App:
         # Calls drain and running tasks finish (or are handed back) side by side.
         await asyncio.gather(
             self.server.stop(grace),
+            *([self.health_server.stop(grace)] if self.health_server is not None else []),
             *([self.processor.stop(grace)] if self.processor is not None else []),
         )
         await self.listener.stop()

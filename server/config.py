@@ -23,7 +23,9 @@ from taskgate_runtime.settings import (
     Duration,
     LoggingSettings,
     NonNegative,
+    OptionalAddress,
     OptionalDuration,
+    OptionalPath,
     RedisSettings,
     TaskgateSettings,
     cpu_count,
@@ -114,6 +116,14 @@ class Settings(LoggingSettings, DatabaseSettings, ReplicaSettings, RedisSettings
     client_rate_window: Duration = 60.0
     trusted_proxies: CommaList = ()
 
+    # Transport security: TLS when a certificate and key are given (reloaded when
+    # the files change), client certificates required when a client CA is given.
+    tls_cert_file: OptionalPath = None
+    tls_key_file: OptionalPath = None
+    tls_client_ca_file: OptionalPath = None
+    # A plaintext port serving grpc.health.v1 only, for probes that speak no TLS.
+    grpc_health_addr: OptionalAddress = None
+
     @property
     def max_message_bytes(self) -> int:
         """gRPC message limit: one image of the largest size, plus its envelope."""
@@ -125,8 +135,18 @@ class Settings(LoggingSettings, DatabaseSettings, ReplicaSettings, RedisSettings
         shared -= {"metrics_addr"}  # its metrics are on the server's registry and port
         return ProcessorSettings(**{name: getattr(self, name) for name in shared})
 
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert_file is not None
+
     def check(self) -> None:
         super().check()
+        self.require_together("tls_cert_file", "tls_key_file")
+        if self.tls_client_ca_file is not None and not self.tls:
+            raise ConfigError(
+                f"{self.variable('tls_client_ca_file')}: client certificates need TLS: "
+                f"set {self.variable('tls_cert_file')} and {self.variable('tls_key_file')}"
+            )
         self.require_at_most("db_pool_min_size", "db_pool_max_size")
         self.require_at_most("max_request_bytes", "max_image_bytes", extra=MESSAGE_ENVELOPE)
         for proxy in self.trusted_proxies:

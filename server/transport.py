@@ -12,13 +12,24 @@ idle and age limits, keepalive enforcement.
   never sent a request, or never finished the HTTP/2 preface); every connection
   is recycled after ``max_connection_age`` (+ a grace for calls in flight);
   clients that ping too often are sent away.
+
+:func:`bind` adds the gRPC port, plaintext or TLS (:mod:`server.tls`), and
+:func:`health_server` is the server behind the optional plaintext port that
+serves grpc.health.v1 and nothing else: the kubelet's gRPC probe and Docker's HEALTHCHECK speak no
+TLS and hold no client certificate, and a probe there never waits behind user
+calls for one of ``TASKGATE_MAX_CONCURRENT_RPCS``.
 """
 
 from __future__ import annotations
 
+import grpc
+from grpc_health.v1 import health_pb2_grpc
+
 from server.config import Settings
+from server.tls import ServerTls
 
 Options = list[tuple[str, int]]
+HEALTH_PORT_CALLS = 64
 
 
 def _ms(seconds: float) -> int:
@@ -46,3 +57,25 @@ def server_options(settings: Settings) -> Options:
         ("grpc.keepalive_permit_without_calls", int(settings.grpc_keepalive_without_calls)),
         ("grpc.http2.max_ping_strikes", settings.grpc_max_ping_strikes),
     ]
+
+
+def bind(server: grpc.aio.Server, settings: Settings) -> tuple[int, ServerTls | None]:
+    """The port bound at ``TASKGATE_GRPC_ADDR``, and the TLS files when TLS is on.
+
+    TlsFileError when a file is unusable; RuntimeError when the address cannot be bound.
+    """
+    if not settings.tls:
+        return server.add_insecure_port(settings.grpc_addr), None
+    tls = ServerTls(settings)
+    return server.add_secure_port(settings.grpc_addr, tls.credentials()), tls
+
+
+def health_server(health: health_pb2_grpc.HealthServicer) -> grpc.aio.Server:
+    """A server of ``health`` alone, for the plaintext ``TASKGATE_GRPC_HEALTH_ADDR``."""
+    server = grpc.aio.server(
+        options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 4096)],
+        # Probes are a few at a time; a Watch stream each from anything else is bounded too.
+        maximum_concurrent_rpcs=HEALTH_PORT_CALLS,
+    )
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    return server

@@ -10,6 +10,6 @@
 
 from taskgate_client.aio import AsyncClient
 from taskgate_client.sync import Client
-from taskgate_client.transport import Transport
+from taskgate_client.transport import TlsFiles, Transport
 
-__all__ = ["AsyncClient", "Client", "Transport"]
+__all__ = ["AsyncClient", "Client", "TlsFiles", "Transport"]

@@ -3,7 +3,11 @@
 The session token travels as call credentials (``authorization: Bearer …``).
 gRPC sends call credentials only over a channel it considers secure enough:
 
-- TLS (``tls=True`` or your own ``grpc.ssl_channel_credentials``);
+- TLS: ``tls=True`` verifies the server against the system's roots,
+  ``tls=TlsFiles(ca_file=...)`` against your CA (and presents a client
+  certificate to a server that requires one: ``cert_file``, ``key_file``), or
+  pass your own ``grpc.ssl_channel_credentials``. ``server_name`` is the name
+  to expect in the server's certificate when the target's host is not in it;
 - a loopback address (127.0.0.1, ::1, localhost) with
   ``grpc.local_channel_credentials()``, which needs no TLS on the server;
 - anything else without TLS: gRPC refuses call credentials there ("Established
@@ -18,9 +22,12 @@ import ipaddress
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
+
+from taskgate_runtime.tls import TlsFile, TlsFileError, read_ca, read_key_pair
 
 SERVICES = ("taskgate.v1.UserService", "taskgate.v1.SessionService", "taskgate.v1.TaskService")
 DEFAULT_TARGET = "127.0.0.1:50051"
@@ -60,12 +67,40 @@ def is_loopback(target: str) -> bool:
 
 
 @dataclass(frozen=True)
+class TlsFiles:
+    """TLS from PEM files: the CA that signed the server (None: the system's roots),
+    and a client certificate with its key for servers that require one (mTLS)."""
+
+    ca_file: str | Path | None = None
+    cert_file: str | Path | None = None
+    key_file: str | Path | None = None
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        """Reads the files; TlsFileError (a ConfigError) names the one that is unusable."""
+        if (self.cert_file is None) != (self.key_file is None):
+            raise TlsFileError("a client certificate needs both cert_file and key_file")
+        ca = None if self.ca_file is None else read_ca(TlsFile("CA file", Path(self.ca_file)))
+        pair = None
+        if self.cert_file is not None and self.key_file is not None:
+            pair = read_key_pair(
+                TlsFile("client certificate", Path(self.cert_file)),
+                TlsFile("client key", Path(self.key_file)),
+            )
+        return grpc.ssl_channel_credentials(
+            root_certificates=ca,
+            private_key=None if pair is None else pair.private_key,
+            certificate_chain=None if pair is None else pair.certificate_chain,
+        )
+
+
+@dataclass(frozen=True)
 class Transport:
     """Where the server is and how to reach it."""
 
     target: str = DEFAULT_TARGET
-    tls: bool | grpc.ChannelCredentials = False
+    tls: bool | TlsFiles | grpc.ChannelCredentials = False
     max_attempts: int = 4
+    server_name: str | None = None
 
     @property
     def carries_call_credentials(self) -> bool:
@@ -75,6 +110,8 @@ class Transport:
         """None: a plaintext channel (the token then goes as metadata)."""
         if isinstance(self.tls, grpc.ChannelCredentials):
             return self.tls
+        if isinstance(self.tls, TlsFiles):
+            return self.tls.credentials()
         if self.tls:
             return grpc.ssl_channel_credentials()
         if is_loopback(self.target):
@@ -82,11 +119,17 @@ class Transport:
         return None
 
     def options(self) -> Sequence[tuple[str, Any]]:
+        name = (
+            []
+            if self.server_name is None
+            else [("grpc.ssl_target_name_override", self.server_name)]
+        )
         return [
             ("grpc.enable_retries", 1),
             ("grpc.service_config", retry_service_config(self.max_attempts)),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            *name,
         ]
 
     def sync_channel(self) -> grpc.Channel:

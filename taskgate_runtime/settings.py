@@ -11,7 +11,9 @@ the field names another with ``validation_alias``.
   variable and says what is allowed, never the value of a secret.
 - ``Model(**values)`` reads nothing: defaults and the values given (tests).
 - :data:`Duration` reads ``"24h"``, ``"90s"``, ``"250ms"``, ``"1.5m"``, ``"2d"`` or
-  plain seconds; :data:`Address` a ``host:port``; :data:`CommaList` ``"a, b"``.
+  plain seconds; :data:`Address` a ``host:port``; :data:`CommaList` ``"a, b"``;
+  :data:`OptionalPath`, :data:`OptionalText` and :data:`OptionalAddress` are None
+  when unset or empty.
 - DSNs are :class:`pydantic.SecretStr`: hidden in every repr and log line.
 """
 
@@ -21,6 +23,7 @@ import os
 import re
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
+from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, ValidationError
@@ -78,8 +81,16 @@ def _address(value: str) -> str:
     return value
 
 
+def _optional_address(value: str | None) -> str | None:
+    return None if value is None else _address(value)
+
+
 def _comma_list(value: Any) -> Any:
     return parse_list(value) if isinstance(value, str) else value
+
+
+def _blank_is_none(value: Any) -> Any:
+    return None if isinstance(value, str) and not value.strip() else value
 
 
 def _lower(value: Any) -> Any:
@@ -98,6 +109,14 @@ Count = Annotated[int, Field(gt=0)]
 """A whole number, 1 or more."""
 NonNegative = Annotated[int, Field(ge=0)]
 """A whole number, 0 or more."""
+OptionalPath = Annotated[Path | None, BeforeValidator(_blank_is_none)]
+"""A file's path; unset or empty is None."""
+OptionalText = Annotated[str | None, BeforeValidator(_blank_is_none)]
+"""A string; unset or empty is None."""
+OptionalAddress = Annotated[
+    str | None, BeforeValidator(_blank_is_none), AfterValidator(_optional_address)
+]
+"""An :data:`Address`, or None when unset or empty (the listener is off)."""
 LogLevel = Annotated[Literal["debug", "info", "warning", "error"], BeforeValidator(_lower)]
 LogFormat = Annotated[Literal["json", "text"], BeforeValidator(_lower)]
 
@@ -164,6 +183,15 @@ class TaskgateSettings(BaseSettings):
             plus = f" + {extra // 1024} KiB" if extra else ""
             raise ConfigError(
                 f"{self.variable(field)}: must not exceed {self.variable(limit)}{plus}"
+            )
+
+    def require_together(self, first: str, second: str) -> None:
+        """ConfigError unless both fields are set or neither is, naming the missing one."""
+        given = getattr(self, first) is not None, getattr(self, second) is not None
+        if given[0] != given[1]:
+            missing, present = (second, first) if given[0] else (first, second)
+            raise ConfigError(
+                f"{self.variable(missing)}: must be set with {self.variable(present)}"
             )
 
     @classmethod

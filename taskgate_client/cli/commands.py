@@ -41,6 +41,7 @@ class Session:
     config_path: Path
     saved: config.Saved
     json: bool
+    tls: config.Tls | None = None
 
 
 def _password(args: argparse.Namespace) -> str:
@@ -66,7 +67,10 @@ def register(s: Session, args: argparse.Namespace) -> None:
 def login(s: Session, args: argparse.Namespace) -> None:
     session = s.client.login(args.username, _password(args))
     saved = config.Saved(
-        server=s.client.transport.target, token=session.session_id, username=args.username
+        server=s.client.transport.target,
+        token=session.session_id,
+        username=args.username,
+        tls=s.tls,
     )
     config.store(s.config_path, saved)
     if s.json:
@@ -85,7 +89,7 @@ def logout(s: Session, args: argparse.Namespace) -> None:
                 grpc.StatusCode.NOT_FOUND,
             }:
                 raise
-    config.store(s.config_path, config.Saved(server=s.saved.server))
+    config.store(s.config_path, config.Saved(server=s.saved.server, tls=s.saved.tls))
     if s.json:
         emit_json({"loggedOut": True})
     else:

@@ -1,8 +1,10 @@
-"""The CLI's own file: the server and session of the last ``taskgate login``.
+"""The CLI's own file: the server, session and TLS choice of the last ``taskgate login``.
 
 ``$TASKGATE_CLI_CONFIG``, else ``$XDG_CONFIG_HOME/taskgate/cli.json``, else
 ``~/.config/taskgate/cli.json``. Written atomically with 0600 permissions
-(it holds a session token).
+(it holds a session token). The TLS choice is kept with the server, so a later
+command to that server never falls back to plaintext (and never sends the
+token in the clear) because a flag was left out.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import json
 import os
 import tempfile
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,10 +27,12 @@ def _blank_is_none(value: Any) -> Any:
 
 
 class CliSettings(TaskgateSettings):
-    """What the CLI reads from its environment: ``TASKGATE_SERVER``, ``TASKGATE_CLI_CONFIG``."""
+    """What the CLI reads from its environment: ``TASKGATE_SERVER``, ``TASKGATE_CLI_CONFIG``,
+    ``TASKGATE_CLI_CA_FILE``."""
 
     server: Annotated[str | None, BeforeValidator(_blank_is_none)] = None
     cli_config: Annotated[Path | None, BeforeValidator(_blank_is_none)] = None
+    cli_ca_file: Annotated[Path | None, BeforeValidator(_blank_is_none)] = None
 
 
 def config_path(environ: Mapping[str, str]) -> Path:
@@ -40,10 +44,27 @@ def config_path(environ: Mapping[str, str]) -> Path:
 
 
 @dataclass
+class Tls:
+    """TLS to the server: a CA (None: the system's roots), a client certificate, a name."""
+
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    server_name: str | None = None
+
+    @classmethod
+    def from_json(cls, data: Any) -> Tls | None:
+        if not isinstance(data, dict):
+            return None
+        return cls(**{f.name: data.get(f.name) for f in fields(cls)})
+
+
+@dataclass
 class Saved:
     server: str | None = None
     token: str | None = None
     username: str | None = None
+    tls: Tls | None = None
 
 
 def load(path: Path) -> Saved:
@@ -55,7 +76,10 @@ def load(path: Path) -> Saved:
         raise OSError(f"cannot read {path}: {exc}") from None
     if not isinstance(data, dict):
         raise OSError(f"cannot read {path}: not a JSON object")
-    return Saved(**{k: data.get(k) for k in ("server", "token", "username")})
+    return Saved(
+        **{k: data.get(k) for k in ("server", "token", "username")},
+        tls=Tls.from_json(data.get("tls")),
+    )
 
 
 def store(path: Path, saved: Saved) -> None:

@@ -47,6 +47,8 @@ def from_rpc(error: grpc.RpcError, server: str) -> CliError:
     status = _BY_CODE.get(code, Exit.SERVER_ERROR)
     if code == grpc.StatusCode.UNAVAILABLE:
         message = f"cannot reach the server at {server}: {details}"
+        if "handshake" in details.lower():
+            message += " (TLS: check --tls, --ca-file, --cert-file/--key-file, --server-name)"
     elif code == grpc.StatusCode.DEADLINE_EXCEEDED:
         message = f"no answer from {server} in time (--timeout)"
     elif status == Exit.NOT_LOGGED_IN:

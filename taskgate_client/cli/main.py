@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import grpc
 
@@ -13,8 +14,9 @@ from taskgate_client import filters as filter_specs
 from taskgate_client.cli import commands, config
 from taskgate_client.cli.errors import CliError, Exit, from_rpc
 from taskgate_client.sync import Client
-from taskgate_client.transport import DEFAULT_TARGET, Transport
+from taskgate_client.transport import DEFAULT_TARGET, TlsFiles, Transport
 from taskgate_runtime.settings import ConfigError
+from taskgate_runtime.tls import TlsFileError
 
 Command = Callable[[commands.Session, argparse.Namespace], int | None]
 
@@ -44,7 +46,27 @@ def _parser() -> argparse.ArgumentParser:
         help=f"host:port of the gRPC server (default: $TASKGATE_SERVER, the one you logged "
         f"in to, else {DEFAULT_TARGET})",
     )
-    parser.add_argument("--tls", action="store_true", help="connect with TLS")
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="connect with TLS, verifying the server against the system's CAs "
+        "(remembered with the server at login)",
+    )
+    parser.add_argument(
+        "--ca-file",
+        metavar="PEM",
+        help="verify the server against this CA instead (implies --tls; default: "
+        "$TASKGATE_CLI_CA_FILE)",
+    )
+    parser.add_argument(
+        "--cert-file", metavar="PEM", help="client certificate, for a server requiring one"
+    )
+    parser.add_argument("--key-file", metavar="PEM", help="the client certificate's key")
+    parser.add_argument(
+        "--server-name",
+        metavar="NAME",
+        help="the name the server's certificate carries, when not the host of --server",
+    )
     parser.add_argument("--json", action="store_true", help="JSON output, for scripts")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per call (default 30)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -93,9 +115,40 @@ def _session(args: argparse.Namespace) -> commands.Session:
     except OSError as exc:
         raise CliError(Exit.LOCAL_FILE, str(exc)) from None
     target = args.server or settings.server or saved.server or DEFAULT_TARGET
-    token = saved.token if saved.server in {None, target} else None
-    client = Client(Transport(target, tls=args.tls), token=token, timeout=args.timeout)
-    return commands.Session(client=client, config_path=path, saved=saved, json=args.json)
+    same_server = saved.server in {None, target}
+    token = saved.token if same_server else None
+    tls = _tls(args, settings) or (saved.tls if saved.server == target else None)
+    try:
+        client = Client(_transport(target, tls), token=token, timeout=args.timeout)
+    except TlsFileError as exc:
+        raise CliError(Exit.LOCAL_FILE, str(exc)) from None
+    return commands.Session(client=client, config_path=path, saved=saved, json=args.json, tls=tls)
+
+
+def _absolute(path: str | Path | None) -> str | None:
+    return None if path is None else str(Path(path).absolute())
+
+
+def _tls(args: argparse.Namespace, settings: config.CliSettings) -> config.Tls | None:
+    """The TLS the flags (or TASKGATE_CLI_CA_FILE) ask for; None when they ask for none."""
+    ca_file = args.ca_file or settings.cli_ca_file
+    if (args.cert_file is None) != (args.key_file is None):
+        raise CliError(Exit.USAGE, "--cert-file and --key-file go together")
+    if not (args.tls or ca_file or args.cert_file or args.server_name):
+        return None
+    return config.Tls(
+        ca_file=_absolute(ca_file),
+        cert_file=_absolute(args.cert_file),
+        key_file=_absolute(args.key_file),
+        server_name=args.server_name,
+    )
+
+
+def _transport(target: str, tls: config.Tls | None) -> Transport:
+    if tls is None:
+        return Transport(target)
+    files = TlsFiles(ca_file=tls.ca_file, cert_file=tls.cert_file, key_file=tls.key_file)
+    return Transport(target, tls=files, server_name=tls.server_name)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

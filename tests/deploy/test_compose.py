@@ -25,6 +25,8 @@ from tests.support.monitoring import ROOT
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 APP_SERVICES = {"server": "server", "processor": "server.processor", "gateway": "gateway"}
+# One-shot services: the others wait for them to finish.
+ONE_SHOT = {"migrate", "certs"}
 
 
 def compose() -> dict[str, Any]:
@@ -53,8 +55,8 @@ def test_the_compose_file_matches_the_compose_spec() -> None:
 
 def test_every_service_of_the_stack_is_there() -> None:
     assert set(services()) == {
-        "postgres", "postgres-replica", "redis", "migrate", "server", "processor", "gateway",
-        "prometheus", "grafana",
+        "postgres", "postgres-replica", "redis", "migrate", "certs", "server", "processor",
+        "gateway", "prometheus", "grafana",
     }  # fmt: skip
 
 
@@ -100,13 +102,46 @@ def test_start_order_is_gated_on_health() -> None:
     for name, service in services().items():
         for dependency, condition in service.get("depends_on", {}).items():
             wanted = (
-                "service_completed_successfully" if dependency == "migrate" else "service_healthy"
+                "service_completed_successfully" if dependency in ONE_SHOT else "service_healthy"
             )
             assert condition["condition"] == wanted, (name, dependency)
             dep = services()[dependency]
-            assert dependency in APP_SERVICES or "healthcheck" in dep or dependency == "migrate"
+            assert dependency in APP_SERVICES or "healthcheck" in dep or dependency in ONE_SHOT
     assert "migrate" in services()["server"]["depends_on"]
     assert "migrate" in services()["processor"]["depends_on"]
+
+
+def _mounted_file(service: str, path: str) -> str:
+    """The volume holding ``path`` in ``service``'s container (and the path inside it)."""
+    for mount in services()[service].get("volumes", []):
+        if isinstance(mount, dict) and path.startswith(mount["target"] + "/"):
+            return f"{mount['source']}:{path.removeprefix(mount['target'])}"
+    raise AssertionError(f"{service}: nothing mounted holds {path}")
+
+
+def test_the_server_speaks_tls_and_the_gateway_verifies_it_with_the_ca_that_signed_it() -> None:
+    server, gateway = _environment("server"), _environment("gateway")
+    certs = services()["certs"]
+    assert runnable_module(certs["command"]) == "devstack.certs"
+    (made,) = certs["volumes"]
+    folder = certs["command"][3]
+    assert made["target"] == folder
+    # The files devstack.certs writes, as the processes find them in the shared volume.
+    assert _mounted_file("server", server["TASKGATE_TLS_CERT_FILE"]) == "certs:/server/tls.crt"
+    assert _mounted_file("server", server["TASKGATE_TLS_KEY_FILE"]) == "certs:/server/tls.key"
+    assert _mounted_file("gateway", gateway["TASKGATE_GATEWAY_UPSTREAM_CA_FILE"]) == (
+        "certs:/gateway/ca.crt"
+    )
+    assert _mounted_file("gateway", gateway["TASKGATE_GATEWAY_UPSTREAM_CERT_FILE"]) == (
+        "certs:/gateway/tls.crt"
+    )
+    # The gateway dials "server": a name in the server's certificate.
+    assert gateway["TASKGATE_GATEWAY_UPSTREAM"].partition(":")[0] == "server"
+    for mount in services()["server"]["volumes"] + services()["gateway"]["volumes"]:
+        assert mount["read_only"] is True
+    # The image's HEALTHCHECK asks the plaintext health port, which is not published.
+    health_port = port_of(server["TASKGATE_GRPC_HEALTH_ADDR"])
+    assert all(str(health_port) not in p for p in services()["server"]["ports"])
 
 
 def test_the_processor_scales() -> None:
@@ -158,7 +193,9 @@ def test_the_image_runs_as_non_root_with_a_healthcheck_and_no_secret() -> None:
     users = [rest for word, rest in final if word == "USER"]
     assert users
     assert users[-1].split(":")[0] not in {"0", "root"}
-    assert any(word == "HEALTHCHECK" for word, _ in final)
+    (healthcheck,) = [rest for word, rest in final if word == "HEALTHCHECK"]
+    probe = yaml.safe_load(healthcheck.partition(" CMD ")[2])
+    assert runnable_module(probe) == "server.healthcheck"
     assert yaml.safe_load(next(rest for word, rest in final if word == "CMD")) == [
         "python",
         "-m",

@@ -143,24 +143,29 @@ def test_ports_and_probes_match_the_processes_addresses() -> None:
     server = _ports("taskgate-server")
     assert server == {
         "grpc": port_of(env["TASKGATE_GRPC_ADDR"]),
+        "health": port_of(env["TASKGATE_GRPC_HEALTH_ADDR"]),
         "metrics": port_of(env["TASKGATE_SERVER_METRICS_ADDR"]),
     }
     gateway = _ports("taskgate-gateway")
     assert gateway == {
-        "http": port_of(env["TASKGATE_GATEWAY_ADDR"]),
+        "https": port_of(env["TASKGATE_GATEWAY_ADDR"]),
         "metrics": port_of(env["TASKGATE_GATEWAY_METRICS_ADDR"]),
     }
     assert _ports("taskgate-processor") == {
         "metrics": port_of(env["TASKGATE_PROCESSOR_METRICS_ADDR"])
     }
-    assert set(server.values()) | set(gateway.values()) <= set(default_ports().values())
+    served = {server["grpc"], server["metrics"], *gateway.values()}
+    assert served <= set(default_ports().values())
+    # The kubelet's gRPC probe speaks no TLS: it asks the plaintext health port.
     probes = container("taskgate-server")
-    assert probes["startupProbe"]["grpc"]["port"] == server["grpc"]
-    assert probes["readinessProbe"]["grpc"]["port"] == server["grpc"]
-    assert probes["livenessProbe"]["grpc"] == {"port": server["grpc"], "service": "liveness"}
+    assert probes["startupProbe"]["grpc"]["port"] == server["health"]
+    assert probes["readinessProbe"]["grpc"]["port"] == server["health"]
+    assert probes["livenessProbe"]["grpc"] == {"port": server["health"], "service": "liveness"}
     gateway_probes = container("taskgate-gateway")
     assert gateway_probes["livenessProbe"]["httpGet"]["path"] == "/live"
     assert gateway_probes["readinessProbe"]["httpGet"]["path"] == "/ready"
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert gateway_probes[probe]["httpGet"]["scheme"] == "HTTPS"
     for name in MODULES:
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             assert probe in container(name), (name, probe)
@@ -244,3 +249,64 @@ def test_the_server_takes_its_replica_urls_from_the_secret_when_there() -> None:
     env = {e["name"]: e for e in container("taskgate-server")["env"]}
     ref = env["TASKGATE_DATABASE_REPLICA_URLS"]["valueFrom"]["secretKeyRef"]
     assert ref == {"name": "taskgate", "key": "TASKGATE_DATABASE_REPLICA_URLS", "optional": True}
+
+
+CERTIFICATES = K8S / "certificates.example.yaml"
+TLS_SECRET_KEYS = {"tls.crt", "tls.key", "ca.crt"}  # cert-manager's kubernetes.io/tls Secret
+TLS_FILES = {
+    "taskgate-server": ("TASKGATE_TLS_CERT_FILE", "TASKGATE_TLS_KEY_FILE"),
+    "taskgate-gateway": (
+        "TASKGATE_GATEWAY_TLS_CERT_FILE", "TASKGATE_GATEWAY_TLS_KEY_FILE",
+        "TASKGATE_GATEWAY_UPSTREAM_CA_FILE", "TASKGATE_GATEWAY_UPSTREAM_CERT_FILE",
+        "TASKGATE_GATEWAY_UPSTREAM_KEY_FILE",
+    ),
+}  # fmt: skip
+
+
+def _certificates() -> dict[str, dict[str, Any]]:
+    docs = [d for d in yaml.safe_load_all(CERTIFICATES.read_text()) if d]
+    for doc in docs:
+        assert doc["apiVersion"] == "cert-manager.io/v1"
+        assert doc["metadata"]["namespace"] == "taskgate"
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == "Certificate"}
+
+
+def _secret_mounts(deployment: str) -> dict[str, str]:
+    """``{mount path: secret name}`` of the deployment's Secret volumes."""
+    pod = by_kind("Deployment")[deployment]["spec"]["template"]["spec"]
+    volumes = pod.get("volumes", [])
+    secrets = {v["name"]: v["secret"]["secretName"] for v in volumes if "secret" in v}
+    mounts = {}
+    for mount in container(deployment).get("volumeMounts", []):
+        if mount["name"] in secrets:
+            assert "subPath" not in mount, "a subPath mount never sees a rotated Secret"
+            assert mount["readOnly"] is True
+            mounts[mount["mountPath"]] = secrets[mount["name"]]
+    return mounts
+
+
+@pytest.mark.parametrize("deployment", TLS_FILES)
+def test_every_tls_file_the_configmap_names_is_in_a_mounted_certificate_secret(
+    deployment: str,
+) -> None:
+    issued = {c["spec"]["secretName"] for c in _certificates().values()}
+    mounts = _secret_mounts(deployment)
+    for variable in TLS_FILES[deployment]:
+        path = Path(configmap()[variable])
+        assert str(path.parent) in mounts, (deployment, variable)
+        assert mounts[str(path.parent)] in issued, (deployment, variable)
+        assert path.name in TLS_SECRET_KEYS, (deployment, variable)
+    assert _secret_mounts("taskgate-processor") == {}
+
+
+def test_the_certificates_name_what_the_clients_dial_and_allow_their_use() -> None:
+    certificates = {c["spec"]["secretName"]: c["spec"] for c in _certificates().values()}
+    server = certificates[_secret_mounts("taskgate-server")["/etc/taskgate/tls"]]
+    gateway = certificates[_secret_mounts("taskgate-gateway")["/etc/taskgate/tls"]]
+    upstream_host = configmap()["TASKGATE_GATEWAY_UPSTREAM"].rpartition(":")[0]
+    assert upstream_host in server["dnsNames"]
+    assert "server auth" in server["usages"]
+    assert {"server auth", "client auth"} <= set(gateway["usages"])
+    assert "taskgate-gateway" in gateway["dnsNames"]
+    # One CA signs both: the server trusts the gateway's client certificate under mTLS.
+    assert server["issuerRef"] == gateway["issuerRef"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+from pathlib import Path
 
 from gateway.config import Settings as GatewaySettings
 from server.config import Settings as ServerSettings
@@ -49,12 +50,17 @@ def port_of(addr: str) -> int:
 
 
 def runnable_module(command: list[str]) -> str | None:
-    """The module of ``python -m MODULE``, if it exists and has a ``__main__``; else None."""
+    """The module of ``python -m MODULE``, if it exists and runs as a script: a package
+    with a ``__main__``, or a module that checks ``__name__ == "__main__"``; else None."""
     if command[:2] != ["python", "-m"] or len(command) < 3:
         return None
     module = command[2]
-    if importlib.util.find_spec(module) is None:
+    spec = importlib.util.find_spec(module)
+    if spec is None:
         return None
+    if spec.submodule_search_locations is None:  # a module, not a package
+        source = Path(spec.origin or "").read_text()
+        return module if 'if __name__ == "__main__":' in source else None
     if importlib.util.find_spec(f"{module}.__main__") is None:
         return None
     return module

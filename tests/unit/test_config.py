@@ -205,3 +205,37 @@ def test_the_embedded_processor_gets_the_servers_processor_settings() -> None:
     assert embedded.database_url.get_secret_value() == "postgresql://u:hunter2@db/x"
     assert (embedded.processor_workers, embedded.task_retention) == (5, 86400.0)
     assert embedded.metrics_addr == "127.0.0.1:9465"  # its metrics are the server's
+
+
+def test_tls_is_off_unless_a_certificate_and_its_key_are_given() -> None:
+    assert not Settings.from_env({}).tls
+    assert not Settings.from_env({"TASKGATE_TLS_CERT_FILE": "", "TASKGATE_TLS_KEY_FILE": ""}).tls
+    on = Settings.from_env(
+        {"TASKGATE_TLS_CERT_FILE": "/tls/tls.crt", "TASKGATE_TLS_KEY_FILE": "/tls/tls.key",
+         "TASKGATE_TLS_CLIENT_CA_FILE": "/tls/ca.crt", "TASKGATE_GRPC_HEALTH_ADDR": ":50052"}
+    )  # fmt: skip
+    assert on.tls
+    assert str(on.tls_client_ca_file) == "/tls/ca.crt"
+    assert on.grpc_health_addr == ":50052"
+    assert Settings.from_env({}).grpc_health_addr is None
+
+
+CERT, KEY, CLIENT_CA = (
+    "TASKGATE_TLS_CERT_FILE",
+    "TASKGATE_TLS_KEY_FILE",
+    "TASKGATE_TLS_CLIENT_CA_FILE",
+)
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({CERT: "/c"}, f"{KEY}: must be set with {CERT}"),
+        ({KEY: "/k"}, f"{CERT}: must be set with {KEY}"),
+        ({CLIENT_CA: "/ca"}, f"{CLIENT_CA}: client certificates need TLS"),
+        ({"TASKGATE_GRPC_HEALTH_ADDR": "nowhere"}, "TASKGATE_GRPC_HEALTH_ADDR: not a host:port"),
+    ],
+)
+def test_incomplete_tls_settings_are_refused_by_name(environ: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env(environ)
