@@ -105,7 +105,9 @@ class App:
             reconnect_timeout=settings.db_reconnect_timeout,
         )
         self.redis: Redis = create_client(
-            settings.redis_url.get_secret_value(), timeout=settings.redis_timeout
+            settings.redis_url.get_secret_value(),
+            timeout=settings.redis_timeout,
+            pool_size=settings.redis_pool_size,
         )
         self.db_metrics.pools.add("api", self.pool)
         self.database = database = Database(

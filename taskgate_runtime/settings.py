@@ -256,6 +256,7 @@ class RedisSettings(TaskgateSettings):
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
     redis_key_prefix: str = "taskgate:"
     redis_timeout: Duration = 2.0
+    redis_pool_size: Annotated[int, Field(gt=0)] = 64
 
 
 def metrics_addr(variable: str, default: str) -> Any:

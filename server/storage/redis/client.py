@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from redis import exceptions as redis_errors
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -17,9 +17,17 @@ from server.metrics_storage import Timed
 from server.storage.errors import StorageUnavailable, timed_out
 
 
-def create_client(url: str, *, timeout: float) -> Redis:
-    return Redis.from_url(
+def create_client(url: str, *, timeout: float, pool_size: int = 64) -> Redis:
+    """A client on a pool of at most ``pool_size`` connections.
+
+    A burst of calls queues for a connection instead of opening one each (a
+    thousand streams' worth of connect handshakes at once outlast their time
+    budget on a busy machine); the wait counts in each call's budget.
+    """
+    pool = BlockingConnectionPool.from_url(
         url,
+        max_connections=pool_size,
+        timeout=None,  # redis_call's time budget bounds the wait
         decode_responses=True,
         # Every call runs inside redis_call's time budget, which cancels a stalled
         # read (the client then drops that connection); a second per-read timer
@@ -30,6 +38,7 @@ def create_client(url: str, *, timeout: float) -> Redis:
         # is reported at once instead of being retried past the caller's budget.
         retry=Retry(NoBackoff(), 1),
     )
+    return Redis.from_pool(pool)  # the client owns the pool: aclose() closes it
 
 
 @asynccontextmanager
