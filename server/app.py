@@ -46,6 +46,7 @@ from server.storage.postgres.listener import Listener
 from server.storage.postgres.tasks import TaskRepository
 from server.storage.postgres.users import UserRepository
 from server.storage.redis.client import create_client
+from server.storage.redis.devices import DeviceTokenRepository
 from server.storage.redis.keys import RedisKeys
 from server.storage.redis.sessions import SessionRepository
 from server.transport import server_options
@@ -107,11 +108,12 @@ class App:
             pool=self.pool, timeout=settings.db_timeout, metrics=self.db_metrics
         )
         user_repository = UserRepository(database=database)
+        redis_metrics = RedisMetrics(self.registry)
         session_repository = SessionRepository(
             redis=self.redis,
             keys=RedisKeys(settings.redis_key_prefix),
             timeout=settings.redis_timeout,
-            metrics=RedisMetrics(self.registry),
+            metrics=redis_metrics,
         )
         self.hasher = hasher = hasher or PasswordHasher(
             time_cost=settings.argon2_time_cost,
@@ -119,6 +121,8 @@ class App:
             parallelism=settings.argon2_parallelism,
             workers=settings.password_hash_workers,
             queue=settings.password_hash_queue,
+            per_username=settings.password_hash_per_username,
+            max_wait=settings.password_hash_max_wait,
             on_refusal=functools.partial(auth_metrics.refused, "password_hashing"),
         )
         client_limits = ClientLimits(
@@ -136,6 +140,13 @@ class App:
             login_limit=settings.login_rate_limit,
             login_window=settings.login_rate_window,
             client_limits=client_limits,
+            devices=DeviceTokenRepository(
+                redis=self.redis,
+                keys=RedisKeys(settings.redis_key_prefix),
+                timeout=settings.redis_timeout,
+                metrics=redis_metrics,
+            ),
+            device_token_ttl=settings.device_token_ttl,
             metrics=auth_metrics,
         )
         users = UserService(

@@ -78,5 +78,11 @@ def check_session_id(value: str, field: str = "session_id") -> None:
         raise InvalidArgument.field(field, "is not a session id")
 
 
+def check_device_token(value: str, field: str = "device_token") -> None:
+    """Optional; when given it must have the shape of the tokens the server issues."""
+    if value and not looks_like_session_id(value):
+        raise InvalidArgument.field(field, "is not a device token from this server")
+
+
 def looks_like_session_id(value: str) -> bool:
     return len(value) == SESSION_ID_LENGTH and _SESSION_ID.fullmatch(value) is not None

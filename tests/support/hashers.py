@@ -28,8 +28,8 @@ class GatedHasher(PasswordHasher):
         self.gate = asyncio.Event()
         self.gate.set()
 
-    async def verify(self, password_hash: str | None, password: str) -> bool:
-        result = await super().verify(password_hash, password)
+    async def verify(self, password_hash: str | None, password: str, **lane: Any) -> bool:
+        result = await super().verify(password_hash, password, **lane)
         self.entered.set()
         await self.gate.wait()
         return result
@@ -54,9 +54,9 @@ class SlowHasher(PasswordHasher):
         super().__init__(**cheap(settings))
         self._delay = delay
 
-    async def verify(self, password_hash: str | None, password: str) -> bool:
+    async def verify(self, password_hash: str | None, password: str, **lane: Any) -> bool:
         await asyncio.sleep(self._delay)
-        return await super().verify(password_hash, password)
+        return await super().verify(password_hash, password, **lane)
 
 
 __all__ = ["BlockingHasher", "GatedHasher", "SlowHasher"]

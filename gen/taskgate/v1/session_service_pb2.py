@@ -27,7 +27,7 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!taskgate/v1/session_service.proto\x12\x0btaskgate.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa8\x01\n\x07Session\x12\x18\n\nsession_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07user_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"G\n\x14\x43reateSessionRequest\x12\x16\n\x08username\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\x08password\x18\x02 \x01(\tB\x05\xe2\x41\x02\x02\x04\">\n\x15\x43reateSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.taskgate.v1.Session\"-\n\x11GetSessionRequest\x12\x18\n\nsession_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\";\n\x12GetSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.taskgate.v1.Session\"0\n\x14\x44\x65leteSessionRequest\x12\x18\n\nsession_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x17\n\x15\x44\x65leteSessionResponse2\xee\x02\n\x0eSessionService\x12o\n\rCreateSession\x12!.taskgate.v1.CreateSessionRequest\x1a\".taskgate.v1.CreateSessionResponse\"\x17\x82\xd3\xe4\x93\x02\x11\"\x0c/v1/sessions:\x01*\x12p\n\nGetSession\x12\x1e.taskgate.v1.GetSessionRequest\x1a\x1f.taskgate.v1.GetSessionResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/sessions/{session_id}\x12y\n\rDeleteSession\x12!.taskgate.v1.DeleteSessionRequest\x1a\".taskgate.v1.DeleteSessionResponse\"!\x82\xd3\xe4\x93\x02\x1b*\x19/v1/sessions/{session_id}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!taskgate/v1/session_service.proto\x12\x0btaskgate.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa8\x01\n\x07Session\x12\x18\n\nsession_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07user_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"d\n\x14\x43reateSessionRequest\x12\x16\n\x08username\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\x08password\x18\x02 \x01(\tB\x05\xe2\x41\x02\x02\x04\x12\x1b\n\x0c\x64\x65vice_token\x18\x03 \x01(\tB\x05\xe2\x41\x02\x01\x04\"Z\n\x15\x43reateSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.taskgate.v1.Session\x12\x1a\n\x0c\x64\x65vice_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\"-\n\x11GetSessionRequest\x12\x18\n\nsession_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\";\n\x12GetSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.taskgate.v1.Session\"0\n\x14\x44\x65leteSessionRequest\x12\x18\n\nsession_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x17\n\x15\x44\x65leteSessionResponse2\xee\x02\n\x0eSessionService\x12o\n\rCreateSession\x12!.taskgate.v1.CreateSessionRequest\x1a\".taskgate.v1.CreateSessionResponse\"\x17\x82\xd3\xe4\x93\x02\x11\"\x0c/v1/sessions:\x01*\x12p\n\nGetSession\x12\x1e.taskgate.v1.GetSessionRequest\x1a\x1f.taskgate.v1.GetSessionResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/sessions/{session_id}\x12y\n\rDeleteSession\x12!.taskgate.v1.DeleteSessionRequest\x1a\".taskgate.v1.DeleteSessionResponse\"!\x82\xd3\xe4\x93\x02\x1b*\x19/v1/sessions/{session_id}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,6 +46,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATESESSIONREQUEST'].fields_by_name['username']._serialized_options = b'\342A\001\002'
   _globals['_CREATESESSIONREQUEST'].fields_by_name['password']._loaded_options = None
   _globals['_CREATESESSIONREQUEST'].fields_by_name['password']._serialized_options = b'\342A\002\002\004'
+  _globals['_CREATESESSIONREQUEST'].fields_by_name['device_token']._loaded_options = None
+  _globals['_CREATESESSIONREQUEST'].fields_by_name['device_token']._serialized_options = b'\342A\002\001\004'
+  _globals['_CREATESESSIONRESPONSE'].fields_by_name['device_token']._loaded_options = None
+  _globals['_CREATESESSIONRESPONSE'].fields_by_name['device_token']._serialized_options = b'\342A\001\003'
   _globals['_GETSESSIONREQUEST'].fields_by_name['session_id']._loaded_options = None
   _globals['_GETSESSIONREQUEST'].fields_by_name['session_id']._serialized_options = b'\342A\001\002'
   _globals['_DELETESESSIONREQUEST'].fields_by_name['session_id']._loaded_options = None
@@ -59,17 +63,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SESSION']._serialized_start=147
   _globals['_SESSION']._serialized_end=315
   _globals['_CREATESESSIONREQUEST']._serialized_start=317
-  _globals['_CREATESESSIONREQUEST']._serialized_end=388
-  _globals['_CREATESESSIONRESPONSE']._serialized_start=390
-  _globals['_CREATESESSIONRESPONSE']._serialized_end=452
-  _globals['_GETSESSIONREQUEST']._serialized_start=454
-  _globals['_GETSESSIONREQUEST']._serialized_end=499
-  _globals['_GETSESSIONRESPONSE']._serialized_start=501
-  _globals['_GETSESSIONRESPONSE']._serialized_end=560
-  _globals['_DELETESESSIONREQUEST']._serialized_start=562
-  _globals['_DELETESESSIONREQUEST']._serialized_end=610
-  _globals['_DELETESESSIONRESPONSE']._serialized_start=612
-  _globals['_DELETESESSIONRESPONSE']._serialized_end=635
-  _globals['_SESSIONSERVICE']._serialized_start=638
-  _globals['_SESSIONSERVICE']._serialized_end=1004
+  _globals['_CREATESESSIONREQUEST']._serialized_end=417
+  _globals['_CREATESESSIONRESPONSE']._serialized_start=419
+  _globals['_CREATESESSIONRESPONSE']._serialized_end=509
+  _globals['_GETSESSIONREQUEST']._serialized_start=511
+  _globals['_GETSESSIONREQUEST']._serialized_end=556
+  _globals['_GETSESSIONRESPONSE']._serialized_start=558
+  _globals['_GETSESSIONRESPONSE']._serialized_end=617
+  _globals['_DELETESESSIONREQUEST']._serialized_start=619
+  _globals['_DELETESESSIONREQUEST']._serialized_end=667
+  _globals['_DELETESESSIONRESPONSE']._serialized_start=669
+  _globals['_DELETESESSIONRESPONSE']._serialized_end=692
+  _globals['_SESSIONSERVICE']._serialized_start=695
+  _globals['_SESSIONSERVICE']._serialized_end=1061
 # @@protoc_insertion_point(module_scope)
