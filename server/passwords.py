@@ -132,7 +132,7 @@ class PasswordHasher:
         self, password: str, *, key: str, on_start: Callable[[], None] | None = None
     ) -> str:
         """The hash of a new password; ``key`` (the username) is whose share it spends."""
-        return await self._run(Lane.OPEN, key, on_start, self._hasher.hash, password)
+        return await self._run(Lane.OPEN, key, on_start, self._hash, password)
 
     async def verify(
         self,
@@ -238,6 +238,9 @@ class PasswordHasher:
             "the server is busy checking passwords; try again shortly",
             retry_after=BUSY_RETRY_AFTER,
         )
+
+    def _hash(self, password: str) -> str:
+        return self._hasher.hash(password)
 
     def _verify(self, password_hash: str | None, password: str) -> bool:
         try:
