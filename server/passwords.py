@@ -148,6 +148,12 @@ class PasswordHasher:
         lane = Lane.TRUSTED if trusted else Lane.OPEN
         return await self._run(lane, key, on_start, self._verify, password_hash, password)
 
+    def check_room(self, *, key: str, trusted: bool = False) -> None:
+        """RESOURCE_EXHAUSTED now if a hash for ``key`` in that lane would be refused now:
+        a call can stop before it spends a database query on a hash that cannot run."""
+        if not self._has_room(Lane.TRUSTED if trusted else Lane.OPEN, key):
+            raise self._busy()
+
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
@@ -173,14 +179,19 @@ class PasswordHasher:
             self._drop(job)  # unrun if it was still waiting; a running hash runs on
             raise
 
+    def _has_room(self, lane: Lane, key: str) -> bool:
+        if self._running < self._workers:
+            return True
+        waiting = self._lanes[lane]
+        return waiting.size < self._queue_limit and waiting.waiting(key) < self._per_username
+
     def _admit(self, job: _Job) -> None:
         if self._running < self._workers:
             self._start(job)
             return
-        waiting = self._lanes[job.lane]
-        if waiting.size >= self._queue_limit or waiting.waiting(job.key) >= self._per_username:
+        if not self._has_room(job.lane, job.key):
             raise self._busy()
-        waiting.push(job)
+        self._lanes[job.lane].push(job)
         job.expiry = asyncio.get_running_loop().call_later(self._max_wait, self._expire, job)
 
     def _start(self, job: _Job) -> None:

@@ -82,6 +82,8 @@ class SessionService:
         client = client_address()
         await self._client_limits.check("login")
         await self._check_not_locked(username, client)
+        if not device_token:  # its lane is known: no database query for a hash with no room
+            self._hasher.check_room(key=username)
         credentials = await self._users.get_credentials(username)
         trusted = await self._proves_login(device_token, credentials)
         async with self._client_limits.attempt("login") as attempt:

@@ -33,6 +33,7 @@ class UserService:
 
     async def register(self, username: str, password: str) -> User:
         rules.check_credentials(username, password)
+        self._hasher.check_room(key=username)
         async with self._client_limits.attempt("register") as attempt:
             password_hash = await self._hasher.hash(
                 password, key=username, on_start=attempt.hash_started

@@ -90,6 +90,9 @@ async def test_a_full_lane_refuses_at_once_and_leaves_the_other_lane_open(
         )
         with pytest.raises(ResourceExhausted):
             await hasher.verify(None, "refused", key="c")
+        with pytest.raises(ResourceExhausted):  # what a login asks before its database query
+            hasher.check_room(key="c")
+        hasher.check_room(key="d", trusted=True)
         tasks += await admitted(hasher, hasher.verify(None, "returning", key="d", trusted=True))
         hasher.release.set()
         await asyncio.gather(*tasks)
