@@ -104,7 +104,7 @@ class PasswordHasher:
         memory_kib: int,
         parallelism: int,
         workers: int = 1,
-        queue: int = 32,
+        queue: int = 256,
         per_username: int = 2,
         max_wait: float = 2.0,
         on_refusal: Callable[[], None] | None = None,

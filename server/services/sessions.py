@@ -79,11 +79,11 @@ class SessionService:
         """
         rules.check_credentials(username, password)
         rules.check_device_token(device_token)
+        if not device_token:  # its lane is known: no Redis or Postgres for a hash with no room
+            self._hasher.check_room(key=username)
         client = client_address()
         await self._client_limits.check("login")
         await self._check_not_locked(username, client)
-        if not device_token:  # its lane is known: no database query for a hash with no room
-            self._hasher.check_room(key=username)
         credentials = await self._users.get_credentials(username)
         trusted = await self._proves_login(device_token, credentials)
         async with self._client_limits.attempt("login") as attempt:
