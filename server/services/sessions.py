@@ -5,9 +5,10 @@ proof that this client logged in as this user before. A later login that
 sends it back, for the same user, has its password checked in the hashing
 pool's trusted lane (:mod:`server.passwords`), ahead of every login that
 cannot show one: a guessing flood cannot keep a returning user out. The token
-is no credential (the password is still checked), it is renewed by each login
-that sends it, and a wrong password sent with it revokes it, so a stolen one
-buys at most one early guess.
+is no credential (the password is still checked); each successful login
+replaces it with a new one (so a copied token dies at the owner's next login),
+and a wrong password sent with it revokes it, so a stolen one buys at most one
+early guess.
 """
 
 from __future__ import annotations
@@ -95,8 +96,13 @@ class SessionService:
                 attempt=attempt,
             )
             session = await self._open(credentials)
-            token = device_token if trusted else secrets.token_urlsafe(32)
-            await self._devices.save(token, credentials.id, self._device_token_ttl)
+            token = secrets.token_urlsafe(32)
+            await self._devices.save(
+                token,
+                credentials.id,
+                self._device_token_ttl,
+                replacing=device_token if trusted else "",
+            )
         if self._metrics is not None:
             self._metrics.sessions_created.inc()
         return Login(session=session, device_token=token)

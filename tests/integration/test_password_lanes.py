@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 import grpc
@@ -157,71 +157,76 @@ async def login(
     return response
 
 
-async def test_a_login_gets_a_device_token_that_its_next_logins_keep(
-    channel: grpc.aio.Channel,
+@pytest.fixture
+async def lanes(settings: Settings) -> AsyncIterator[tuple[Client, BlockingHasher]]:
+    hasher = BlockingHasher(settings, workers=1, queue=16)
+    hasher.release.set()
+    async with serving(settings, hasher=hasher) as (_, client):
+        yield client, hasher
+
+
+async def goes_first(
+    client: Client, hasher: BlockingHasher, username: str, token: str
+) -> tuple[bool, str]:
+    """Whether a login of ``username`` with ``token`` overtakes queued guesses at unknown
+    names (it runs right after the one hash running when it came); its new device token."""
+    hasher.release.clear()
+    del hasher.order[:]
+    flood = []
+    for n in range(3):
+        flood.append(asyncio.ensure_future(login(client, f"nobody{n}", f"guess-{n}-xx")))
+        await until(lambda n=n: hasher.admitted == n + 1)
+    returning = asyncio.ensure_future(login(client, username, device_token=token))
+    await until(lambda: hasher.admitted == 4)
+    hasher.release.set()
+    new_token = (await returning).device_token
+    await asyncio.gather(*flood, return_exceptions=True)
+    assert new_token not in ("", token)  # every successful login replaces it
+    return hasher.order.index(PASSWORD) == 1, new_token
+
+
+async def test_a_returning_login_overtakes_a_flood_of_guesses(
+    lanes: tuple[Client, BlockingHasher],
 ) -> None:
-    client = Client(channel)
+    client, hasher = lanes
     user = await client.register()
-    first = await login(client, user.username)
-    assert len(first.device_token) == SESSION_ID_LENGTH
-    again = await login(client, user.username, device_token=first.device_token)
-    assert again.device_token == first.device_token
-    assert again.session.session_id != first.session.session_id
-    elsewhere = await login(client, user.username)
-    assert elsewhere.device_token not in ("", first.device_token)
+    first = (await login(client, user.username)).device_token
+    assert len(first) == SESSION_ID_LENGTH
+    assert not (await goes_first(client, hasher, user.username, ""))[0]
+    ahead, second = await goes_first(client, hasher, user.username, first)
+    assert ahead
+    assert (await goes_first(client, hasher, user.username, second))[0]
 
 
-async def test_a_wrong_password_revokes_the_device_token(channel: grpc.aio.Channel) -> None:
-    client = Client(channel)
+async def test_a_replaced_device_token_proves_nothing(
+    lanes: tuple[Client, BlockingHasher],
+) -> None:
+    client, hasher = lanes
+    user = await client.register()
+    first = (await login(client, user.username)).device_token
+    await login(client, user.username, device_token=first)  # replaces it
+    assert not (await goes_first(client, hasher, user.username, first))[0]
+
+
+async def test_a_wrong_password_revokes_the_device_token(
+    lanes: tuple[Client, BlockingHasher],
+) -> None:
+    client, hasher = lanes
     user = await client.register()
     token = (await login(client, user.username)).device_token
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await login(client, user.username, "not the password", device_token=token)
     assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    after = await login(client, user.username, device_token=token)
-    assert after.device_token != token  # the old one proves nothing any more
+    assert not (await goes_first(client, hasher, user.username, token))[0]
 
 
-async def test_a_device_token_proves_only_its_own_users_login(settings: Settings) -> None:
-    hasher = BlockingHasher(settings, workers=1, queue=8)
-    hasher.release.set()
-    async with serving(settings, hasher=hasher) as (_, client):
-        owner, other = await client.register(), await client.register()
-        token = (await login(client, owner.username)).device_token
-        hasher.release.clear()
-        del hasher.order[:]
-        tasks = [asyncio.ensure_future(login(client, owner.username, "running hash"))]
-        await until(lambda: hasher.admitted == 1)
-        tasks.append(asyncio.ensure_future(login(client, other.username, "open lane")))
-        await until(lambda: hasher.admitted == 2)
-        tasks.append(asyncio.ensure_future(login(client, other.username, device_token=token)))
-        await until(lambda: hasher.admitted == 3)
-        hasher.release.set()
-        results = await asyncio.gather(*tasks, return_exceptions=True)
-        assert hasher.order == ["running hash", "open lane", PASSWORD]  # no skipping the line
-        last = results[2]
-        assert isinstance(last, session_pb.CreateSessionResponse)
-        assert last.device_token != token
-
-
-async def test_a_returning_login_overtakes_a_flood_of_guesses(settings: Settings) -> None:
-    hasher = BlockingHasher(settings, workers=1, queue=16)
-    hasher.release.set()
-    async with serving(settings, hasher=hasher) as (_, client):
-        user = await client.register()
-        token = (await login(client, user.username)).device_token
-        hasher.release.clear()
-        del hasher.order[:]
-        flood = []
-        for n in range(6):
-            flood.append(asyncio.ensure_future(login(client, f"nobody{n}", f"guess-{n}-xx")))
-            await until(lambda n=n: hasher.admitted == n + 1)
-        returning = asyncio.ensure_future(login(client, user.username, device_token=token))
-        await until(lambda: hasher.admitted == 7)
-        hasher.release.set()
-        assert (await returning).device_token == token
-        await asyncio.gather(*flood, return_exceptions=True)
-        assert hasher.order[:2] == ["guess-0-xx", PASSWORD]
+async def test_a_device_token_proves_only_its_own_users_login(
+    lanes: tuple[Client, BlockingHasher],
+) -> None:
+    client, hasher = lanes
+    owner, other = await client.register(), await client.register()
+    token = (await login(client, owner.username)).device_token
+    assert not (await goes_first(client, hasher, other.username, token))[0]
 
 
 async def test_a_malformed_device_token_is_invalid_argument(channel: grpc.aio.Channel) -> None:

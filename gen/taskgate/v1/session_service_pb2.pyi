@@ -98,8 +98,9 @@ class CreateSessionResponse(_message.Message):
     DEVICE_TOKEN_FIELD_NUMBER: _builtins.int
     device_token: _builtins.str
     """Proof of this successful login: keep it (per user, on this client) and
-    send it with the next CreateSession. It is not a credential: a login
-    still needs the password. It lives TASKGATE_DEVICE_TOKEN_TTL (30 days).
+    send it with the next CreateSession, which replaces it with a new one.
+    It is not a credential: a login still needs the password. It lives
+    TASKGATE_DEVICE_TOKEN_TTL (30 days).
     """
     @_builtins.property
     def session(self) -> Global___Session:

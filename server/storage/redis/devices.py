@@ -36,12 +36,15 @@ class DeviceTokenRepository:
             user_id = await self._redis.get(self._keys.device_token(token))
         return None if user_id is None else UUID(str(user_id))
 
-    async def save(self, token: str, user_id: UUID, ttl: float) -> None:
-        """Issues ``token`` to the user, or renews it, for ``ttl`` seconds."""
-        async with self._call("device_token_set"):
-            await self._redis.set(
-                self._keys.device_token(token), str(user_id), px=max(1, int(ttl * 1000))
-            )
+    async def save(self, token: str, user_id: UUID, ttl: float, *, replacing: str = "") -> None:
+        """Issues ``token`` to the user for ``ttl`` seconds, revoking ``replacing`` if given."""
+        # Not a transaction: the two keys may live on different cluster slots.
+        call = self._call("device_token_set")
+        async with call, self._redis.pipeline(transaction=False) as pipe:
+            pipe.set(self._keys.device_token(token), str(user_id), px=max(1, int(ttl * 1000)))
+            if replacing:
+                pipe.delete(self._keys.device_token(replacing))
+            await pipe.execute()
 
     async def revoke(self, token: str) -> None:
         async with self._call("device_token_delete"):
