@@ -6,7 +6,7 @@ of it that decides whose hash runs next when every thread is busy:
 
 - **Two lanes.** A login that presents a valid device token for its username
   (proof of an earlier successful login from that client, see
-  :mod:`server.services.devices`) waits in the *trusted* lane; everything else
+  :mod:`server.services.sessions`) waits in the *trusted* lane; everything else
   (logins without one, unknown usernames, registrations) in the *open* lane.
   A free thread always takes trusted work first, so a flood of guesses, from
   however many addresses, delays a returning user by at most the hashes
