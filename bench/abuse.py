@@ -211,15 +211,15 @@ async def argon2_flood(env: BenchEnv, args: argparse.Namespace, spread: bool) ->
     latencies: list[float] = []
     outcomes: Counter[str] = Counter()
 
-    async def legitimate(stub: session_service_pb2_grpc.SessionServiceAsyncStub) -> None:
-        # Logged in once before, as a returning user has: its device token.
-        token = (await login(stub, username, password, "192.0.2.1")).device_token
+    async def legitimate(
+        stub: session_service_pb2_grpc.SessionServiceAsyncStub, token: str
+    ) -> None:
         await asyncio.sleep(1.0)  # let the flood build up
         ends = time.monotonic() + args.duration
         while time.monotonic() < ends:
             started = time.monotonic()
             try:
-                await login(stub, username, password, "192.0.2.1", token)
+                token = (await login(stub, username, password, "192.0.2.1", token)).device_token
                 outcomes["OK"] += 1
             except grpc.aio.AioRpcError as error:
                 outcomes[error.code().name] += 1
@@ -232,8 +232,11 @@ async def argon2_flood(env: BenchEnv, args: argparse.Namespace, spread: bool) ->
         grpc.aio.insecure_channel(env.target) as legit,
     ):
         attack_stub = session_service_pb2_grpc.SessionServiceStub(attack)
+        legit_stub = session_service_pb2_grpc.SessionServiceStub(legit)
+        # Logged in once before the flood, as a returning user has: its device token.
+        token = (await login(legit_stub, username, password, "192.0.2.1")).device_token
         await asyncio.gather(
-            legitimate(session_service_pb2_grpc.SessionServiceStub(legit)),
+            legitimate(legit_stub, token),
             *(attacker(attack_stub) for _ in range(args.flood)),
         )
     where = "a fresh address per call" if spread else "one address"
