@@ -10,15 +10,23 @@ prefix), each measured from outside the server process:
   largest message) are in flight. Aim: peak under 500 MB.
 - ``argon2``: production argon2 costs; 100 concurrent loops of CreateSession
   with random unknown usernames (the flood), while a legitimate user logs in
-  every 0.5 s from another address. The flood comes from one address, then
-  (``--spread``) from a fresh address per call, through the trusted-proxy
-  ``x-forwarded-for`` path (the server trusts 127.0.0.1 as a proxy). Reports the
-  legitimate logins' latency and outcome. Aim: under 1 s.
+  every 0.5 s from another address, with the device token of its previous
+  login. The flood comes from one address, then (``--spread``) from a fresh
+  address per call, through the trusted-proxy ``x-forwarded-for`` path (the
+  server trusts 127.0.0.1 as a proxy). Reports the legitimate logins' latency
+  and outcome. Aim: under 1 s.
 - ``uploads`` (bench/abuse_uploads.py): one authenticated user floods CreateTask
   with small PNGs declaring 40 MP while another user submits small images.
   Aims: the other user's CreateTask under 200 ms, the server's RSS under 500 MB.
 - ``results`` (bench/abuse_results.py): 8 concurrent downloads of a 14.5 MB
   result, three times. Aims: every download whole, the server's RSS under 500 MB.
+- ``returning``: production argon2 costs; 100 flooding addresses (``--addresses``),
+  one loop each, guessing passwords of unknown usernames and of the legitimate
+  users alike, while 2 legitimate users (``--users``), each on an address of
+  its own, log in every 0.5 s with the device token of their previous login
+  (they logged in once before the flood), and one more logs in without a
+  token. Aim: at least 95 % of the returning users' logins succeed, with a
+  p99 latency under 1.5 s. The tokenless user's outcomes are printed too.
 
 Exit status: 0 when it ran (whether or not the aims were met), 1 when it could not.
 """
@@ -27,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import os
 import random
 import secrets
@@ -35,6 +44,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -57,6 +67,8 @@ MAX_IMAGE_BYTES = 10 * 1024 * 1024
 MAX_MESSAGE_BYTES = MAX_IMAGE_BYTES + 64 * 1024
 RSS_AIM_MB = 500
 LATENCY_AIM_S = 1.0
+RETURNING_SUCCESS_AIM = 0.95
+RETURNING_P99_AIM_S = 1.5
 CREATE_USER = "/taskgate.v1.UserService/CreateUser"
 CREATE_SESSION = "/taskgate.v1.SessionService/CreateSession"
 
@@ -210,17 +222,15 @@ async def argon2_flood(env: BenchEnv, args: argparse.Namespace, spread: bool) ->
     latencies: list[float] = []
     outcomes: Counter[str] = Counter()
 
-    async def legitimate(stub: session_service_pb2_grpc.SessionServiceAsyncStub) -> None:
+    async def legitimate(
+        stub: session_service_pb2_grpc.SessionServiceAsyncStub, token: str
+    ) -> None:
         await asyncio.sleep(1.0)  # let the flood build up
         ends = time.monotonic() + args.duration
         while time.monotonic() < ends:
             started = time.monotonic()
             try:
-                await stub.CreateSession(
-                    session_service_pb2.CreateSessionRequest(username=username, password=password),
-                    metadata=(("x-forwarded-for", "192.0.2.1"),),
-                    timeout=30,
-                )
+                token = (await login(stub, username, password, "192.0.2.1", token)).device_token
                 outcomes["OK"] += 1
             except grpc.aio.AioRpcError as error:
                 outcomes[error.code().name] += 1
@@ -233,8 +243,11 @@ async def argon2_flood(env: BenchEnv, args: argparse.Namespace, spread: bool) ->
         grpc.aio.insecure_channel(env.target) as legit,
     ):
         attack_stub = session_service_pb2_grpc.SessionServiceStub(attack)
+        legit_stub = session_service_pb2_grpc.SessionServiceStub(legit)
+        # Logged in once before the flood, as a returning user has: its device token.
+        token = (await login(legit_stub, username, password, "192.0.2.1")).device_token
         await asyncio.gather(
-            legitimate(session_service_pb2_grpc.SessionServiceStub(legit)),
+            legitimate(legit_stub, token),
             *(attacker(attack_stub) for _ in range(args.flood)),
         )
     where = "a fresh address per call" if spread else "one address"
@@ -244,6 +257,139 @@ async def argon2_flood(env: BenchEnv, args: argparse.Namespace, spread: bool) ->
         f"  flood from {where}: legitimate logins {dict(outcomes)}, latency median "
         f"{statistics.median(latencies) * 1000:.0f} ms, max {worst * 1000:.0f} ms "
         f"(aim < {LATENCY_AIM_S:.0f} s: {verdict}); flood calls {dict(flood_codes)}",
+        flush=True,
+    )
+
+
+class Logins:
+    """Outcomes and latencies of one kind of login."""
+
+    def __init__(self) -> None:
+        self.outcomes: Counter[str] = Counter()
+        self.latencies: list[float] = []
+
+    async def call(self, login: Awaitable[session_service_pb2.CreateSessionResponse]) -> str:
+        """The device token the login returned ("" when it failed)."""
+        started = time.monotonic()
+        try:
+            response = await login
+        except grpc.aio.AioRpcError as error:
+            self.outcomes[error.code().name] += 1
+            return ""
+        finally:
+            self.latencies.append(time.monotonic() - started)
+        self.outcomes["OK"] += 1
+        return response.device_token
+
+    def summary(self) -> str:
+        total = sum(self.outcomes.values())
+        return (
+            f"{self.outcomes['OK']}/{total} OK ({self.success:.0%}) {dict(self.outcomes)}, "
+            f"latency median {statistics.median(self.latencies) * 1000:.0f} ms, "
+            f"p99 {self.p99 * 1000:.0f} ms, max {max(self.latencies) * 1000:.0f} ms"
+        )
+
+    @property
+    def success(self) -> float:
+        return self.outcomes["OK"] / max(1, sum(self.outcomes.values()))
+
+    @property
+    def p99(self) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
+def login(
+    stub: session_service_pb2_grpc.SessionServiceAsyncStub,
+    username: str,
+    password: str,
+    address: str,
+    device_token: str = "",
+) -> Awaitable[session_service_pb2.CreateSessionResponse]:
+    return stub.CreateSession(
+        session_service_pb2.CreateSessionRequest(
+            username=username, password=password, device_token=device_token
+        ),
+        metadata=(("x-forwarded-for", address),),
+        timeout=30,
+    )
+
+
+def run_guessing_flood(
+    target: str, usernames: list[str], addresses: int, seconds: float
+) -> Counter[str]:
+    """In a process of its own: ``addresses`` loops, each from one address, guessing
+    passwords of ``usernames`` and of unknown names for ``seconds``; their status codes."""
+    return asyncio.run(guessing_flood(target, usernames, addresses, seconds))
+
+
+async def guessing_flood(
+    target: str, usernames: list[str], addresses: int, seconds: float
+) -> Counter[str]:
+    codes: Counter[str] = Counter()
+    ends = time.monotonic() + seconds
+
+    async def attacker(stub: session_service_pb2_grpc.SessionServiceAsyncStub, n: int) -> None:
+        address = f"10.1.{n // 250}.{n % 250 + 1}"
+        while time.monotonic() < ends:
+            victim = random.choice([*usernames, f"nobody_{secrets.token_hex(6)}"])
+            try:
+                await login(stub, victim, f"guess-{secrets.token_hex(4)}", address)
+                codes["OK"] += 1
+            except grpc.aio.AioRpcError as error:
+                codes[error.code().name] += 1
+
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = session_service_pb2_grpc.SessionServiceStub(channel)
+        await asyncio.gather(*(attacker(stub, n) for n in range(addresses)))
+    return codes
+
+
+async def returning_users_flood(env: BenchEnv, args: argparse.Namespace) -> None:
+    homes = [f"192.0.2.{10 + n}" for n in range(args.users + 1)]
+    users = [await register(env.target, home) for home in homes]
+    returning, tokenless = Logins(), Logins()
+
+    async def user(
+        stub: session_service_pb2_grpc.SessionServiceAsyncStub, number: int, token: str
+    ) -> None:
+        (username, password), home = users[number], homes[number]
+        kind = tokenless if number == args.users else returning
+        await asyncio.sleep(1.0 + number * 0.1)  # let the flood build up; spread the users
+        ends = time.monotonic() + args.duration
+        while time.monotonic() < ends:
+            sent = token if kind is returning else ""
+            token = await kind.call(login(stub, username, password, home, sent)) or token
+            await asyncio.sleep(0.5)
+
+    async with grpc.aio.insecure_channel(env.target) as legit:
+        legit_stub = session_service_pb2_grpc.SessionServiceStub(legit)
+        before = [  # each user's login before the flood: its device token
+            (await login(legit_stub, u, p, home)).device_token
+            for (u, p), home in zip(users, homes, strict=True)
+        ]
+        # The flood runs in a process of its own, as an attacker elsewhere would: the
+        # legitimate clients' event loop then measures the server, not the flood's client.
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            flood = asyncio.get_running_loop().run_in_executor(
+                pool,
+                run_guessing_flood,
+                env.target,
+                [u for u, _ in users],
+                args.addresses,
+                args.duration + 1.5 + args.users * 0.1,
+            )
+            await asyncio.gather(*(user(legit_stub, n, t) for n, t in enumerate(before)))
+            flood_codes = await flood
+    met = returning.success >= RETURNING_SUCCESS_AIM and returning.p99 < RETURNING_P99_AIM_S
+    print(
+        f"  flood from {args.addresses} addresses (its own process), {args.users} returning "
+        f"users + 1 without a device token, logging in every 0.5 s for {args.duration:g} s\n"
+        f"  returning users (device token): {returning.summary()} "
+        f"(aim >= {RETURNING_SUCCESS_AIM:.0%} OK, p99 < {RETURNING_P99_AIM_S} s: "
+        f"{'MET' if met else 'NOT MET'})\n"
+        f"  without a device token:         {tokenless.summary()}\n"
+        f"  flood calls {dict(flood_codes)}",
         flush=True,
     )
 
@@ -263,12 +409,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--only",
-        choices=("memory", "argon2", "uploads", "results", "gateway-memory", "streams"),
+        choices=(
+            "memory", "argon2", "returning", "uploads", "results", "gateway-memory", "streams",
+        ),
         default=None,
-    )
+    )  # fmt: skip
     parser.add_argument("--gzip-calls", type=int, default=400, help="gzip flood calls (400)")
     parser.add_argument("--flood", type=int, default=100, help="concurrent flood loops (100)")
     parser.add_argument("--duration", type=float, default=8.0, help="seconds of logins (8)")
+    parser.add_argument(
+        "--addresses", type=int, default=100, help="flooding addresses, returning (100)"
+    )
+    parser.add_argument("--users", type=int, default=2, help="returning users (2)")
     parser.add_argument(
         "--database-url", default=os.environ.get("TASKGATE_DATABASE_URL", DEFAULT_DATABASE_URL)
     )
@@ -319,6 +471,14 @@ def scenarios(
         )
         found.append(
             (print_header, production_argon2, lambda env: argon2_flood(env, args, spread=True))
+        )
+    if args.only in (None, "returning"):
+        found.append(
+            (
+                "returning users: production argon2 costs, a guessing flood from many addresses",
+                production_argon2,
+                lambda env: returning_users_flood(env, args),
+            )
         )
     return found
 

@@ -48,6 +48,7 @@ from server.storage.postgres.replicas import ReadRouter, ReplicaMonitor, open_re
 from server.storage.postgres.tasks import TaskRepository
 from server.storage.postgres.users import UserRepository
 from server.storage.redis.client import create_client
+from server.storage.redis.devices import DeviceTokenRepository
 from server.storage.redis.keys import RedisKeys
 from server.storage.redis.positions import WalPositions
 from server.storage.redis.sessions import SessionRepository
@@ -126,6 +127,8 @@ class App:
             parallelism=settings.argon2_parallelism,
             workers=settings.password_hash_workers,
             queue=settings.password_hash_queue,
+            per_username=settings.password_hash_per_username,
+            max_wait=settings.password_hash_max_wait,
             on_refusal=functools.partial(auth_metrics.refused, "password_hashing"),
         )
         client_limits = ClientLimits(
@@ -143,6 +146,13 @@ class App:
             login_limit=settings.login_rate_limit,
             login_window=settings.login_rate_window,
             client_limits=client_limits,
+            devices=DeviceTokenRepository(
+                redis=self.redis,
+                keys=keys,
+                timeout=settings.redis_timeout,
+                metrics=redis_metrics,
+            ),
+            device_token_ttl=settings.device_token_ttl,
             metrics=auth_metrics,
         )
         users = UserService(

@@ -89,7 +89,10 @@ class Settings(LoggingSettings, DatabaseSettings, ReplicaSettings, RedisSettings
     argon2_memory_kib: Count = 64 * 1024
     argon2_parallelism: Count = 4
     password_hash_workers: Count = Field(default_factory=_half_the_cpus)
-    password_hash_queue: NonNegative = 4
+    password_hash_queue: NonNegative = 256
+    password_hash_per_username: Count = 2
+    password_hash_max_wait: Duration = 2.0
+    device_token_ttl: Duration = 30 * 24 * 3600.0
 
     # Tasks.
     max_image_bytes: Count = 10 * 1024 * 1024

@@ -20,8 +20,10 @@ class SessionServicer(pb_grpc.SessionServiceServicer):
     async def CreateSession(
         self, request: pb.CreateSessionRequest, context: Context
     ) -> pb.CreateSessionResponse:
-        session = await self._sessions.login(request.username, request.password)
-        return pb.CreateSessionResponse(session=session_to_proto(session))
+        login = await self._sessions.login(request.username, request.password, request.device_token)
+        return pb.CreateSessionResponse(
+            session=session_to_proto(login.session), device_token=login.device_token
+        )
 
     async def GetSession(
         self, request: pb.GetSessionRequest, context: Context

@@ -20,6 +20,7 @@ PASSWORD = field_rule(user_service_pb2.CreateUserRequest, "password")
 LOGIN_USERNAME = field_rule(session_service_pb2.CreateSessionRequest, "username")
 LOGIN_PASSWORD = field_rule(session_service_pb2.CreateSessionRequest, "password")
 SESSION_ID = field_rule(session_service_pb2.GetSessionRequest, "session_id")
+DEVICE_TOKEN = field_rule(session_service_pb2.CreateSessionRequest, "device_token")
 USER_ID = field_rule(user_service_pb2.GetUserRequest, "user_id")
 TASK_ID = field_rule(task_service_pb2.GetTaskRequest, "task_id")
 USERNAME_MIN = declared(USERNAME.min_len, "username's min_len")
@@ -107,6 +108,13 @@ def check_session_id(value: str, field: str = "session_id") -> None:
         raise InvalidArgument.field(field, "is required")
     if not looks_like_session_id(value):
         raise InvalidArgument.field(field, "is not a session id")
+
+
+def check_device_token(value: str, field: str = "device_token") -> None:
+    """Optional; when given it must have the shape of the tokens the server issues."""
+    violations = string_violations(value, DEVICE_TOKEN, field)
+    if violations:
+        raise InvalidArgument(violations)
 
 
 def looks_like_session_id(value: str) -> bool:

@@ -1,22 +1,41 @@
-"""Logging in and out, and resolving bearer tokens to users."""
+"""Logging in and out, and resolving bearer tokens to users.
+
+A successful login also returns a *device token* (OWASP's "device cookie"):
+proof that this client logged in as this user before. A later login that
+sends it back, for the same user, has its password checked in the hashing
+pool's trusted lane (:mod:`server.passwords`), ahead of every login that
+cannot show one: a guessing flood cannot keep a returning user out. The token
+is no credential (the password is still checked); each successful login
+replaces it with a new one (so a copied token dies at the owner's next login),
+and a wrong password sent with it revokes it, so a stolen one buys at most one
+early guess.
+"""
 
 from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from server.errors import NotFound, ResourceExhausted, Unauthenticated
 from server.metrics_auth import AuthMetrics
-from server.models import Session
+from server.models import Credentials, Session
 from server.passwords import PasswordHasher
 from server.services import rules
-from server.services.limits import ClientLimits, client_address
+from server.services.limits import Attempt, ClientLimits, client_address
 from server.storage.postgres.users import UserRepository
+from server.storage.redis.devices import DeviceTokenRepository
 from server.storage.redis.sessions import SessionRepository
 
 BAD_LOGIN = "wrong username or password"
+
+
+@dataclass(frozen=True, slots=True)
+class Login:
+    session: Session
+    device_token: str
 
 
 def utcnow() -> datetime:
@@ -34,9 +53,13 @@ class SessionService:
         login_limit: int,
         login_window: float,
         client_limits: ClientLimits,
+        devices: DeviceTokenRepository,
+        device_token_ttl: float,
         clock: Callable[[], datetime] = utcnow,
         metrics: AuthMetrics | None = None,
     ) -> None:
+        self._devices = devices
+        self._device_token_ttl = device_token_ttl
         self._users = users
         self._sessions = sessions
         self._hasher = hasher
@@ -47,8 +70,8 @@ class SessionService:
         self._clock = clock
         self._metrics = metrics
 
-    async def login(self, username: str, password: str) -> Session:
-        """A new session for the right password.
+    async def login(self, username: str, password: str, device_token: str = "") -> Login:
+        """A new session (and a device token) for the right password.
 
         Wrong passwords are counted per username and client address, and only
         once the password was checked and found wrong: a call that is cancelled,
@@ -56,16 +79,69 @@ class SessionService:
         no key, and a stranger elsewhere cannot lock the owner out.
         """
         rules.check_credentials(username, password, login=True)
+        rules.check_device_token(device_token)
+        if not device_token:  # its lane is known: no Redis or Postgres for a hash with no room
+            self._hasher.check_room(key=username)
         client = client_address()
         await self._client_limits.check("login")
         await self._check_not_locked(username, client)
         credentials = await self._users.get_credentials(username)
-        await self._client_limits.spend("login")
+        trusted = await self._proves_login(device_token, credentials)
+        async with self._client_limits.attempt("login") as attempt:
+            credentials = await self._check_password(
+                username,
+                password,
+                credentials,
+                trusted_token=device_token if trusted else "",
+                attempt=attempt,
+            )
+            session = await self._open(credentials)
+            token = secrets.token_urlsafe(32)
+            await self._devices.save(
+                token,
+                credentials.id,
+                self._device_token_ttl,
+                replacing=device_token if trusted else "",
+            )
+        if self._metrics is not None:
+            self._metrics.sessions_created.inc()
+        return Login(session=session, device_token=token)
+
+    async def _proves_login(self, device_token: str, credentials: Credentials | None) -> bool:
+        if not device_token or credentials is None:
+            return False
+        return await self._devices.owner(device_token) == credentials.id
+
+    async def _check_password(
+        self,
+        username: str,
+        password: str,
+        credentials: Credentials | None,
+        *,
+        trusted_token: str,
+        attempt: Attempt,
+    ) -> Credentials:
+        """The user's credentials if ``password`` is theirs; ``trusted_token``: the device
+        token that proved an earlier login ("" if none did), revoked by a wrong password."""
         password_hash = credentials.password_hash if credentials else None
-        if not await self._hasher.verify(password_hash, password) or credentials is None:
-            if credentials is not None:
-                await self._sessions.count_login_failure(username, client, self._login_window)
-            raise self._failed("unknown_user" if credentials is None else "wrong_password")
+        right = await self._hasher.verify(
+            password_hash,
+            password,
+            key=username,
+            trusted=bool(trusted_token),
+            on_start=attempt.hash_started,
+        )
+        attempt.hash_ended()
+        if credentials is None:
+            raise self._failed("unknown_user")
+        if not right:
+            if trusted_token:
+                await self._devices.revoke(trusted_token)
+            await self._sessions.count_login_failure(username, client_address(), self._login_window)
+            raise self._failed("wrong_password")
+        return credentials
+
+    async def _open(self, credentials: Credentials) -> Session:
         now = self._clock()
         session = Session(
             id=secrets.token_urlsafe(32),
@@ -79,8 +155,6 @@ class SessionService:
         if await self._users.get(credentials.id, latest=True) is None:
             await self._sessions.delete(session)
             raise self._failed("user_deleted")
-        if self._metrics is not None:
-            self._metrics.sessions_created.inc()
         return session
 
     def _failed(self, reason: str) -> Unauthenticated:

@@ -33,14 +33,18 @@ class UserService:
 
     async def register(self, username: str, password: str) -> User:
         rules.check_credentials(username, password)
-        await self._client_limits.spend("register")
-        password_hash = await self._hasher.hash(password)
-        try:
-            return await self._users.insert(username, password_hash)
-        except UniqueViolation as exc:
-            if exc.constraint == "users_username_key":
-                raise AlreadyExists(f"the username {username!r} is taken") from None
-            raise
+        self._hasher.check_room(key=username)
+        async with self._client_limits.attempt("register") as attempt:
+            password_hash = await self._hasher.hash(
+                password, key=username, on_start=attempt.hash_started
+            )
+            attempt.hash_ended()
+            try:
+                return await self._users.insert(username, password_hash)
+            except UniqueViolation as exc:
+                if exc.constraint == "users_username_key":
+                    raise AlreadyExists(f"the username {username!r} is taken") from None
+                raise
 
     async def get(self, caller: UUID, user_id: str) -> User:
         target = self._own_id(caller, user_id)

@@ -171,12 +171,12 @@ class ScriptedHasher(SlowHasher):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings, delay=0)
 
-    async def verify(self, password_hash: str | None, password: str) -> bool:
+    async def verify(self, password_hash: str | None, password: str, **lane: Any) -> bool:
         if password == SLOW_PASSWORD:
             await asyncio.sleep(30)
         if password == BUGGY_PASSWORD:
             raise RuntimeError("a bug in the hasher")
-        return await super().verify(password_hash, password)
+        return await super().verify(password_hash, password, **lane)
 
 
 def _labels(kind: str, method: str, **more: str) -> dict[str, str]:

@@ -185,3 +185,46 @@ async def test_a_login_racing_delete_user_leaves_no_live_session(
             replica,
         ):  # another process: nothing cached, nothing live
             assert await code_of(replica.login(user.username)) == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_logins_refused_as_busy_use_up_nothing(settings: Settings) -> None:
+    """A login the hashing pool had no room for once counted toward the address's
+    login limit: a busy server locked its clients out for the window."""
+    hasher = BlockingHasher(settings, workers=1, queue=0)
+    async with serving(settings, hasher=hasher, client_login_limit=2) as (_, client):
+        user = await client.register()
+        held = asyncio.ensure_future(client.login(user.username))
+        try:
+            while hasher.admitted < 1:  # noqa: ASYNC110 - the one thread is taken
+                await asyncio.sleep(0.01)
+            for _ in range(3):
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await client.login(user.username)
+                assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert "busy checking passwords" in (info.value.details() or "")
+        finally:
+            hasher.release.set()
+            await held
+        assert (await client.login(user.username)).session_id  # the limit's second
+
+
+class BuggyHasher(BlockingHasher):
+    """Fails, as a bug would, on one password."""
+
+    def _verify(self, password_hash: str | None, password: str) -> bool:
+        if password == "a password that meets a bug":
+            raise RuntimeError("a bug in the hasher")
+        return super()._verify(password_hash, password)
+
+
+async def test_logins_that_meet_a_bug_use_up_nothing(settings: Settings) -> None:
+    hasher = BuggyHasher(settings)
+    hasher.release.set()
+    async with serving(settings, hasher=hasher, client_login_limit=2) as (_, client):
+        user = await client.register()
+        for _ in range(3):
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await client.login(user.username, "a password that meets a bug")
+            assert info.value.code() == grpc.StatusCode.INTERNAL
+        assert (await client.login(user.username)).session_id
+        assert (await client.login(user.username)).session_id  # the limit's two

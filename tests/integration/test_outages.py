@@ -17,7 +17,7 @@ from pydantic import SecretStr
 from server.app import App
 from server.config import Settings
 from taskgate.v1 import user_service_pb2 as user_pb
-from tests.support.clients import Client, bearer
+from tests.support.clients import Client, bearer, new_username
 from tests.support.net import free_port
 from tests.support.proxy import TcpProxy
 from tests.support.servers import serving
@@ -219,3 +219,53 @@ async def test_logins_during_an_outage_use_up_nothing(
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE
     await proxies["postgres"].start()
     await eventually(lambda: succeeds(lambda: client.login(user.username)), within=3)
+
+
+async def test_registrations_answered_unavailable_use_up_nothing(
+    settings: Settings, proxies: dict[str, TcpProxy]
+) -> None:
+    """CreateUser calls answered UNAVAILABLE during an outage once counted toward
+    the address's register limit: after the outage it was refused for the window."""
+    async with serving(
+        settings,
+        database_url=SecretStr(
+            via(settings.database_url.get_secret_value(), proxies["postgres"].port)
+        ),
+        db_timeout=0.5,
+        client_register_limit=2,
+    ) as (_, client):
+        await proxies["postgres"].cut()
+        for _ in range(3):
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await client.register()
+            assert info.value.code() == grpc.StatusCode.UNAVAILABLE, info.value.details()
+        await proxies["postgres"].start()
+        await eventually(lambda: succeeds(client.register), within=3)
+        await client.register()  # the limit's two, both still there
+
+
+async def test_registrations_whose_deadline_passed_on_our_side_use_up_nothing(
+    settings: Settings, proxies: dict[str, TcpProxy]
+) -> None:
+    """A stalled Postgres: each call's deadline passes while it waits on us."""
+    async with serving(
+        settings,
+        database_url=SecretStr(
+            via(settings.database_url.get_secret_value(), proxies["postgres"].port)
+        ),
+        db_timeout=10.0,
+        client_register_limit=2,
+    ) as (_, client):
+        try:
+            proxies["postgres"].stall()
+            for _ in range(3):
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await client.users.CreateUser(
+                        user_pb.CreateUserRequest(username=new_username(), password="long enough"),
+                        timeout=0.3,
+                    )
+                assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        finally:
+            proxies["postgres"].resume()
+        await eventually(lambda: succeeds(client.register), within=5)
+        await client.register()

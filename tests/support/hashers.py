@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import Any
 
 from server.config import Settings
@@ -28,23 +29,43 @@ class GatedHasher(PasswordHasher):
         self.gate = asyncio.Event()
         self.gate.set()
 
-    async def verify(self, password_hash: str | None, password: str) -> bool:
-        result = await super().verify(password_hash, password)
+    async def verify(self, password_hash: str | None, password: str, **lane: Any) -> bool:
+        result = await super().verify(password_hash, password, **lane)
         self.entered.set()
         await self.gate.wait()
         return result
 
 
 class BlockingHasher(PasswordHasher):
-    """Each hash holds its pool thread until ``release`` is set: a saturated pool."""
+    """Each hash holds its pool thread until ``release`` is set: a saturated pool.
+    ``order`` lists the passwords in the order their hashes ran."""
 
     def __init__(self, settings: Settings, **kwargs: Any) -> None:
         super().__init__(**cheap(settings, **kwargs))
         self.release = threading.Event()
+        self.order: list[str] = []
 
     def _verify(self, password_hash: str | None, password: str) -> bool:
         self.release.wait(timeout=20)
+        self.order.append(password)
         return super()._verify(password_hash, password)
+
+    def _hash(self, password: str) -> str:
+        self.release.wait(timeout=20)
+        self.order.append(password)
+        return super()._hash(password)
+
+
+class SteadyHasher(PasswordHasher):
+    """Every hash holds its thread ``seconds`` (a busy machine's argon2)."""
+
+    def __init__(self, settings: Settings, seconds: float, **kwargs: Any) -> None:
+        super().__init__(**cheap(settings, **kwargs))
+        self._seconds = seconds
+
+    def _hash(self, password: str) -> str:
+        time.sleep(self._seconds)
+        return super()._hash(password)
 
 
 class SlowHasher(PasswordHasher):
@@ -54,9 +75,9 @@ class SlowHasher(PasswordHasher):
         super().__init__(**cheap(settings))
         self._delay = delay
 
-    async def verify(self, password_hash: str | None, password: str) -> bool:
+    async def verify(self, password_hash: str | None, password: str, **lane: Any) -> bool:
         await asyncio.sleep(self._delay)
-        return await super().verify(password_hash, password)
+        return await super().verify(password_hash, password, **lane)
 
 
-__all__ = ["BlockingHasher", "GatedHasher", "SlowHasher"]
+__all__ = ["BlockingHasher", "GatedHasher", "SlowHasher", "SteadyHasher"]

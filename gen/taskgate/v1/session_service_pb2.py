@@ -28,7 +28,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from taskgate.v1 import rules_pb2 as taskgate_dot_v1_dot_rules__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!taskgate/v1/session_service.proto\x12\x0btaskgate.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17taskgate/v1/rules.proto\"\xa8\x01\n\x07Session\x12\x18\n\nsession_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07user_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\x93\x03\n\x14\x43reateSessionRequest\x12\x95\x01\n\x08username\x18\x01 \x01(\tB\x82\x01\xe2\x41\x01\x02\xe2\xe0\x18z\x18\x03  *\x13^[a-z][a-z0-9_.-]*$2_must start with a lowercase letter and contain only lowercase letters, digits, \'_\', \'.\' and \'-\'\x12\xe2\x01\n\x08password\x18\x02 \x01(\tB\xcf\x01\xe2\x41\x02\x02\x04\xe2\xe0\x18\xc5\x01\x18\x08 \x80\x01*d^[^\\x00-\\x1F\\x7F-\\x9F\\u00AD\\u061C\\u180E\\u200B-\\u200F\\u2028-\\u202E\\u2060-\\u206F\\uFEFF\\uFFF9-\\uFFFB]*$2Xmust contain only printable characters (no control, format or line-separator characters)\">\n\x15\x43reateSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.taskgate.v1.Session\"\\\n\x11GetSessionRequest\x12G\n\nsession_id\x18\x01 \x01(\tB3\xe2\x41\x01\x02\xe2\xe0\x18+\x18+ +*\x10^[A-Za-z0-9_-]+$2\x13is not a session id\";\n\x12GetSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.taskgate.v1.Session\"_\n\x14\x44\x65leteSessionRequest\x12G\n\nsession_id\x18\x01 \x01(\tB3\xe2\x41\x01\x02\xe2\xe0\x18+\x18+ +*\x10^[A-Za-z0-9_-]+$2\x13is not a session id\"\x17\n\x15\x44\x65leteSessionResponse2\x86\x03\n\x0eSessionService\x12x\n\rCreateSession\x12!.taskgate.v1.CreateSessionRequest\x1a\".taskgate.v1.CreateSessionResponse\" \xe2\xe0\x18\x05\x08\x01\x12\x01\x10\x82\xd3\xe4\x93\x02\x11\"\x0c/v1/sessions:\x01*\x12w\n\nGetSession\x12\x1e.taskgate.v1.GetSessionRequest\x1a\x1f.taskgate.v1.GetSessionResponse\"(\xe2\xe0\x18\x03\x12\x01\x05\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/sessions/{session_id}\x12\x80\x01\n\rDeleteSession\x12!.taskgate.v1.DeleteSessionRequest\x1a\".taskgate.v1.DeleteSessionResponse\"(\xe2\xe0\x18\x03\x12\x01\x05\x82\xd3\xe4\x93\x02\x1b*\x19/v1/sessions/{session_id}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!taskgate/v1/session_service.proto\x12\x0btaskgate.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17taskgate/v1/rules.proto\"\xa8\x01\n\x07Session\x12\x18\n\nsession_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07user_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\xf2\x03\n\x14\x43reateSessionRequest\x12\x95\x01\n\x08username\x18\x01 \x01(\tB\x82\x01\xe2\x41\x01\x02\xe2\xe0\x18z\x18\x03  *\x13^[a-z][a-z0-9_.-]*$2_must start with a lowercase letter and contain only lowercase letters, digits, \'_\', \'.\' and \'-\'\x12\xe2\x01\n\x08password\x18\x02 \x01(\tB\xcf\x01\xe2\x41\x02\x02\x04\xe2\xe0\x18\xc5\x01\x18\x08 \x80\x01*d^[^\\x00-\\x1F\\x7F-\\x9F\\u00AD\\u061C\\u180E\\u200B-\\u200F\\u2028-\\u202E\\u2060-\\u206F\\uFEFF\\uFFF9-\\uFFFB]*$2Xmust contain only printable characters (no control, format or line-separator characters)\x12]\n\x0c\x64\x65vice_token\x18\x03 \x01(\tBG\xe2\x41\x02\x01\x04\xe2\xe0\x18>\x18+ +*\x10^[A-Za-z0-9_-]+$2&is not a device token from this server\"Z\n\x15\x43reateSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.taskgate.v1.Session\x12\x1a\n\x0c\x64\x65vice_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\"\\\n\x11GetSessionRequest\x12G\n\nsession_id\x18\x01 \x01(\tB3\xe2\x41\x01\x02\xe2\xe0\x18+\x18+ +*\x10^[A-Za-z0-9_-]+$2\x13is not a session id\";\n\x12GetSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.taskgate.v1.Session\"_\n\x14\x44\x65leteSessionRequest\x12G\n\nsession_id\x18\x01 \x01(\tB3\xe2\x41\x01\x02\xe2\xe0\x18+\x18+ +*\x10^[A-Za-z0-9_-]+$2\x13is not a session id\"\x17\n\x15\x44\x65leteSessionResponse2\x86\x03\n\x0eSessionService\x12x\n\rCreateSession\x12!.taskgate.v1.CreateSessionRequest\x1a\".taskgate.v1.CreateSessionResponse\" \xe2\xe0\x18\x05\x08\x01\x12\x01\x10\x82\xd3\xe4\x93\x02\x11\"\x0c/v1/sessions:\x01*\x12w\n\nGetSession\x12\x1e.taskgate.v1.GetSessionRequest\x1a\x1f.taskgate.v1.GetSessionResponse\"(\xe2\xe0\x18\x03\x12\x01\x05\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/sessions/{session_id}\x12\x80\x01\n\rDeleteSession\x12!.taskgate.v1.DeleteSessionRequest\x1a\".taskgate.v1.DeleteSessionResponse\"(\xe2\xe0\x18\x03\x12\x01\x05\x82\xd3\xe4\x93\x02\x1b*\x19/v1/sessions/{session_id}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,6 +47,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATESESSIONREQUEST'].fields_by_name['username']._serialized_options = b'\342A\001\002\342\340\030z\030\003  *\023^[a-z][a-z0-9_.-]*$2_must start with a lowercase letter and contain only lowercase letters, digits, \'_\', \'.\' and \'-\''
   _globals['_CREATESESSIONREQUEST'].fields_by_name['password']._loaded_options = None
   _globals['_CREATESESSIONREQUEST'].fields_by_name['password']._serialized_options = b'\342A\002\002\004\342\340\030\305\001\030\010 \200\001*d^[^\\x00-\\x1F\\x7F-\\x9F\\u00AD\\u061C\\u180E\\u200B-\\u200F\\u2028-\\u202E\\u2060-\\u206F\\uFEFF\\uFFF9-\\uFFFB]*$2Xmust contain only printable characters (no control, format or line-separator characters)'
+  _globals['_CREATESESSIONREQUEST'].fields_by_name['device_token']._loaded_options = None
+  _globals['_CREATESESSIONREQUEST'].fields_by_name['device_token']._serialized_options = b'\342A\002\001\004\342\340\030>\030+ +*\020^[A-Za-z0-9_-]+$2&is not a device token from this server'
+  _globals['_CREATESESSIONRESPONSE'].fields_by_name['device_token']._loaded_options = None
+  _globals['_CREATESESSIONRESPONSE'].fields_by_name['device_token']._serialized_options = b'\342A\001\003'
   _globals['_GETSESSIONREQUEST'].fields_by_name['session_id']._loaded_options = None
   _globals['_GETSESSIONREQUEST'].fields_by_name['session_id']._serialized_options = b'\342A\001\002\342\340\030+\030+ +*\020^[A-Za-z0-9_-]+$2\023is not a session id'
   _globals['_DELETESESSIONREQUEST'].fields_by_name['session_id']._loaded_options = None
@@ -60,17 +64,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SESSION']._serialized_start=172
   _globals['_SESSION']._serialized_end=340
   _globals['_CREATESESSIONREQUEST']._serialized_start=343
-  _globals['_CREATESESSIONREQUEST']._serialized_end=746
-  _globals['_CREATESESSIONRESPONSE']._serialized_start=748
-  _globals['_CREATESESSIONRESPONSE']._serialized_end=810
-  _globals['_GETSESSIONREQUEST']._serialized_start=812
-  _globals['_GETSESSIONREQUEST']._serialized_end=904
-  _globals['_GETSESSIONRESPONSE']._serialized_start=906
-  _globals['_GETSESSIONRESPONSE']._serialized_end=965
-  _globals['_DELETESESSIONREQUEST']._serialized_start=967
-  _globals['_DELETESESSIONREQUEST']._serialized_end=1062
-  _globals['_DELETESESSIONRESPONSE']._serialized_start=1064
-  _globals['_DELETESESSIONRESPONSE']._serialized_end=1087
-  _globals['_SESSIONSERVICE']._serialized_start=1090
-  _globals['_SESSIONSERVICE']._serialized_end=1480
+  _globals['_CREATESESSIONREQUEST']._serialized_end=841
+  _globals['_CREATESESSIONRESPONSE']._serialized_start=843
+  _globals['_CREATESESSIONRESPONSE']._serialized_end=933
+  _globals['_GETSESSIONREQUEST']._serialized_start=935
+  _globals['_GETSESSIONREQUEST']._serialized_end=1027
+  _globals['_GETSESSIONRESPONSE']._serialized_start=1029
+  _globals['_GETSESSIONRESPONSE']._serialized_end=1088
+  _globals['_DELETESESSIONREQUEST']._serialized_start=1090
+  _globals['_DELETESESSIONREQUEST']._serialized_end=1185
+  _globals['_DELETESESSIONRESPONSE']._serialized_start=1187
+  _globals['_DELETESESSIONRESPONSE']._serialized_end=1210
+  _globals['_SESSIONSERVICE']._serialized_start=1213
+  _globals['_SESSIONSERVICE']._serialized_end=1603
 # @@protoc_insertion_point(module_scope)

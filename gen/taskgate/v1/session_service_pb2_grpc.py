@@ -69,6 +69,9 @@ class SessionServiceServicer:
         A wrong username and a wrong password get the same UNAUTHENTICATED answer.
         Attempts are rate-limited per username (RESOURCE_EXHAUSTED with a
         google.rpc.RetryInfo detail saying when to try again).
+        A successful login returns a device token; sending it with the next login
+        of the same user from the same client puts that login ahead of everyone
+        else's while the server is busy checking passwords (a guessing flood).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -43,6 +43,9 @@ class SessionServiceStub:
     A wrong username and a wrong password get the same UNAUTHENTICATED answer.
     Attempts are rate-limited per username (RESOURCE_EXHAUSTED with a
     google.rpc.RetryInfo detail saying when to try again).
+    A successful login returns a device token; sending it with the next login
+    of the same user from the same client puts that login ahead of everyone
+    else's while the server is busy checking passwords (a guessing flood).
     """
     GetSession: _grpc.UnaryUnaryMultiCallable[_session_service_pb2.GetSessionRequest, _session_service_pb2.GetSessionResponse]
     """Returns one of the caller's sessions."""
@@ -64,6 +67,9 @@ class SessionServiceAsyncStub(SessionServiceStub):
     A wrong username and a wrong password get the same UNAUTHENTICATED answer.
     Attempts are rate-limited per username (RESOURCE_EXHAUSTED with a
     google.rpc.RetryInfo detail saying when to try again).
+    A successful login returns a device token; sending it with the next login
+    of the same user from the same client puts that login ahead of everyone
+    else's while the server is busy checking passwords (a guessing flood).
     """
     GetSession: _aio.UnaryUnaryMultiCallable[_session_service_pb2.GetSessionRequest, _session_service_pb2.GetSessionResponse]  # type: ignore[assignment]
     """Returns one of the caller's sessions."""
@@ -88,6 +94,9 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
         A wrong username and a wrong password get the same UNAUTHENTICATED answer.
         Attempts are rate-limited per username (RESOURCE_EXHAUSTED with a
         google.rpc.RetryInfo detail saying when to try again).
+        A successful login returns a device token; sending it with the next login
+        of the same user from the same client puts that login ahead of everyone
+        else's while the server is busy checking passwords (a guessing flood).
         """
 
     @_abc_1.abstractmethod

@@ -29,3 +29,7 @@ class RedisKeys:
     def client_attempts(self, action: str, client: str) -> str:
         """Counter of password-hashing calls (``login``, ``register``) from one address."""
         return f"{self.prefix}client-{action}:{client}"
+
+    def device_token(self, token: str) -> str:
+        """String: the id of the user a device token proves a login of; expires with it."""
+        return f"{self.prefix}device-token:{token}"

@@ -13,6 +13,13 @@ from server.models import Session
 from server.storage.redis.client import redis_call
 from server.storage.redis.keys import RedisKeys
 
+REFUND = """
+-- One count handed back, never below zero, and never a key the window already expired.
+local count = tonumber(redis.call('GET', KEYS[1]) or '0')
+if count > 0 then redis.call('DECR', KEYS[1]) end
+return count
+"""
+
 
 class SessionRepository:
     def __init__(
@@ -28,6 +35,7 @@ class SessionRepository:
         self._keys = keys
         self._timeout = timeout
         self._metrics = metrics
+        self._refund = redis.register_script(REFUND)
 
     def _call(self, command: str) -> AbstractAsyncContextManager[None]:
         """The time budget (and timing, as ``command``) of one Redis call or pipeline."""
@@ -113,6 +121,12 @@ class SessionRepository:
     ) -> tuple[int, float]:
         """Counts one ``action`` (login, register) from a client address."""
         return await self._hit(self._keys.client_attempts(action, client), window)
+
+    async def refund_client_attempt(self, action: str, client: str) -> None:
+        """Hands back one counted ``action``: the call failed on the server's side."""
+        key = self._keys.client_attempts(action, client)
+        async with self._call("counter_refund"):
+            await self._refund(keys=[key])
 
     async def client_attempts(self, action: str, client: str) -> tuple[int, float]:
         """The ``action`` attempts counted for a client address in this window."""
