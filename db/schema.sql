@@ -56,6 +56,50 @@ $$;
 COMMENT ON FUNCTION public.taskgate_notify_task_change() IS 'pg_notify(''taskgate_task_events'', task id) on a status, progress or cancellation change; also ''taskgate_task_cancel'' when a running task is asked to stop.';
 
 
+--
+-- Name: taskgate_notify_task_feed(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.taskgate_notify_task_feed() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    PERFORM pg_notify('taskgate_task_feed', user_id::text)
+    FROM (SELECT DISTINCT user_id FROM new_events) AS users;
+    RETURN NULL;
+END;
+$$;
+
+
+--
+-- Name: FUNCTION taskgate_notify_task_feed(); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.taskgate_notify_task_feed() IS 'pg_notify(''taskgate_task_feed'', user id) for the users who got new events.';
+
+
+--
+-- Name: taskgate_sequence_task_event(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.taskgate_sequence_task_event() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(7306086815950189923);
+    NEW.id := nextval('task_events_id_seq');
+    RETURN NEW;
+END;
+$$;
+
+
+--
+-- Name: FUNCTION taskgate_sequence_task_event(); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.taskgate_sequence_task_event() IS 'Gives a new event its id under an advisory lock held until commit: ids increase in commit order.';
+
+
 SET default_tablespace = '';
 
 SET default_table_access_method = heap;
@@ -99,6 +143,62 @@ COMMENT ON TABLE public.task_attempts IS 'One row per claim of a task: written w
 --
 
 COMMENT ON COLUMN public.task_attempts.outcome IS 'running; completed, failed or cancelled (the task ended); error (retryable failure); lost (the lease expired: the processor died or stalled); released (handed back at shutdown).';
+
+
+--
+-- Name: task_events; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.task_events (
+    id bigint NOT NULL,
+    task_id uuid NOT NULL,
+    user_id uuid NOT NULL,
+    type text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    payload jsonb NOT NULL,
+    CONSTRAINT task_events_payload_object_check CHECK ((jsonb_typeof(payload) = 'object'::text)),
+    CONSTRAINT task_events_type_check CHECK ((type = ANY (ARRAY['task.created'::text, 'task.started'::text, 'task.retried'::text, 'task.completed'::text, 'task.failed'::text, 'task.cancelled'::text])))
+);
+
+
+--
+-- Name: TABLE task_events; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.task_events IS 'The outbox: one row per task state change (created, started, retried, completed, failed, cancelled), written in the transaction of the change.';
+
+
+--
+-- Name: COLUMN task_events.id; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.task_events.id IS 'Increases in commit order: taken from task_events_id_seq under a transaction-level advisory lock (taskgate_sequence_task_event), so a reader that has seen id N will never see a smaller id appear later.';
+
+
+--
+-- Name: COLUMN task_events.payload; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.task_events.payload IS 'The task as the API shows it right after the change (never the image bytes).';
+
+
+--
+-- Name: task_events_id_seq; Type: SEQUENCE; Schema: public; Owner: -
+--
+
+CREATE SEQUENCE public.task_events_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+
+--
+-- Name: task_events_id_seq; Type: SEQUENCE OWNED BY; Schema: public; Owner: -
+--
+
+ALTER SEQUENCE public.task_events_id_seq OWNED BY public.task_events.id;
 
 
 --
@@ -292,6 +392,14 @@ ALTER TABLE ONLY public.task_attempts
 
 
 --
+-- Name: task_events task_events_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.task_events
+    ADD CONSTRAINT task_events_pkey PRIMARY KEY (id);
+
+
+--
 -- Name: tasks tasks_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -313,6 +421,27 @@ ALTER TABLE ONLY public.users
 
 ALTER TABLE ONLY public.users
     ADD CONSTRAINT users_username_key UNIQUE (username);
+
+
+--
+-- Name: task_events_created_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX task_events_created_idx ON public.task_events USING btree (created_at);
+
+
+--
+-- Name: task_events_task_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX task_events_task_idx ON public.task_events USING btree (task_id, id);
+
+
+--
+-- Name: task_events_user_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX task_events_user_idx ON public.task_events USING btree (user_id, id);
 
 
 --
@@ -351,6 +480,20 @@ CREATE UNIQUE INDEX tasks_user_idempotency_key ON public.tasks USING btree (user
 
 
 --
+-- Name: task_events task_events_notify; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER task_events_notify AFTER INSERT ON public.task_events REFERENCING NEW TABLE AS new_events FOR EACH STATEMENT EXECUTE FUNCTION public.taskgate_notify_task_feed();
+
+
+--
+-- Name: task_events task_events_sequence; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER task_events_sequence BEFORE INSERT ON public.task_events FOR EACH ROW EXECUTE FUNCTION public.taskgate_sequence_task_event();
+
+
+--
 -- Name: tasks tasks_notify_change; Type: TRIGGER; Schema: public; Owner: -
 --
 
@@ -380,6 +523,14 @@ ALTER TABLE ONLY public.task_attempts
 
 
 --
+-- Name: task_events task_events_task_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.task_events
+    ADD CONSTRAINT task_events_task_id_fkey FOREIGN KEY (task_id) REFERENCES public.tasks(id) ON DELETE CASCADE;
+
+
+--
 -- Name: tasks tasks_user_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -401,4 +552,5 @@ INSERT INTO public.schema_migrations (version) VALUES
     ('20261122000001'),
     ('20261122000002'),
     ('20261122000003'),
-    ('20261122000004');
+    ('20261122000004'),
+    ('20261203070000');

@@ -38,10 +38,12 @@ from server.rpc.users import UserServicer
 from server.services.limits import ClientLimits
 from server.services.sessions import SessionService
 from server.services.task_events import TaskEvents
+from server.services.task_feed import TaskFeed
 from server.services.tasks import TaskLimits, TaskService
 from server.services.user_cache import UserCache
 from server.services.users import UserService
 from server.storage.postgres.database import Database, create_pool
+from server.storage.postgres.events import EventRepository
 from server.storage.postgres.listener import Listener
 from server.storage.postgres.tasks import TaskRepository
 from server.storage.postgres.users import UserRepository
@@ -68,6 +70,7 @@ CREATE_TASK = "/taskgate.v1.TaskService/CreateTask"
 # Every service needs both: users live in Postgres, sessions (hence auth) in Redis.
 DEPENDENCIES = frozenset({"postgres", "redis"})
 TASK_EVENTS_CHANNEL = "taskgate_task_events"
+TASK_FEED_CHANNEL = "taskgate_task_feed"
 
 
 class ListenError(Exception):
@@ -152,6 +155,14 @@ class App:
         events = TaskEvents()
         self.listener.subscribe(TASK_EVENTS_CHANNEL, events.changed)
         self.listener.on_reconnect(events.wake_all)
+        feed_wakeups = TaskEvents()  # keyed by user id
+        self.listener.subscribe(TASK_FEED_CHANNEL, feed_wakeups.changed)
+        self.listener.on_reconnect(feed_wakeups.wake_all)
+        self.feed = TaskFeed(
+            events=EventRepository(database=database),
+            wakeups=feed_wakeups,
+            poll_interval=settings.watch_poll_interval,
+        )
         self.tasks = TaskService(
             tasks=TaskRepository(database=database),
             events=events,
@@ -202,7 +213,9 @@ class App:
         session_grpc.add_SessionServiceServicer_to_server(
             SessionServicer(sessions=self.sessions), self.server
         )
-        task_grpc.add_TaskServiceServicer_to_server(TaskServicer(tasks=self.tasks), self.server)
+        task_grpc.add_TaskServiceServicer_to_server(
+            TaskServicer(tasks=self.tasks, feed=self.feed), self.server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             [

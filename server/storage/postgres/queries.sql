@@ -36,21 +36,45 @@ result_content_type, result_width, result_height, result_size_bytes,
 error, attempts, max_attempts, progress, cancel_requested,
 created_at, updated_at, started_at, finished_at, images_pruned_at
 
+-- fragment: task_snapshot
+-- The task as the API shows it (task_columns, qualified), for its events.
+jsonb_build_object(
+    'id', tasks.id, 'user_id', tasks.user_id, 'status', tasks.status,
+    'filters', tasks.filters, 'output_format', tasks.output_format,
+    'idempotency_key', tasks.idempotency_key,
+    'input_content_type', tasks.input_content_type, 'input_width', tasks.input_width,
+    'input_height', tasks.input_height, 'input_size_bytes', tasks.input_size_bytes,
+    'result_content_type', tasks.result_content_type, 'result_width', tasks.result_width,
+    'result_height', tasks.result_height, 'result_size_bytes', tasks.result_size_bytes,
+    'error', tasks.error, 'attempts', tasks.attempts, 'max_attempts', tasks.max_attempts,
+    'progress', tasks.progress, 'cancel_requested', tasks.cancel_requested,
+    'created_at', tasks.created_at, 'updated_at', tasks.updated_at,
+    'started_at', tasks.started_at, 'finished_at', tasks.finished_at,
+    'images_pruned_at', tasks.images_pruned_at
+)
+
 -- name: insert_task
 -- A repeated idempotency key inserts nothing (and returns no row); a
--- concurrent insert with the same key waits for the first to commit.
-INSERT INTO tasks (
-    user_id, filters, output_format, idempotency_key, request_hash, request_id,
-    input_image, input_content_type, input_width, input_height, input_size_bytes,
-    max_attempts
+-- concurrent insert with the same key waits for the first to commit. The new
+-- task's task.created event is written by the same statement.
+WITH inserted AS (
+    INSERT INTO tasks (
+        user_id, filters, output_format, idempotency_key, request_hash, request_id,
+        input_image, input_content_type, input_width, input_height, input_size_bytes,
+        max_attempts
+    )
+    VALUES (
+        %(user_id)s, %(filters)s, %(output_format)s, %(idempotency_key)s, %(request_hash)s,
+        %(request_id)s, %(image)s, %(content_type)s, %(width)s, %(height)s, %(size_bytes)s,
+        %(max_attempts)s
+    )
+    ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING {task_columns}, {task_snapshot} AS snapshot
+), events AS (
+    INSERT INTO task_events (task_id, user_id, type, payload)
+    SELECT id, user_id, 'task.created', snapshot FROM inserted
 )
-VALUES (
-    %(user_id)s, %(filters)s, %(output_format)s, %(idempotency_key)s, %(request_hash)s,
-    %(request_id)s, %(image)s, %(content_type)s, %(width)s, %(height)s, %(size_bytes)s,
-    %(max_attempts)s
-)
-ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-RETURNING {task_columns};
+SELECT {task_columns} FROM inserted;
 
 -- name: get_task_by_idempotency_key
 SELECT {task_columns}, request_hash
@@ -80,15 +104,23 @@ ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s;
 
 -- name: cancel_task
--- A pending task ends at once; a running one is asked to stop (its processor
--- hears of it through taskgate_task_cancel). Ended tasks are left alone.
-UPDATE tasks
-SET status = CASE WHEN status = 'pending' THEN 'cancelled' ELSE status END,
-    cancel_requested = cancel_requested OR status = 'running',
-    finished_at = CASE WHEN status = 'pending' THEN now() ELSE finished_at END,
-    updated_at = now()
-WHERE id = %(id)s AND user_id = %(user_id)s AND status IN ('pending', 'running')
-RETURNING {task_columns};
+-- A pending task ends at once (and gets its task.cancelled event); a running
+-- one is asked to stop (its processor hears of it through
+-- taskgate_task_cancel, and the ending writes the event). Ended tasks are
+-- left alone.
+WITH cancelled AS (
+    UPDATE tasks
+    SET status = CASE WHEN status = 'pending' THEN 'cancelled' ELSE status END,
+        cancel_requested = cancel_requested OR status = 'running',
+        finished_at = CASE WHEN status = 'pending' THEN now() ELSE finished_at END,
+        updated_at = now()
+    WHERE id = %(id)s AND user_id = %(user_id)s AND status IN ('pending', 'running')
+    RETURNING {task_columns}, {task_snapshot} AS snapshot
+), events AS (
+    INSERT INTO task_events (task_id, user_id, type, payload)
+    SELECT id, user_id, 'task.cancelled', snapshot FROM cancelled WHERE status = 'cancelled'
+)
+SELECT {task_columns} FROM cancelled;
 
 -- ---------------------------------------------------------------------------
 -- The queue, as processors see it. Every change to a claimed task is fenced
@@ -97,7 +129,8 @@ RETURNING {task_columns};
 
 -- name: claim_tasks
 -- Claims up to %(limit)s due tasks, oldest first, skipping rows other
--- processors hold; counts the attempt and records it in the same statement.
+-- processors hold; counts the attempt and records it (and its task.started
+-- event) in the same statement.
 WITH due AS (
     SELECT id AS due_id
     FROM tasks
@@ -118,10 +151,14 @@ WITH due AS (
     FROM due
     WHERE id = due_id
     RETURNING id, attempts, filters, output_format, input_width, input_height, request_id,
-              created_at, started_at, run_after, user_id
+              created_at, started_at, run_after, user_id, {task_snapshot} AS snapshot
 ), recorded AS (
     INSERT INTO task_attempts (task_id, attempt, processor_id, started_at)
     SELECT id, attempts, %(owner)s, started_at FROM claimed
+), events AS (
+    -- ORDER BY: every row is locked before the first event takes the events lock.
+    INSERT INTO task_events (task_id, user_id, type, payload)
+    SELECT id, user_id, 'task.started', snapshot FROM claimed ORDER BY id
 ), noted AS (
     -- For claimed_inputs, later in the same transaction.
     SELECT set_config('taskgate.claimed', coalesce(array_agg(id)::text, '{}'), true)
@@ -166,7 +203,8 @@ WHERE id = ANY(nullif(current_setting('taskgate.claimed', true), '')::uuid[]);
 -- Attempts end their tasks, many in one statement (the unnest arrays run in
 -- parallel, one element per task): COMPLETED with the result, FAILED (the
 -- input cannot be processed) or CANCELLED (its owner asked, and it stopped
--- between two filters); each attempt row is closed with the same outcome.
+-- between two filters); each attempt row is closed with the same outcome, and
+-- each task gets its task.completed, task.failed or task.cancelled event.
 -- Returns the tasks whose fence held. The images go in binary (%(images)b): a
 -- list of bytes would otherwise travel as hex text, twice the size.
 WITH ending AS (
@@ -197,19 +235,24 @@ WITH ending AS (
     -- every task, instead of looking each id up in the primary key.
     WHERE tasks.id = e.id AND tasks.lease_owner = %(owner)s AND tasks.attempts = e.attempt
       AND tasks.status = %(running)s::text
-    RETURNING tasks.id, tasks.attempts, tasks.finished_at, e.status, e.error
+    RETURNING tasks.id, tasks.attempts, tasks.finished_at, e.status, e.error, tasks.user_id,
+              {task_snapshot} AS snapshot
 ), closed AS (
     UPDATE task_attempts
     SET ended_at = finished.finished_at, outcome = finished.status, error = finished.error
     FROM finished
     WHERE task_id = finished.id AND attempt = finished.attempts
+), events AS (
+    -- ORDER BY: every row is locked before the first event takes the events lock.
+    INSERT INTO task_events (task_id, user_id, type, payload)
+    SELECT id, user_id, 'task.' || status, snapshot FROM finished ORDER BY id
 )
 SELECT id AS task_id FROM finished;
 
 -- name: requeue_task
 -- The attempt gives the task back: after a retryable error (outcome 'error',
 -- with backoff, or FAILED once the attempts are used up) or at shutdown
--- (outcome 'released', due at once).
+-- (outcome 'released', due at once); task.retried (or task.failed) records it.
 WITH requeued AS (
     UPDATE tasks
     SET status = CASE WHEN %(outcome)s::text = 'error' AND attempts >= max_attempts
@@ -225,12 +268,17 @@ WITH requeued AS (
         updated_at = now()
     WHERE id = %(id)s AND lease_owner = %(owner)s AND attempts = %(attempt)s
       AND status = 'running'
-    RETURNING id, attempts, status
+    RETURNING id, attempts, status, user_id, {task_snapshot} AS snapshot
 ), closed AS (
     UPDATE task_attempts
     SET ended_at = now(), outcome = %(outcome)s, error = %(error)s
     FROM requeued
     WHERE task_id = requeued.id AND attempt = requeued.attempts
+), events AS (
+    INSERT INTO task_events (task_id, user_id, type, payload)
+    SELECT id, user_id, CASE WHEN status = 'failed' THEN 'task.failed' ELSE 'task.retried' END,
+           snapshot
+    FROM requeued
 )
 SELECT status FROM requeued;
 
@@ -245,7 +293,8 @@ RETURNING id, cancel_requested;
 -- name: rescue_expired
 -- Tasks whose processor stopped extending the lease: back to pending after a
 -- backoff that doubles with each attempt, or FAILED once the attempts are used
--- up. The lost attempt is recorded as such.
+-- up. The lost attempt is recorded as such, and the change as task.retried or
+-- task.failed.
 WITH expired AS (
     SELECT id AS expired_id
     FROM tasks
@@ -269,12 +318,18 @@ WITH expired AS (
         updated_at = now()
     FROM expired
     WHERE id = expired_id
-    RETURNING id, attempts, status, user_id, request_id
+    RETURNING id, attempts, status, user_id, request_id, {task_snapshot} AS snapshot
 ), closed AS (
     UPDATE task_attempts
     SET ended_at = now(), outcome = 'lost', error = 'the lease expired'
     FROM rescued
     WHERE task_id = rescued.id AND attempt = rescued.attempts AND outcome = 'running'
+), events AS (
+    -- ORDER BY: every row is locked before the first event takes the events lock.
+    INSERT INTO task_events (task_id, user_id, type, payload)
+    SELECT id, user_id, CASE WHEN status = 'failed' THEN 'task.failed' ELSE 'task.retried' END,
+           snapshot
+    FROM rescued ORDER BY id
 )
 SELECT id AS task_id, status, user_id, request_id FROM rescued;
 
@@ -303,3 +358,16 @@ SELECT
     coalesce(extract(epoch FROM now() - (SELECT min(created_at) FROM tasks
                                          WHERE status = 'pending')), 0)::float8
         AS oldest_pending_seconds;
+
+-- ---------------------------------------------------------------------------
+-- The outbox. Events are written by the statements above that change tasks;
+-- their ids increase in commit order (see taskgate_sequence_task_event), so a
+-- reader that saw id N will never see a smaller id appear.
+
+-- name: list_task_events
+-- A user's events after an id, in order; served by task_events_user_idx.
+SELECT id, task_id, user_id, type, created_at, payload
+FROM task_events
+WHERE user_id = %(user_id)s AND id > %(after)s
+ORDER BY id
+LIMIT %(limit)s;
