@@ -35,6 +35,7 @@ from server.processor.runtime import ProcessorRuntime
 from server.rpc.sessions import SessionServicer
 from server.rpc.tasks import TaskServicer
 from server.rpc.users import UserServicer
+from server.rpc.webhooks import WebhookServicer
 from server.services.limits import ClientLimits
 from server.services.sessions import SessionService
 from server.services.task_events import TaskEvents
@@ -42,19 +43,28 @@ from server.services.task_feed import TaskFeed
 from server.services.tasks import TaskLimits, TaskService
 from server.services.user_cache import UserCache
 from server.services.users import UserService
+from server.services.webhooks import WebhookRules, WebhookService
 from server.storage.postgres.database import Database, create_pool
 from server.storage.postgres.events import EventRepository
 from server.storage.postgres.listener import Listener
 from server.storage.postgres.tasks import TaskRepository
 from server.storage.postgres.users import UserRepository
+from server.storage.postgres.webhooks import EndpointRepository
 from server.storage.redis.client import create_client
 from server.storage.redis.keys import RedisKeys
 from server.storage.redis.sessions import SessionRepository
 from server.transport import server_options
-from taskgate.v1 import session_service_pb2, task_service_pb2, user_service_pb2
+from server.webhooks.metrics import WebhookMetrics
+from taskgate.v1 import (
+    session_service_pb2,
+    task_service_pb2,
+    user_service_pb2,
+    webhook_service_pb2,
+)
 from taskgate.v1 import session_service_pb2_grpc as session_grpc
 from taskgate.v1 import task_service_pb2_grpc as task_grpc
 from taskgate.v1 import user_service_pb2_grpc as user_grpc
+from taskgate.v1 import webhook_service_pb2_grpc as webhook_grpc
 from taskgate_runtime import logs
 from taskgate_runtime.metrics_http import MetricsListenError, MetricsServer, process_registry
 
@@ -64,6 +74,7 @@ SERVICE_NAMES = {
     "user": user_service_pb2.DESCRIPTOR.services_by_name["UserService"].full_name,
     "session": session_service_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name,
     "task": task_service_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name,
+    "webhook": webhook_service_pb2.DESCRIPTOR.services_by_name["WebhookService"].full_name,
 }
 # The one method whose request may be large: it carries an image.
 CREATE_TASK = "/taskgate.v1.TaskService/CreateTask"
@@ -174,6 +185,15 @@ class App:
             ),
             metrics=self.task_metrics,
         )
+        self.webhooks = WebhookService(
+            endpoints=EndpointRepository(database=database),
+            rules=WebhookRules(
+                allow_http=settings.webhook_allow_http,
+                allow_private=settings.webhook_allow_private,
+                max_endpoints=settings.webhook_max_endpoints,
+                rotation_period=settings.webhook_secret_rotation_period,
+            ),
+        )
         self.processor: ProcessorRuntime | None = None
         if settings.embedded_processor:
             self.processor = ProcessorRuntime(
@@ -181,6 +201,7 @@ class App:
                 listener=self.listener,
                 metrics=self.task_metrics,
                 db_metrics=self.db_metrics,
+                webhook_metrics=WebhookMetrics(self.registry),
             )
         self.health = HealthServicer()
         self.monitor = DependencyMonitor(
@@ -215,6 +236,9 @@ class App:
         )
         task_grpc.add_TaskServiceServicer_to_server(
             TaskServicer(tasks=self.tasks, feed=self.feed), self.server
+        )
+        webhook_grpc.add_WebhookServiceServicer_to_server(
+            WebhookServicer(webhooks=self.webhooks), self.server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(

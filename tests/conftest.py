@@ -129,6 +129,13 @@ def settings(database_url: str, redis_prefix: str) -> Settings:
         task_lease=5.0,
         task_retry_backoff=0.1,
         watch_poll_interval=1.0,
+        # Webhook receivers of the tests listen on 127.0.0.1, over http.
+        webhook_allow_http=True,
+        webhook_allow_private=True,
+        webhook_retry_backoff=0.1,
+        webhook_poll_interval=1.0,
+        webhook_connect_timeout=1.0,
+        webhook_timeout=2.0,
     )
 
 

@@ -49,9 +49,7 @@ async def test_events_listed_and_watched_over_http(http: Client) -> None:
     ]
     ndjson.close()
 
-    sse = await http.get(
-        "/v1/taskEvents:watch", headers={**auth, "Accept": "text/event-stream"}
-    )
+    sse = await http.get("/v1/taskEvents:watch", headers={**auth, "Accept": "text/event-stream"})
     assert sse.headers["Content-Type"] == "text/event-stream"
     live = await create_task(http, auth)
     seen: list[dict[str, Any]] = []

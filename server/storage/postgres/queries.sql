@@ -371,3 +371,251 @@ FROM task_events
 WHERE user_id = %(user_id)s AND id > %(after)s
 ORDER BY id
 LIMIT %(limit)s;
+
+-- name: prune_task_events
+-- Deletes events older than the retention whose deliveries have all finished
+-- or wait for an endpoint that is disabled or gone (their deliveries and
+-- attempts go with them).
+WITH old AS (
+    SELECT id AS old_id
+    FROM task_events AS e
+    WHERE created_at < now() - make_interval(secs => %(retention)s)
+      AND NOT EXISTS (SELECT 1 FROM webhook_deliveries AS d
+                      JOIN webhook_endpoints AS ep
+                        ON ep.id = d.endpoint_id AND ep.disabled_at IS NULL
+                      WHERE d.event_id = e.id AND d.status IN ('pending', 'running'))
+    ORDER BY created_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM task_events
+USING old
+WHERE id = old_id;
+
+-- ---------------------------------------------------------------------------
+-- Webhook endpoints, as the API sees them (never the secrets but at creation
+-- and rotation).
+
+-- fragment: endpoint_columns
+id, user_id, url, event_types, failing_since, disabled_at, disabled_reason,
+previous_secret_expires_at, created_at
+
+-- name: insert_webhook_endpoint
+-- Registers an endpoint unless the user already has %(max_endpoints)s (then
+-- no row).
+INSERT INTO webhook_endpoints (user_id, url, event_types, secret)
+SELECT %(user_id)s, %(url)s, %(event_types)s, %(secret)s
+WHERE (SELECT count(*) FROM webhook_endpoints WHERE user_id = %(user_id)s) < %(max_endpoints)s
+RETURNING {endpoint_columns};
+
+-- name: get_webhook_endpoint
+SELECT {endpoint_columns}
+FROM webhook_endpoints
+WHERE id = %(id)s AND user_id = %(user_id)s;
+
+-- name: list_webhook_endpoints
+SELECT {endpoint_columns}
+FROM webhook_endpoints
+WHERE user_id = %(user_id)s
+ORDER BY created_at, id;
+
+-- name: delete_webhook_endpoint
+-- The endpoint and its deliveries (their attempts go with them).
+WITH gone AS (
+    DELETE FROM webhook_endpoints
+    WHERE id = %(id)s AND user_id = %(user_id)s
+    RETURNING id
+), deliveries AS (
+    DELETE FROM webhook_deliveries
+    WHERE endpoint_id IN (SELECT id FROM gone)
+)
+SELECT id FROM gone;
+
+-- name: rotate_webhook_secret
+-- The current key becomes the previous one, still signing until the rotation
+-- period ends.
+UPDATE webhook_endpoints
+SET previous_secret = secret,
+    previous_secret_expires_at = now() + make_interval(secs => %(period)s),
+    secret = %(secret)s,
+    updated_at = now()
+WHERE id = %(id)s AND user_id = %(user_id)s
+RETURNING {endpoint_columns};
+
+-- name: list_webhook_attempts
+-- An endpoint's latest attempts; served by webhook_attempts_endpoint_idx.
+SELECT a.event_id, a.attempt, a.started_at, a.latency_ms, a.http_status, a.error
+FROM webhook_attempts AS a
+JOIN webhook_endpoints AS ep ON ep.id = a.endpoint_id
+WHERE a.endpoint_id = %(id)s AND ep.user_id = %(user_id)s
+ORDER BY a.started_at DESC, a.delivery_id DESC, a.attempt DESC
+LIMIT %(limit)s;
+
+-- ---------------------------------------------------------------------------
+-- Webhook deliveries, as dispatchers see them: the same queue machinery as
+-- tasks. Claimed with FOR UPDATE SKIP LOCKED under a lease (the attempt
+-- counted in the claim); every ending fenced on (lease_owner, attempts,
+-- status = 'running'); expired leases rescued.
+
+-- name: claim_webhook_deliveries
+-- Up to %(limit)s due deliveries, oldest event first: at most
+-- %(per_endpoint)s running per endpoint (counting those already running), and
+-- for each task and endpoint only the earliest open one, so a task's events
+-- reach an endpoint in order. Returns what a POST needs: the event, the URL
+-- and the keys to sign with.
+WITH running AS (
+    SELECT endpoint_id, count(*) AS n
+    FROM webhook_deliveries
+    WHERE status = 'running'
+    GROUP BY endpoint_id
+), candidates AS (
+    SELECT d.id AS candidate_id,
+           row_number() OVER (PARTITION BY d.endpoint_id ORDER BY d.run_after, d.event_id)
+               + coalesce(running.n, 0) AS place
+    FROM webhook_deliveries AS d
+    JOIN webhook_endpoints AS ep ON ep.id = d.endpoint_id AND ep.disabled_at IS NULL
+    LEFT JOIN running ON running.endpoint_id = d.endpoint_id
+    WHERE d.status = 'pending' AND d.run_after <= now()
+      AND NOT EXISTS (
+          SELECT 1 FROM webhook_deliveries AS earlier
+          WHERE earlier.endpoint_id = d.endpoint_id AND earlier.task_id = d.task_id
+            AND earlier.event_id < d.event_id AND earlier.status IN ('pending', 'running'))
+), due AS (
+    SELECT id AS due_id
+    FROM webhook_deliveries
+    WHERE id IN (SELECT candidate_id FROM candidates WHERE place <= %(per_endpoint)s)
+      AND status = 'pending'
+    ORDER BY run_after, event_id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE webhook_deliveries
+    SET status = 'running',
+        attempts = attempts + 1,
+        lease_owner = %(owner)s,
+        lease_expires_at = now() + make_interval(secs => %(lease)s)
+    FROM due
+    WHERE id = due_id
+    RETURNING id, attempts, endpoint_id, event_id
+)
+SELECT c.id AS delivery_id, c.attempts AS attempt, c.endpoint_id, ep.url, ep.secret,
+       CASE WHEN ep.previous_secret_expires_at > now() THEN ep.previous_secret END
+           AS previous_secret,
+       e.id, e.task_id, e.user_id, e.type, e.created_at, e.payload
+FROM claimed AS c
+JOIN webhook_endpoints AS ep ON ep.id = c.endpoint_id
+JOIN task_events AS e ON e.id = c.event_id
+ORDER BY e.id;
+
+-- name: finish_webhook_deliveries
+-- Attempts end, many in one statement (one element of each array per
+-- delivery), fenced on the lease: a 2xx delivers; another answer or none
+-- retries after %(delays)s, or fails the delivery once %(max_attempts)s are
+-- used up; 410 Gone fails it and disables its endpoint. Each attempt is
+-- recorded. An endpoint's failing_since is cleared by a success and set by
+-- the first failure after one; an endpoint failing for longer than
+-- %(disable_after)s is disabled with the reason, and its open deliveries are
+-- given up. Returns the deliveries whose fence held.
+WITH result AS (
+    SELECT *
+    FROM unnest(
+        %(ids)s::bigint[], %(attempts)s::int[], %(statuses)s::int[], %(errors)s::text[],
+        %(latencies)s::float8[], %(started)s::timestamptz[], %(delays)s::float8[]
+    ) AS r(id, attempt, http_status, error, latency_ms, started_at, delay)
+), finished AS (
+    UPDATE webhook_deliveries AS d
+    SET status = CASE WHEN r.http_status BETWEEN 200 AND 299 THEN 'delivered'
+                      WHEN r.http_status = 410 OR d.attempts >= %(max_attempts)s THEN 'failed'
+                      ELSE 'pending' END,
+        run_after = now() + make_interval(secs => r.delay),
+        finished_at = CASE WHEN r.http_status BETWEEN 200 AND 299 OR r.http_status = 410
+                                OR d.attempts >= %(max_attempts)s THEN now() END,
+        lease_owner = NULL,
+        lease_expires_at = NULL
+    FROM result AS r
+    WHERE d.id = r.id AND d.lease_owner = %(owner)s AND d.attempts = r.attempt
+      AND d.status = %(running)s::text
+    RETURNING d.id, d.endpoint_id, d.event_id, d.attempts, d.status, r.http_status, r.error,
+              r.latency_ms, r.started_at
+), recorded AS (
+    INSERT INTO webhook_attempts (delivery_id, attempt, endpoint_id, event_id, started_at,
+                                  latency_ms, http_status, error)
+    SELECT id, attempts, endpoint_id, event_id, started_at, latency_ms, http_status, error
+    FROM finished
+), outcome AS (
+    SELECT endpoint_id,
+           bool_or(status = 'delivered') AS delivered,
+           bool_or(http_status = 410) AS gone,
+           min(started_at) AS first_failure,
+           (array_agg(error ORDER BY started_at DESC) FILTER (WHERE error IS NOT NULL))[1]
+               AS last_error
+    FROM finished
+    GROUP BY endpoint_id
+), endpoints AS (
+    UPDATE webhook_endpoints AS ep
+    SET failing_since = CASE WHEN o.delivered THEN NULL
+                             ELSE coalesce(ep.failing_since, o.first_failure) END,
+        disabled_at = CASE
+            WHEN o.gone OR (NOT o.delivered AND coalesce(ep.failing_since, o.first_failure)
+                            < now() - make_interval(secs => %(disable_after)s))
+            THEN now() END,
+        disabled_reason = CASE
+            WHEN o.gone THEN 'the endpoint answered 410 Gone'
+            WHEN NOT o.delivered AND coalesce(ep.failing_since, o.first_failure)
+                     < now() - make_interval(secs => %(disable_after)s)
+            THEN 'every delivery failed since '
+                 || to_char(coalesce(ep.failing_since, o.first_failure) AT TIME ZONE 'UTC',
+                            'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+                 || '; the last error: ' || coalesce(o.last_error, 'unknown') END,
+        updated_at = now()
+    FROM outcome AS o
+    WHERE ep.id = o.endpoint_id AND ep.disabled_at IS NULL
+    RETURNING ep.id, ep.disabled_at
+), abandoned AS (
+    UPDATE webhook_deliveries
+    SET status = 'failed', finished_at = now()
+    WHERE endpoint_id IN (SELECT id FROM endpoints WHERE disabled_at IS NOT NULL)
+      AND status = 'pending'
+)
+SELECT id AS delivery_id FROM finished;
+
+-- name: rescue_webhook_deliveries
+-- Deliveries whose dispatcher stopped (the lease expired): back to pending,
+-- due after %(delay)s, or failed once the attempts are used up; the lost
+-- attempt is recorded.
+WITH expired AS (
+    SELECT id AS expired_id
+    FROM webhook_deliveries
+    WHERE status = 'running' AND lease_expires_at < now()
+    ORDER BY lease_expires_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), rescued AS (
+    UPDATE webhook_deliveries
+    SET status = CASE WHEN attempts >= %(max_attempts)s THEN 'failed' ELSE 'pending' END,
+        finished_at = CASE WHEN attempts >= %(max_attempts)s THEN now() END,
+        run_after = now() + make_interval(secs => %(delay)s),
+        lease_owner = NULL,
+        lease_expires_at = NULL
+    FROM expired
+    WHERE id = expired_id
+    RETURNING id, attempts, endpoint_id, event_id
+), recorded AS (
+    INSERT INTO webhook_attempts (delivery_id, attempt, endpoint_id, event_id, started_at, error)
+    SELECT id, attempts, endpoint_id, event_id, now(),
+           'the dispatcher stopped during the attempt (its lease expired)'
+    FROM rescued
+    ON CONFLICT DO NOTHING
+)
+SELECT count(*) AS rescued FROM rescued;
+
+-- name: webhook_stats
+-- The outbox's lag: the oldest delivery not yet finished (to an enabled
+-- endpoint), and how many endpoints are disabled.
+SELECT
+    coalesce(extract(epoch FROM now() - (
+        SELECT min(d.created_at)
+        FROM webhook_deliveries AS d
+        JOIN webhook_endpoints AS ep ON ep.id = d.endpoint_id AND ep.disabled_at IS NULL
+        WHERE d.status IN ('pending', 'running'))), 0)::float8 AS oldest_undelivered_seconds,
+    (SELECT count(*) FROM webhook_endpoints WHERE disabled_at IS NOT NULL) AS disabled_endpoints;
