@@ -75,8 +75,9 @@ def url_problem(url: str, *, allow_http: bool, allow_private: bool) -> str | Non
 class GuardedResolver(AbstractResolver):
     """Resolves with the system resolver and keeps only the addresses allowed."""
 
-    def __init__(self, *, allow_private: bool) -> None:
-        self._resolver = ThreadedResolver()
+    def __init__(self, *, allow_private: bool, inner: AbstractResolver | None = None) -> None:
+        """``inner`` does the lookups (the system's resolver by default)."""
+        self._resolver = inner or ThreadedResolver()
         self._allow_private = allow_private
 
     async def resolve(

@@ -33,7 +33,7 @@ class Receiver:
     answer: Answer
     requests: list[Received] = field(default_factory=list)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
-    hang: bool = False
+    delay: float = 0.0  # how long each answer takes
 
     def accepted(self, path: str | None = None) -> list[Received]:
         return [r for r in self.requests if 200 <= r.status <= 299 and path in (None, r.path)]
@@ -46,19 +46,23 @@ class Receiver:
 
 
 @asynccontextmanager
-async def receiving(answer: Answer | None = None) -> AsyncIterator[Receiver]:
-    """A receiver that answers ``answer(request)`` (200 by default); paths starting
-    with /hang never answer."""
-    receiver = Receiver(url="", answer=answer or (lambda _: 200))
+async def receiving(answer: Answer | None = None, *, delay: float = 0.0) -> AsyncIterator[Receiver]:
+    """A receiver that answers ``answer(request)`` (200 by default) after ``delay``;
+    paths starting with /hang never answer."""
+    receiver = Receiver(url="", answer=answer or (lambda _: 200), delay=delay)
 
     async def handle(request: web.Request) -> web.StreamResponse:
         body = await request.read()
         if request.path.startswith("/hang"):
             await asyncio.sleep(3600)
+        if receiver.delay:
+            await asyncio.sleep(receiver.delay)
         pending = Received(request.path, dict(request.headers), body, 0)
         status = receiver.answer(pending)
         receiver.requests.append(Received(request.path, dict(request.headers), body, status))
         receiver.arrived.set()
+        if 300 <= status <= 399:  # a redirect a sender must not follow
+            return web.Response(status=status, headers={"Location": "/followed"})
         return web.Response(status=status, text="ok")
 
     app = web.Application()
