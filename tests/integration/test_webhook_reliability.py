@@ -10,6 +10,7 @@ webhook-id and body. The counts are printed and asserted."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import random
 import signal
@@ -121,7 +122,7 @@ async def test_sigkilled_dispatchers_deliver_every_event_at_least_once_in_order(
     for ids in by_task.values():
         accepted_at = [firsts[f"evt_{i}"] for i in ids]
         assert accepted_at == sorted(accepted_at)  # first accepted in event order
-        for earlier, later in zip(ids, ids[1:], strict=False):
+        for earlier, later in itertools.pairwise(ids):
             first_of_later = min(
                 i
                 for i, r in enumerate(receiver.requests)
