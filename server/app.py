@@ -103,6 +103,7 @@ class App:
         logs.install_grpc_filter()
         self.registry = process_registry() if registry is None else registry
         self.task_metrics = TaskMetrics(self.registry)
+        self.webhook_metrics = WebhookMetrics(self.registry)  # the embedded dispatcher's
         self.db_metrics = DatabaseMetrics(self.registry)
         auth_metrics = AuthMetrics(self.registry)
         self.metrics_server = MetricsServer(self.registry, settings.metrics_addr)
@@ -201,7 +202,7 @@ class App:
                 listener=self.listener,
                 metrics=self.task_metrics,
                 db_metrics=self.db_metrics,
-                webhook_metrics=WebhookMetrics(self.registry),
+                webhook_metrics=self.webhook_metrics,
             )
         self.health = HealthServicer()
         self.monitor = DependencyMonitor(
