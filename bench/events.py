@@ -57,7 +57,7 @@ from bench.taskenv import (
     one,
 )
 from bench.tasks import TINY_FILTERS, tiny_png, validated
-from server.storage.postgres.queries import QUERIES
+from server.storage.postgres.queries import QUERIES, parse
 from server.webhooks.signing import new_secret
 
 OUTBOX_MIGRATION = "db/migrations/20261203070000_task_events.sql"
@@ -259,7 +259,10 @@ def baseline_tree(ref: str) -> tuple[Path, str]:
         ).stdout.split()  # fmt: skip
         if not added:
             raise BenchError(f"no commit adds {OUTBOX_MIGRATION}: give --baseline")
-        ref = added[-1] + "^"
+        ref = subprocess.run(
+            ["git", "rev-parse", "--short=12", added[-1] + "^"],
+            cwd=ROOT, capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
     target = Path(tempfile.mkdtemp(prefix="taskgate-bench-baseline-"))
     archive = subprocess.run(
         ["git", "archive", "--format=tar", ref], cwd=ROOT, capture_output=True, check=True
@@ -269,8 +272,19 @@ def baseline_tree(ref: str) -> tuple[Path, str]:
     return target, ref
 
 
-async def drain_once(env: TaskEnv, conn: Conn, batch: TaskBatch, label: str, count: int) -> float:
-    await insert_tasks(conn, batch, count, label)
+@dataclass
+class Tree:
+    """A source tree under test: its processor, its database, its insert_task."""
+
+    env: TaskEnv
+    conn: Conn
+    batch: TaskBatch
+    insert: Any
+
+
+async def drain_once(tree: Tree, label: str, count: int) -> float:
+    env, conn = tree.env, tree.conn
+    await insert_tasks(conn, tree.batch, count, label, tree.insert)
     await Waiter(conn, TASKS_ENDED, (label,), count, env.check_alive).wait()
     row = await one(
         conn,
@@ -285,21 +299,22 @@ async def drain_once(env: TaskEnv, conn: Conn, batch: TaskBatch, label: str, cou
 
 
 async def drain(ctx: Context) -> None:
-    tree, ref = baseline_tree(ctx.args.baseline)
-    trees: dict[str, Path] = {"with the outbox": ROOT, f"without ({ref[:12]})": tree}
-    setups: dict[str, tuple[TaskEnv, Conn, TaskBatch]] = {}
+    baseline, ref = baseline_tree(ctx.args.baseline)
+    trees: dict[str, Path] = {"with the outbox": ROOT, f"without ({ref})": baseline}
+    setups: dict[str, Tree] = {}
     for name, root in trees.items():
         env = ctx.env("drain_" + ("on" if root == ROOT else "off"), root=root)
         env.migrate()
         conn = await connect(env.database_url)
         user_id = await insert_user(conn, "bench-drain")
         env.start_processor()
-        setups[name] = (env, conn, tiny_batch(user_id))
+        statements = parse((root / "server/storage/postgres/queries.sql").read_text())
+        setups[name] = Tree(env, conn, tiny_batch(user_id), statements["insert_task"])
     await asyncio.sleep(3.0)
     rates: dict[str, list[float]] = {name: [] for name in trees}
     for number in range(ctx.args.rounds):
-        for name, (env, conn, batch) in setups.items():
-            rate = await drain_once(env, conn, batch, f"drain-{number}", ctx.args.tasks)
+        for name, tree in setups.items():
+            rate = await drain_once(tree, f"drain-{number}", ctx.args.tasks)
             rates[name].append(rate)
             ctx.say(f"drain round {number + 1}, {name}: {rate:.0f} tasks/s")
     with_outbox, without = (statistics.median(r) for r in rates.values())
@@ -310,9 +325,9 @@ async def drain(ctx: Context) -> None:
         f"{with_outbox:.0f}/s, without {without:.0f}/s: the outbox costs {cost * 100:.1f} % "
         f"(aim <= {DRAIN_COST_AIM * 100:.0f} %: {aim})"
     )
-    for _, conn, _ in setups.values():
-        await conn.close()
-    shutil.rmtree(tree, ignore_errors=True)
+    for tree in setups.values():
+        await tree.conn.close()
+    shutil.rmtree(baseline, ignore_errors=True)
 
 
 async def bench(ctx: Context) -> None:

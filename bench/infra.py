@@ -97,7 +97,11 @@ class BenchEnv:
     # -- set-up ---------------------------------------------------------------
 
     def migrate(self) -> None:
-        env = {**os.environ, "TASKGATE_DATABASE_URL": self.database_url}
+        env = {
+            **os.environ,
+            "TASKGATE_DATABASE_URL": self.database_url,
+            "DBMATE": str(Path(sys.executable).parent / "dbmate"),  # a baseline tree has no venv
+        }
         self._database_created = True  # dbmate creates it; drop it even if it fails half-way
         result = subprocess.run(
             ["scripts/migrate.sh", "up"], cwd=self.root, env=env, capture_output=True, text=True

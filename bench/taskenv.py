@@ -201,11 +201,14 @@ def _task_params(batch: TaskBatch, request_id: str) -> dict[str, Any]:
     }
 
 
-async def insert_tasks(conn: Conn, batch: TaskBatch, count: int, request_id: str) -> None:
-    """``count`` tasks in one transaction (all pending at its commit), tagged ``request_id``."""
+async def insert_tasks(
+    conn: Conn, batch: TaskBatch, count: int, request_id: str, statement: Any = None
+) -> None:
+    """``count`` tasks in one transaction (all pending at its commit), tagged ``request_id``,
+    by ``statement`` (this tree's insert_task by default)."""
     params = _task_params(batch, request_id)
     async with conn.transaction(), conn.cursor() as cursor:
-        await cursor.executemany(QUERIES["insert_task"], [params] * count)
+        await cursor.executemany(statement or QUERIES["insert_task"], [params] * count)
 
 
 async def insert_task(conn: Conn, batch: TaskBatch, request_id: str) -> UUID:

@@ -625,20 +625,6 @@ ALTER TABLE ONLY public.webhook_endpoints
 
 
 --
--- Name: task_events_created_idx; Type: INDEX; Schema: public; Owner: -
---
-
-CREATE INDEX task_events_created_idx ON public.task_events USING btree (created_at);
-
-
---
--- Name: task_events_task_idx; Type: INDEX; Schema: public; Owner: -
---
-
-CREATE INDEX task_events_task_idx ON public.task_events USING btree (task_id, id);
-
-
---
 -- Name: task_events_user_idx; Type: INDEX; Schema: public; Owner: -
 --
 
@@ -763,14 +749,6 @@ CREATE TRIGGER tasks_notify_pending_update AFTER UPDATE ON public.tasks FOR EACH
 
 ALTER TABLE ONLY public.task_attempts
     ADD CONSTRAINT task_attempts_task_id_fkey FOREIGN KEY (task_id) REFERENCES public.tasks(id) ON DELETE CASCADE;
-
-
---
--- Name: task_events task_events_task_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
---
-
-ALTER TABLE ONLY public.task_events
-    ADD CONSTRAINT task_events_task_id_fkey FOREIGN KEY (task_id) REFERENCES public.tasks(id) ON DELETE CASCADE;
 
 
 --

@@ -83,7 +83,7 @@ def migrated_database_url() -> Iterator[str]:
 def database_url(migrated_database_url: str) -> str:
     """The run's database, emptied for this test."""
     with psycopg.connect(migrated_database_url, autocommit=True) as conn:
-        conn.execute("TRUNCATE users, tasks, task_attempts CASCADE")
+        conn.execute("TRUNCATE users, tasks, task_attempts, task_events CASCADE")
     return migrated_database_url
 
 

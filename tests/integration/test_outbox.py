@@ -21,6 +21,7 @@ from server.config import Settings
 from server.models import TaskStatus
 from server.storage.postgres.database import Database, create_pool
 from server.storage.postgres.queue import Claimed, Ending, Output, QueueRepository
+from taskgate.v1 import user_service_pb2 as user_pb
 from tests.support.clients import Tasks, grayscale, task_user
 from tests.support.images import image_bytes
 from tests.support.outbox import events_of, events_refused, inconsistencies
@@ -221,3 +222,15 @@ async def test_a_processed_task_leaves_one_event_per_change_in_order(
         ("task.completed", "completed"),
     ]
     assert await inconsistencies(db) == []
+
+
+async def test_deleting_a_user_deletes_their_events(settings: Settings, db: Db) -> None:
+    async with serving(settings, embedded_processor=False) as (_, client):
+        alice, bob = await task_user(client), await task_user(client)
+        await alice.create(image_bytes(8, 8), [grayscale()])
+        kept = await bob.create(image_bytes(8, 8), [grayscale()])
+        await client.users.DeleteUser(
+            user_pb.DeleteUserRequest(user_id="me"), metadata=alice.metadata
+        )
+    cursor = await db.execute("SELECT task_id::text FROM task_events")
+    assert await cursor.fetchall() == [(kept.task_id,)]

@@ -18,7 +18,12 @@ FROM users
 WHERE username = %(username)s;
 
 -- name: delete_user
--- Deletes the user; their tasks go with them (ON DELETE CASCADE).
+-- Deletes the user; their tasks, attempts and webhook endpoints go with them
+-- (ON DELETE CASCADE), and their task events (and so their deliveries) here.
+WITH events AS (
+    DELETE FROM task_events
+    WHERE user_id = %(id)s
+)
 DELETE FROM users
 WHERE id = %(id)s;
 
@@ -375,7 +380,8 @@ LIMIT %(limit)s;
 -- name: prune_task_events
 -- Deletes events older than the retention whose deliveries have all finished
 -- or wait for an endpoint that is disabled or gone (their deliveries and
--- attempts go with them).
+-- attempts go with them). Walks the primary key from the oldest id: ids
+-- increase with time.
 WITH old AS (
     SELECT id AS old_id
     FROM task_events AS e
@@ -384,7 +390,7 @@ WITH old AS (
                       JOIN webhook_endpoints AS ep
                         ON ep.id = d.endpoint_id AND ep.disabled_at IS NULL
                       WHERE d.event_id = e.id AND d.status IN ('pending', 'running'))
-    ORDER BY created_at
+    ORDER BY id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 )
