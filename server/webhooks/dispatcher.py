@@ -18,7 +18,6 @@ once the lease expires, and they are sent again with the same webhook-id.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -29,7 +28,7 @@ from server.storage.postgres.webhooks import Delivery, DeliveryQueue, Result
 from server.webhooks import signing
 from server.webhooks.config import WebhookTuning
 from server.webhooks.metrics import WebhookMetrics
-from server.webhooks.sender import Sender
+from server.webhooks.sender import Answer, Sender
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +144,11 @@ class Dispatcher:
         headers = signing.headers(
             msg_id=signing.webhook_id(event.id), payload=payload, keys=delivery.secrets, now=now
         )
-        answer = await self._sender.post(delivery.url, payload, headers)
+        try:
+            answer = await self._sender.post(delivery.url, payload, headers)
+        except Exception as exc:  # a bug must not leave the delivery leased until it expires
+            log.exception("webhook %s: the POST failed unexpectedly", signing.webhook_id(event.id))
+            answer = Answer("connection_error", None, f"{type(exc).__name__}: {exc}", 0.0)
         self._metrics.deliveries.labels(answer.outcome).inc()
         self._metrics.latency.observe(answer.latency)
         if answer.error is not None:
@@ -184,8 +187,7 @@ class Dispatcher:
         if rescued:
             self._metrics.rescued.inc(rescued)
             log.warning("%d webhook deliveries lost their dispatcher; sent again", rescued)
-            with contextlib.suppress(RuntimeError):
-                self._want()
+            self._want()
 
     async def _prune(self) -> None:
         while await self._queue.prune_events(retention=self._settings.event_retention) > 0:
