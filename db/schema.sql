@@ -674,10 +674,10 @@ CREATE INDEX webhook_attempts_endpoint_idx ON public.webhook_attempts USING btre
 
 
 --
--- Name: webhook_deliveries_claimable_idx; Type: INDEX; Schema: public; Owner: -
+-- Name: webhook_deliveries_due_idx; Type: INDEX; Schema: public; Owner: -
 --
 
-CREATE INDEX webhook_deliveries_claimable_idx ON public.webhook_deliveries USING btree (run_after, event_id) WHERE (status = 'pending'::text);
+CREATE INDEX webhook_deliveries_due_idx ON public.webhook_deliveries USING btree (endpoint_id, run_after, event_id) WHERE (status = 'pending'::text);
 
 
 --
@@ -692,6 +692,13 @@ CREATE INDEX webhook_deliveries_lease_expiry_idx ON public.webhook_deliveries US
 --
 
 CREATE INDEX webhook_deliveries_open_idx ON public.webhook_deliveries USING btree (endpoint_id, task_id, event_id) WHERE (status = ANY (ARRAY['pending'::text, 'running'::text]));
+
+
+--
+-- Name: webhook_endpoints_enabled_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX webhook_endpoints_enabled_idx ON public.webhook_endpoints USING btree (id) WHERE (disabled_at IS NULL);
 
 
 --

@@ -24,6 +24,8 @@ CREATE TABLE webhook_endpoints (
 );
 
 CREATE INDEX webhook_endpoints_user_idx ON webhook_endpoints (user_id, created_at, id);
+-- Claims go through the enabled endpoints.
+CREATE INDEX webhook_endpoints_enabled_idx ON webhook_endpoints (id) WHERE disabled_at IS NULL;
 
 COMMENT ON TABLE webhook_endpoints IS 'Where a user wants task events POSTed (Standard Webhooks 1.0).';
 COMMENT ON COLUMN webhook_endpoints.event_types IS 'Only these event types (task_events.type); empty for every type.';
@@ -55,9 +57,9 @@ CREATE TABLE webhook_deliveries (
     CONSTRAINT webhook_deliveries_event_endpoint_key UNIQUE (event_id, endpoint_id)
 );
 
--- Claim: due deliveries, oldest event first.
-CREATE INDEX webhook_deliveries_claimable_idx
-    ON webhook_deliveries (run_after, event_id)
+-- Claim: an endpoint's due deliveries, oldest first.
+CREATE INDEX webhook_deliveries_due_idx
+    ON webhook_deliveries (endpoint_id, run_after, event_id)
     WHERE status = 'pending';
 -- Order per task and endpoint: a delivery waits for the earlier ones still open.
 CREATE INDEX webhook_deliveries_open_idx

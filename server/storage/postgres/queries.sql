@@ -464,32 +464,38 @@ LIMIT %(limit)s;
 -- status = 'running'); expired leases rescued.
 
 -- name: claim_webhook_deliveries
--- Up to %(limit)s due deliveries, oldest event first: at most
--- %(per_endpoint)s running per endpoint (counting those already running), and
--- for each task and endpoint only the earliest open one, so a task's events
--- reach an endpoint in order. Returns what a POST needs: the event, the URL
--- and the keys to sign with.
+-- Up to %(limit)s due deliveries: for each enabled endpoint its oldest due
+-- ones, at most %(per_endpoint)s running per endpoint (counting those already
+-- running), and for each task and endpoint only the earliest open one, so a
+-- task's events reach an endpoint in order. Each endpoint is looked at on its
+-- own (webhook_deliveries_due_idx), so deliveries piling up for one endpoint
+-- never hide another's. Returns what a POST needs: the event, the URL and the
+-- keys to sign with.
 WITH running AS (
     SELECT endpoint_id, count(*) AS n
     FROM webhook_deliveries
     WHERE status = 'running'
     GROUP BY endpoint_id
 ), candidates AS (
-    SELECT d.id AS candidate_id,
-           row_number() OVER (PARTITION BY d.endpoint_id ORDER BY d.run_after, d.event_id)
-               + coalesce(running.n, 0) AS place
-    FROM webhook_deliveries AS d
-    JOIN webhook_endpoints AS ep ON ep.id = d.endpoint_id AND ep.disabled_at IS NULL
-    LEFT JOIN running ON running.endpoint_id = d.endpoint_id
-    WHERE d.status = 'pending' AND d.run_after <= now()
-      AND NOT EXISTS (
-          SELECT 1 FROM webhook_deliveries AS earlier
-          WHERE earlier.endpoint_id = d.endpoint_id AND earlier.task_id = d.task_id
-            AND earlier.event_id < d.event_id AND earlier.status IN ('pending', 'running'))
+    SELECT d.id AS candidate_id, d.run_after, d.event_id
+    FROM webhook_endpoints AS ep
+    LEFT JOIN running ON running.endpoint_id = ep.id
+    CROSS JOIN LATERAL (
+        SELECT d.id, d.run_after, d.event_id
+        FROM webhook_deliveries AS d
+        WHERE d.endpoint_id = ep.id AND d.status = 'pending' AND d.run_after <= now()
+          AND NOT EXISTS (
+              SELECT 1 FROM webhook_deliveries AS earlier
+              WHERE earlier.endpoint_id = d.endpoint_id AND earlier.task_id = d.task_id
+                AND earlier.event_id < d.event_id AND earlier.status IN ('pending', 'running'))
+        ORDER BY d.run_after, d.event_id
+        LIMIT greatest(0, %(per_endpoint)s - coalesce(running.n, 0))
+    ) AS d
+    WHERE ep.disabled_at IS NULL
 ), due AS (
     SELECT id AS due_id
     FROM webhook_deliveries
-    WHERE id IN (SELECT candidate_id FROM candidates WHERE place <= %(per_endpoint)s)
+    WHERE id IN (SELECT candidate_id FROM candidates)
       AND status = 'pending'
     ORDER BY run_after, event_id
     LIMIT %(limit)s
