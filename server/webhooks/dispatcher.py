@@ -93,6 +93,9 @@ class Dispatcher:
         self._stir.set()
         if self._exchanger is not None:
             await self._exchanger
+        for task in list(self._sending):  # launched by the last exchange: their leases expire
+            task.cancel()
+        await asyncio.gather(*self._sending, return_exceptions=True)
         for loop in self._loops:
             loop.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
@@ -133,6 +136,8 @@ class Dispatcher:
         if asked and len(claimed) == asked:
             self._wanted = True  # there may be more
         for delivery in claimed:
+            if self._stopping:  # claimed as shutdown began: its lease expires, it is sent again
+                break
             task = asyncio.create_task(self._send(delivery), name=f"webhook-{delivery.id}")
             self._sending.add(task)
             task.add_done_callback(self._sending.discard)

@@ -4,6 +4,7 @@ handed to the connection, no redirects followed, short timeouts."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 
 import pytest
@@ -101,3 +102,30 @@ async def test_redirects_are_not_followed_and_a_hang_times_out() -> None:
     assert [r.path for r in receiver.requests] == ["/hook"]
     assert hung.outcome == "timeout"
     assert 0.4 < hung.latency < 1.5
+
+
+async def test_a_big_or_endless_answer_is_read_only_to_the_limit() -> None:
+    from aiohttp import web
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(status=200)
+        await response.prepare(request)
+        await response.write(b"x" * 8192)  # more than the limit, then never ends
+        await asyncio.sleep(3600)
+        return response
+
+    app = web.Application()
+    app.router.add_post("/", endless)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    client = sender(allow_private=True, timeout=5.0)
+    await client.start()
+    try:
+        answer = await client.post(f"http://127.0.0.1:{runner.addresses[0][1]}/", b"{}", {})
+    finally:
+        await client.close()
+        await runner.cleanup()
+    assert (answer.outcome, answer.http_status) == ("delivered", 200)
+    assert answer.latency < 2.0  # it did not wait for the rest

@@ -281,3 +281,19 @@ async def test_each_delivery_is_one_post_per_event_and_endpoint(settings: Settin
         await receiver.wait_for(lambda r: len(r.accepted()) == 15)
     ids = Counter(r.headers["webhook-id"] for r in receiver.requests)
     assert set(ids.values()) == {1}
+
+
+async def test_a_user_has_at_most_the_configured_number_of_endpoints(settings: Settings) -> None:
+    async with serving(settings, embedded_processor=False, webhook_max_endpoints=2) as (_, client):
+        hooks = Hooks(client, await task_user(client))
+        first = await hooks.create("https://example.com/1")
+        await hooks.create("https://example.com/2")
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await hooks.create("https://example.com/3")
+        assert error.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "at most 2 webhook endpoints" in (error.value.details() or "")
+        await hooks.stub.DeleteWebhookEndpoint(
+            pb.DeleteWebhookEndpointRequest(endpoint_id=first.endpoint.endpoint_id),
+            metadata=hooks.metadata,
+        )
+        await hooks.create("https://example.com/3")  # room again
