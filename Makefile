@@ -18,7 +18,7 @@ CALLER_URLS_ONLY := env $(if $(filter file,$(origin TASKGATE_DATABASE_URL)),-u T
                         $(if $(filter file,$(origin TASKGATE_REDIS_URL)),-u TASKGATE_REDIS_URL)
 
 .PHONY: help install run migrate migrate-check migrate-schema proto proto-check buf-lint \
-        lint fmt test test-only bench bench-auth bench-abuse bench-tasks bench-gateway bench-replicas \
+        lint fmt test test-only bench bench-auth bench-abuse bench-tasks bench-gateway bench-replicas bench-events \
         run-gateway demo up down clean
 
 help:
@@ -37,6 +37,7 @@ help:
 	@echo "make bench-abuse    server RSS under anonymous max-size floods; login latency under an argon2 flood"
 	@echo "make bench-gateway  GetTask over HTTP through the gateway vs gRPC, calls/s and CPU"
 	@echo "make bench-replicas read-after-write load: primary alone vs primary + a streaming replica"
+	@echo "make bench-events   commit -> webhook latency, deliveries/s, the drain with vs without the outbox"
 	@echo "make run-gateway    start the HTTP/JSON gateway (python -m gateway) on 127.0.0.1:8080"
 	@echo "make up / down      the whole stack in Docker (docker compose): gRPC, gateway, Grafana"
 
@@ -93,7 +94,7 @@ test: install lint
 test-only: $(VENV)/.installed
 	$(BIN)/pytest --cov --cov-report=term --cov-fail-under=85 $(PYTEST_ARGS)
 
-bench: bench-auth bench-abuse bench-tasks bench-gateway bench-replicas
+bench: bench-auth bench-abuse bench-tasks bench-gateway bench-replicas bench-events
 
 bench-auth: $(VENV)/.installed
 	$(BIN)/python -m bench.auth $(BENCH_ARGS)
@@ -117,6 +118,9 @@ $(VENV)/.bench-installed: $(VENV)/.installed pyproject.toml
 
 bench-tasks: $(VENV)/.bench-installed
 	$(BIN)/python -m bench.tasks $(BENCH_ARGS)
+
+bench-events: $(VENV)/.bench-installed
+	$(BIN)/python -m bench.events $(BENCH_ARGS)
 
 # The whole stack in Docker, with Prometheus and Grafana (needs Docker with compose v2).
 up:

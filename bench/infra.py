@@ -70,6 +70,9 @@ class BenchEnv:
     log_level: str = "warning"
     tag: str = field(default_factory=lambda: secrets.token_hex(4))
     extra_env: dict[str, str] = field(default_factory=dict)  # TASKGATE_* overrides
+    root: Path = (
+        ROOT  # the source tree whose migrations and programs run (bench.events: a baseline)
+    )
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
     _log_path: Path | None = None
@@ -94,10 +97,14 @@ class BenchEnv:
     # -- set-up ---------------------------------------------------------------
 
     def migrate(self) -> None:
-        env = {**os.environ, "TASKGATE_DATABASE_URL": self.database_url}
+        env = {
+            **os.environ,
+            "TASKGATE_DATABASE_URL": self.database_url,
+            "DBMATE": str(Path(sys.executable).parent / "dbmate"),  # a baseline tree has no venv
+        }
         self._database_created = True  # dbmate creates it; drop it even if it fails half-way
         result = subprocess.run(
-            ["scripts/migrate.sh", "up"], cwd=ROOT, env=env, capture_output=True, text=True
+            ["scripts/migrate.sh", "up"], cwd=self.root, env=env, capture_output=True, text=True
         )
         if result.returncode != 0:
             raise BenchError(f"migration failed:\n{result.stdout}{result.stderr}")

@@ -72,11 +72,13 @@ async def backend_pids(conn: Conn) -> list[int]:
     )
 
 
-def _spawn(args: list[str], env: dict[str, str], name: str) -> tuple[subprocess.Popen[bytes], Path]:
+def _spawn(
+    args: list[str], env: dict[str, str], name: str, cwd: Path = ROOT
+) -> tuple[subprocess.Popen[bytes], Path]:
     fd, log_name = tempfile.mkstemp(prefix=f"taskgate-bench-{name}-", suffix=".log")
     with os.fdopen(fd, "wb") as log_file:
         process = subprocess.Popen(
-            args, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log_file,
+            args, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log_file,
             stderr=subprocess.STDOUT,
         )  # fmt: skip
     return process, Path(log_name)
@@ -127,6 +129,7 @@ class TaskEnv(BenchEnv):
             "TASKGATE_ARGON2_TIME_COST": "1",
             "TASKGATE_ARGON2_MEMORY_KIB": "8192",
             "TASKGATE_ARGON2_PARALLELISM": "1",
+            **self.extra_env,
         }
 
     def start_server(self) -> None:
@@ -137,9 +140,20 @@ class TaskEnv(BenchEnv):
         self.process, self._log_path = _spawn([sys.executable, "-m", "server"], env, "server")
 
     def start_processor(self) -> None:
-        """``python -m server.processor``: a processor alone, needing only Postgres."""
+        """``python -m server.processor``: a processor alone, needing only Postgres
+        (that of ``root``, a baseline tree's, with its own modules first on the path)."""
+        env = self._environment()
+        if self.root != ROOT:
+            env["PYTHONPATH"] = os.pathsep.join([str(self.root), str(self.root / "gen")])
         self.process, self._log_path = _spawn(
-            [sys.executable, "-m", "server.processor"], self._environment(), "processor"
+            [sys.executable, "-m", "server.processor"], env, "processor", cwd=self.root
+        )
+
+    def start_dispatcher(self) -> None:
+        """``python -m server.webhooks``: a webhook dispatcher alone."""
+        env = {**self._environment(), "TASKGATE_WEBHOOK_METRICS_ADDR": f"127.0.0.1:{free_port()}"}
+        self.process, self._log_path = _spawn(
+            [sys.executable, "-m", "server.webhooks"], env, "dispatcher"
         )
 
     def check_alive(self) -> None:
@@ -187,11 +201,14 @@ def _task_params(batch: TaskBatch, request_id: str) -> dict[str, Any]:
     }
 
 
-async def insert_tasks(conn: Conn, batch: TaskBatch, count: int, request_id: str) -> None:
-    """``count`` tasks in one transaction (all pending at its commit), tagged ``request_id``."""
+async def insert_tasks(
+    conn: Conn, batch: TaskBatch, count: int, request_id: str, statement: Any = None
+) -> None:
+    """``count`` tasks in one transaction (all pending at its commit), tagged ``request_id``,
+    by ``statement`` (this tree's insert_task by default)."""
     params = _task_params(batch, request_id)
     async with conn.transaction(), conn.cursor() as cursor:
-        await cursor.executemany(QUERIES["insert_task"], [params] * count)
+        await cursor.executemany(statement or QUERIES["insert_task"], [params] * count)
 
 
 async def insert_task(conn: Conn, batch: TaskBatch, request_id: str) -> UUID:

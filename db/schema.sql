@@ -12,6 +12,37 @@ SET client_min_messages = warning;
 SET row_security = off;
 
 --
+-- Name: taskgate_fan_out_webhooks(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.taskgate_fan_out_webhooks() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    INSERT INTO webhook_deliveries (endpoint_id, event_id, task_id)
+    SELECT endpoints.id, new_events.id, new_events.task_id
+    FROM new_events
+    JOIN webhook_endpoints AS endpoints
+      ON endpoints.user_id = new_events.user_id
+     AND endpoints.disabled_at IS NULL
+     AND (endpoints.event_types = '{}' OR new_events.type = ANY (endpoints.event_types))
+    ORDER BY new_events.id;
+    IF FOUND THEN
+        PERFORM pg_notify('taskgate_webhooks', '');
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+
+--
+-- Name: FUNCTION taskgate_fan_out_webhooks(); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.taskgate_fan_out_webhooks() IS 'Writes the deliveries of new events to their owners'' enabled endpoints; pg_notify(''taskgate_webhooks'') for the dispatchers.';
+
+
+--
 -- Name: taskgate_notify_pending_task(); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -54,6 +85,50 @@ $$;
 --
 
 COMMENT ON FUNCTION public.taskgate_notify_task_change() IS 'pg_notify(''taskgate_task_events'', task id) on a status, progress or cancellation change; also ''taskgate_task_cancel'' when a running task is asked to stop.';
+
+
+--
+-- Name: taskgate_notify_task_feed(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.taskgate_notify_task_feed() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    PERFORM pg_notify('taskgate_task_feed', user_id::text)
+    FROM (SELECT DISTINCT user_id FROM new_events) AS users;
+    RETURN NULL;
+END;
+$$;
+
+
+--
+-- Name: FUNCTION taskgate_notify_task_feed(); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.taskgate_notify_task_feed() IS 'pg_notify(''taskgate_task_feed'', user id) for the users who got new events.';
+
+
+--
+-- Name: taskgate_sequence_task_event(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.taskgate_sequence_task_event() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(7306086815950189923);
+    NEW.id := nextval('task_events_id_seq');
+    RETURN NEW;
+END;
+$$;
+
+
+--
+-- Name: FUNCTION taskgate_sequence_task_event(); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.taskgate_sequence_task_event() IS 'Gives a new event its id under an advisory lock held until commit: ids increase in commit order.';
 
 
 SET default_tablespace = '';
@@ -99,6 +174,62 @@ COMMENT ON TABLE public.task_attempts IS 'One row per claim of a task: written w
 --
 
 COMMENT ON COLUMN public.task_attempts.outcome IS 'running; completed, failed or cancelled (the task ended); error (retryable failure); lost (the lease expired: the processor died or stalled); released (handed back at shutdown).';
+
+
+--
+-- Name: task_events; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.task_events (
+    id bigint NOT NULL,
+    task_id uuid NOT NULL,
+    user_id uuid NOT NULL,
+    type text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    payload jsonb NOT NULL,
+    CONSTRAINT task_events_payload_object_check CHECK ((jsonb_typeof(payload) = 'object'::text)),
+    CONSTRAINT task_events_type_check CHECK ((type = ANY (ARRAY['task.created'::text, 'task.started'::text, 'task.retried'::text, 'task.completed'::text, 'task.failed'::text, 'task.cancelled'::text])))
+);
+
+
+--
+-- Name: TABLE task_events; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.task_events IS 'The outbox: one row per task state change (created, started, retried, completed, failed, cancelled), written in the transaction of the change.';
+
+
+--
+-- Name: COLUMN task_events.id; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.task_events.id IS 'Increases in commit order: taken from task_events_id_seq under a transaction-level advisory lock (taskgate_sequence_task_event), so a reader that has seen id N will never see a smaller id appear later.';
+
+
+--
+-- Name: COLUMN task_events.payload; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.task_events.payload IS 'The task as the API shows it right after the change (never the image bytes).';
+
+
+--
+-- Name: task_events_id_seq; Type: SEQUENCE; Schema: public; Owner: -
+--
+
+CREATE SEQUENCE public.task_events_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+
+--
+-- Name: task_events_id_seq; Type: SEQUENCE OWNED BY; Schema: public; Owner: -
+--
+
+ALTER SEQUENCE public.task_events_id_seq OWNED BY public.task_events.id;
 
 
 --
@@ -277,6 +408,144 @@ COMMENT ON COLUMN public.users.password_hash IS 'argon2id encoded hash (argon2-c
 
 
 --
+-- Name: webhook_attempts; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.webhook_attempts (
+    delivery_id bigint NOT NULL,
+    attempt integer NOT NULL,
+    endpoint_id uuid NOT NULL,
+    event_id bigint NOT NULL,
+    started_at timestamp with time zone NOT NULL,
+    latency_ms double precision,
+    http_status integer,
+    error text,
+    CONSTRAINT webhook_attempts_attempt_check CHECK ((attempt > 0))
+);
+
+
+--
+-- Name: TABLE webhook_attempts; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.webhook_attempts IS 'Every POST of a delivery: when, the HTTP status (none when no answer came), the latency (none when its dispatcher died during it) and the error.';
+
+
+--
+-- Name: webhook_deliveries; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.webhook_deliveries (
+    id bigint NOT NULL,
+    endpoint_id uuid NOT NULL,
+    event_id bigint NOT NULL,
+    task_id uuid NOT NULL,
+    status text DEFAULT 'pending'::text NOT NULL,
+    attempts integer DEFAULT 0 NOT NULL,
+    run_after timestamp with time zone DEFAULT now() NOT NULL,
+    lease_owner text,
+    lease_expires_at timestamp with time zone,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    finished_at timestamp with time zone,
+    CONSTRAINT webhook_deliveries_running_has_lease_check CHECK (((status <> 'running'::text) OR ((lease_owner IS NOT NULL) AND (lease_expires_at IS NOT NULL)))),
+    CONSTRAINT webhook_deliveries_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'running'::text, 'delivered'::text, 'failed'::text])))
+);
+
+
+--
+-- Name: TABLE webhook_deliveries; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.webhook_deliveries IS 'One event to one endpoint: a queue entry claimed with FOR UPDATE SKIP LOCKED under a lease and finished by fenced updates, like tasks.';
+
+
+--
+-- Name: COLUMN webhook_deliveries.status; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.webhook_deliveries.status IS 'pending (due at run_after), running (leased), delivered (a 2xx), failed (attempts used up, or the endpoint disabled).';
+
+
+--
+-- Name: webhook_deliveries_id_seq; Type: SEQUENCE; Schema: public; Owner: -
+--
+
+ALTER TABLE public.webhook_deliveries ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME public.webhook_deliveries_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+
+--
+-- Name: webhook_endpoints; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.webhook_endpoints (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    user_id uuid NOT NULL,
+    url text NOT NULL,
+    event_types text[] DEFAULT '{}'::text[] NOT NULL,
+    secret text NOT NULL,
+    previous_secret text,
+    previous_secret_expires_at timestamp with time zone,
+    failing_since timestamp with time zone,
+    disabled_at timestamp with time zone,
+    disabled_reason text,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT webhook_endpoints_disabled_check CHECK (((disabled_at IS NULL) = (disabled_reason IS NULL))),
+    CONSTRAINT webhook_endpoints_previous_secret_check CHECK (((previous_secret IS NULL) = (previous_secret_expires_at IS NULL))),
+    CONSTRAINT webhook_endpoints_secret_check CHECK ((secret ~~ 'whsec\_%'::text))
+);
+
+
+--
+-- Name: TABLE webhook_endpoints; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.webhook_endpoints IS 'Where a user wants task events POSTed (Standard Webhooks 1.0).';
+
+
+--
+-- Name: COLUMN webhook_endpoints.event_types; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.webhook_endpoints.event_types IS 'Only these event types (task_events.type); empty for every type.';
+
+
+--
+-- Name: COLUMN webhook_endpoints.secret; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.webhook_endpoints.secret IS 'The signing key, whsec_ + base64; shown to its owner once, at creation or rotation.';
+
+
+--
+-- Name: COLUMN webhook_endpoints.previous_secret; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.webhook_endpoints.previous_secret IS 'The key before the last rotation: deliveries are signed with both until previous_secret_expires_at.';
+
+
+--
+-- Name: COLUMN webhook_endpoints.failing_since; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.webhook_endpoints.failing_since IS 'The first failed attempt since the last success; past TASKGATE_WEBHOOK_DISABLE_AFTER the endpoint is disabled.';
+
+
+--
+-- Name: COLUMN webhook_endpoints.disabled_reason; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.webhook_endpoints.disabled_reason IS 'Why deliveries stopped (410 Gone, or failing since a time), for its owner to see.';
+
+
+--
 -- Name: schema_migrations schema_migrations_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -290,6 +559,14 @@ ALTER TABLE ONLY public.schema_migrations
 
 ALTER TABLE ONLY public.task_attempts
     ADD CONSTRAINT task_attempts_pkey PRIMARY KEY (task_id, attempt);
+
+
+--
+-- Name: task_events task_events_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.task_events
+    ADD CONSTRAINT task_events_pkey PRIMARY KEY (id);
 
 
 --
@@ -314,6 +591,45 @@ ALTER TABLE ONLY public.users
 
 ALTER TABLE ONLY public.users
     ADD CONSTRAINT users_username_key UNIQUE (username);
+
+
+--
+-- Name: webhook_attempts webhook_attempts_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.webhook_attempts
+    ADD CONSTRAINT webhook_attempts_pkey PRIMARY KEY (delivery_id, attempt);
+
+
+--
+-- Name: webhook_deliveries webhook_deliveries_event_endpoint_key; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.webhook_deliveries
+    ADD CONSTRAINT webhook_deliveries_event_endpoint_key UNIQUE (event_id, endpoint_id);
+
+
+--
+-- Name: webhook_deliveries webhook_deliveries_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.webhook_deliveries
+    ADD CONSTRAINT webhook_deliveries_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: webhook_endpoints webhook_endpoints_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.webhook_endpoints
+    ADD CONSTRAINT webhook_endpoints_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: task_events_user_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX task_events_user_idx ON public.task_events USING btree (user_id, id);
 
 
 --
@@ -349,6 +665,69 @@ CREATE INDEX tasks_user_created_idx ON public.tasks USING btree (user_id, create
 --
 
 CREATE UNIQUE INDEX tasks_user_idempotency_key ON public.tasks USING btree (user_id, idempotency_key) WHERE (idempotency_key IS NOT NULL);
+
+
+--
+-- Name: webhook_attempts_endpoint_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX webhook_attempts_endpoint_idx ON public.webhook_attempts USING btree (endpoint_id, started_at DESC);
+
+
+--
+-- Name: webhook_deliveries_due_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX webhook_deliveries_due_idx ON public.webhook_deliveries USING btree (endpoint_id, run_after, event_id) WHERE (status = 'pending'::text);
+
+
+--
+-- Name: webhook_deliveries_lease_expiry_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX webhook_deliveries_lease_expiry_idx ON public.webhook_deliveries USING btree (lease_expires_at) WHERE (status = 'running'::text);
+
+
+--
+-- Name: webhook_deliveries_open_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX webhook_deliveries_open_idx ON public.webhook_deliveries USING btree (endpoint_id, task_id, event_id) WHERE (status = ANY (ARRAY['pending'::text, 'running'::text]));
+
+
+--
+-- Name: webhook_endpoints_enabled_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX webhook_endpoints_enabled_idx ON public.webhook_endpoints USING btree (id) WHERE (disabled_at IS NULL);
+
+
+--
+-- Name: webhook_endpoints_user_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX webhook_endpoints_user_idx ON public.webhook_endpoints USING btree (user_id, created_at, id);
+
+
+--
+-- Name: task_events task_events_fan_out_webhooks; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER task_events_fan_out_webhooks AFTER INSERT ON public.task_events REFERENCING NEW TABLE AS new_events FOR EACH STATEMENT EXECUTE FUNCTION public.taskgate_fan_out_webhooks();
+
+
+--
+-- Name: task_events task_events_notify; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER task_events_notify AFTER INSERT ON public.task_events REFERENCING NEW TABLE AS new_events FOR EACH STATEMENT EXECUTE FUNCTION public.taskgate_notify_task_feed();
+
+
+--
+-- Name: task_events task_events_sequence; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER task_events_sequence BEFORE INSERT ON public.task_events FOR EACH ROW EXECUTE FUNCTION public.taskgate_sequence_task_event();
 
 
 --
@@ -389,6 +768,30 @@ ALTER TABLE ONLY public.tasks
 
 
 --
+-- Name: webhook_attempts webhook_attempts_delivery_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.webhook_attempts
+    ADD CONSTRAINT webhook_attempts_delivery_id_fkey FOREIGN KEY (delivery_id) REFERENCES public.webhook_deliveries(id) ON DELETE CASCADE;
+
+
+--
+-- Name: webhook_deliveries webhook_deliveries_event_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.webhook_deliveries
+    ADD CONSTRAINT webhook_deliveries_event_id_fkey FOREIGN KEY (event_id) REFERENCES public.task_events(id) ON DELETE CASCADE;
+
+
+--
+-- Name: webhook_endpoints webhook_endpoints_user_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.webhook_endpoints
+    ADD CONSTRAINT webhook_endpoints_user_id_fkey FOREIGN KEY (user_id) REFERENCES public.users(id) ON DELETE CASCADE;
+
+
+--
 -- PostgreSQL database dump complete
 --
 
@@ -403,4 +806,6 @@ INSERT INTO public.schema_migrations (version) VALUES
     ('20261122000002'),
     ('20261122000003'),
     ('20261122000004'),
-    ('20261203000001');
+    ('20261203000001'),
+    ('20261203070000'),
+    ('20261203070100');

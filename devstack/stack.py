@@ -212,6 +212,9 @@ class Stack:
         }
         if replica_url:
             env["TASKGATE_DATABASE_REPLICA_URLS"] = replica_url
+        # A local trial sends webhooks to receivers on this machine, over plain http.
+        env.setdefault("TASKGATE_WEBHOOK_ALLOW_HTTP", "true")
+        env.setdefault("TASKGATE_WEBHOOK_ALLOW_PRIVATE", "true")
         server = ServerSettings.from_env(env)
         env.setdefault("TASKGATE_GATEWAY_UPSTREAM", _connectable(server.grpc_addr))
         gateway = GatewaySettings.from_env(env)

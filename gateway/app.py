@@ -36,7 +36,12 @@ from gateway.errors import GatewayError
 from gateway.health import HealthWatcher
 from gateway.metrics import UNMATCHED, HttpMetrics
 from gateway.openapi import build_document, product_comments
-from taskgate.v1 import session_service_pb2, task_service_pb2, user_service_pb2
+from taskgate.v1 import (
+    session_service_pb2,
+    task_service_pb2,
+    user_service_pb2,
+    webhook_service_pb2,
+)
 
 log = logging.getLogger("taskgate.gateway")
 access_log = logging.getLogger("taskgate.gateway.access")
@@ -45,6 +50,7 @@ PRODUCT_SERVICES: tuple[descriptor.ServiceDescriptor, ...] = (
     user_service_pb2.DESCRIPTOR.services_by_name["UserService"],
     session_service_pb2.DESCRIPTOR.services_by_name["SessionService"],
     task_service_pb2.DESCRIPTOR.services_by_name["TaskService"],
+    webhook_service_pb2.DESCRIPTOR.services_by_name["WebhookService"],
 )
 JSON = "application/json"
 NDJSON = "application/x-ndjson"

@@ -36,17 +36,22 @@ from server.processor.runtime import ProcessorRuntime
 from server.rpc.sessions import SessionServicer
 from server.rpc.tasks import TaskServicer
 from server.rpc.users import UserServicer
+from server.rpc.webhooks import WebhookServicer
 from server.services.limits import ClientLimits
 from server.services.sessions import SessionService
 from server.services.task_events import TaskEvents
+from server.services.task_feed import TaskFeed
 from server.services.tasks import TaskLimits, TaskService, result_chunk_bytes
 from server.services.user_cache import UserCache
 from server.services.users import UserService
+from server.services.webhooks import WebhookRules, WebhookService
 from server.storage.postgres.database import Database, create_pool
+from server.storage.postgres.events import EventRepository
 from server.storage.postgres.listener import Listener
 from server.storage.postgres.replicas import ReadRouter, ReplicaMonitor, open_replicas
 from server.storage.postgres.tasks import TaskRepository
 from server.storage.postgres.users import UserRepository
+from server.storage.postgres.webhooks import EndpointRepository
 from server.storage.redis.client import create_client
 from server.storage.redis.devices import DeviceTokenRepository
 from server.storage.redis.keys import RedisKeys
@@ -54,10 +59,17 @@ from server.storage.redis.positions import WalPositions
 from server.storage.redis.sessions import SessionRepository
 from server.tls import ServerTls
 from server.transport import bind, health_server, server_options
-from taskgate.v1 import session_service_pb2, task_service_pb2, user_service_pb2
+from server.webhooks.metrics import WebhookMetrics
+from taskgate.v1 import (
+    session_service_pb2,
+    task_service_pb2,
+    user_service_pb2,
+    webhook_service_pb2,
+)
 from taskgate.v1 import session_service_pb2_grpc as session_grpc
 from taskgate.v1 import task_service_pb2_grpc as task_grpc
 from taskgate.v1 import user_service_pb2_grpc as user_grpc
+from taskgate.v1 import webhook_service_pb2_grpc as webhook_grpc
 from taskgate_runtime import logs
 from taskgate_runtime.metrics_http import MetricsListenError, MetricsServer, process_registry
 from taskgate_runtime.tls import TlsFileError
@@ -68,12 +80,14 @@ SERVICE_NAMES = {
     "user": user_service_pb2.DESCRIPTOR.services_by_name["UserService"].full_name,
     "session": session_service_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name,
     "task": task_service_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name,
+    "webhook": webhook_service_pb2.DESCRIPTOR.services_by_name["WebhookService"].full_name,
 }
 # The one method whose request may be large: it carries an image.
 CREATE_TASK = "/taskgate.v1.TaskService/CreateTask"
 # Every service needs both: users live in Postgres, sessions (hence auth) in Redis.
 DEPENDENCIES = frozenset({"postgres", "redis"})
 TASK_EVENTS_CHANNEL = "taskgate_task_events"
+TASK_FEED_CHANNEL = "taskgate_task_feed"
 
 
 class ListenError(Exception):
@@ -95,6 +109,7 @@ class App:
         logs.install_grpc_filter()
         self.registry = process_registry() if registry is None else registry
         self.task_metrics = TaskMetrics(self.registry)
+        self.webhook_metrics = WebhookMetrics(self.registry)  # the embedded dispatcher's
         self.db_metrics = DatabaseMetrics(self.registry)
         auth_metrics = AuthMetrics(self.registry)
         self.metrics_server = MetricsServer(self.registry, settings.metrics_addr)
@@ -169,6 +184,14 @@ class App:
         events = TaskEvents()
         self.listener.subscribe(TASK_EVENTS_CHANNEL, events.changed)
         self.listener.on_reconnect(events.wake_all)
+        feed_wakeups = TaskEvents()  # keyed by user id
+        self.listener.subscribe(TASK_FEED_CHANNEL, feed_wakeups.changed)
+        self.listener.on_reconnect(feed_wakeups.wake_all)
+        self.feed = TaskFeed(
+            events=EventRepository(database=database),
+            wakeups=feed_wakeups,
+            poll_interval=settings.watch_poll_interval,
+        )
         self.tasks = TaskService(
             tasks=TaskRepository(database=database, reads=self.reads),
             events=events,
@@ -181,6 +204,15 @@ class App:
             ),
             metrics=self.task_metrics,
         )
+        self.webhooks = WebhookService(
+            endpoints=EndpointRepository(database=database),
+            rules=WebhookRules(
+                allow_http=settings.webhook_allow_http,
+                allow_private=settings.webhook_allow_private,
+                max_endpoints=settings.webhook_max_endpoints,
+                rotation_period=settings.webhook_secret_rotation_period,
+            ),
+        )
         self.processor: ProcessorRuntime | None = None
         if settings.embedded_processor:
             self.processor = ProcessorRuntime(
@@ -188,6 +220,7 @@ class App:
                 listener=self.listener,
                 metrics=self.task_metrics,
                 db_metrics=self.db_metrics,
+                webhook_metrics=self.webhook_metrics,
             )
         self.health = HealthServicer()
         self.monitor = DependencyMonitor(
@@ -226,7 +259,12 @@ class App:
         session_grpc.add_SessionServiceServicer_to_server(
             SessionServicer(sessions=self.sessions), self.server
         )
-        task_grpc.add_TaskServiceServicer_to_server(TaskServicer(tasks=self.tasks), self.server)
+        task_grpc.add_TaskServiceServicer_to_server(
+            TaskServicer(tasks=self.tasks, feed=self.feed), self.server
+        )
+        webhook_grpc.add_WebhookServiceServicer_to_server(
+            WebhookServicer(webhooks=self.webhooks), self.server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             [

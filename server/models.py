@@ -129,3 +129,27 @@ class Job:
     started_at: datetime
     run_after: datetime
     user_id: UUID | None = None
+
+
+class TaskEventType(StrEnum):
+    """What happened to a task; the values are those of the ``task_events.type`` column
+    and of a webhook's ``type``."""
+
+    CREATED = "task.created"
+    STARTED = "task.started"
+    RETRIED = "task.retried"
+    COMPLETED = "task.completed"
+    FAILED = "task.failed"
+    CANCELLED = "task.cancelled"
+
+
+@dataclass(frozen=True, slots=True)
+class TaskEvent:
+    """One entry of the outbox: a state change of a task, and the task right after it."""
+
+    id: int
+    task_id: UUID
+    user_id: UUID
+    type: TaskEventType
+    created_at: datetime
+    task: Task

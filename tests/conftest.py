@@ -83,7 +83,7 @@ def migrated_database_url() -> Iterator[str]:
 def database_url(migrated_database_url: str) -> str:
     """The run's database, emptied for this test."""
     with psycopg.connect(migrated_database_url, autocommit=True) as conn:
-        conn.execute("TRUNCATE users, tasks, task_attempts CASCADE")
+        conn.execute("TRUNCATE users, tasks, task_attempts, task_events CASCADE")
     return migrated_database_url
 
 
@@ -129,6 +129,13 @@ def settings(database_url: str, redis_prefix: str) -> Settings:
         task_lease=5.0,
         task_retry_backoff=0.1,
         watch_poll_interval=1.0,
+        # Webhook receivers of the tests listen on 127.0.0.1, over http.
+        webhook_allow_http=True,
+        webhook_allow_private=True,
+        webhook_retry_backoff=0.1,
+        webhook_poll_interval=1.0,
+        webhook_connect_timeout=1.0,
+        webhook_timeout=2.0,
     )
 
 

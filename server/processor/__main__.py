@@ -14,6 +14,7 @@ from server.metrics_storage import DatabaseMetrics
 from server.processor.config import ProcessorSettings
 from server.processor.runtime import ProcessorRuntime
 from server.storage.postgres.listener import Listener
+from server.webhooks.metrics import WebhookMetrics
 from taskgate_runtime import process
 from taskgate_runtime.metrics_http import MetricsListenError, MetricsServer, process_registry
 
@@ -37,6 +38,7 @@ async def run(settings: ProcessorSettings) -> bool:
         listener=listener,
         metrics=TaskMetrics(registry),
         db_metrics=DatabaseMetrics(registry),
+        webhook_metrics=WebhookMetrics(registry),
     )
     stop = process.stop_requested()
     await runtime.start()

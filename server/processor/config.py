@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from server.webhooks.config import WebhookTuning
 from taskgate_runtime.settings import (
     Address,
     Count,
@@ -18,14 +19,14 @@ from taskgate_runtime.settings import (
     Duration,
     LoggingSettings,
     NonNegative,
-    TaskgateSettings,
     cpu_count,
     metrics_addr,
 )
 
 
-class ProcessorTuning(TaskgateSettings):
-    """How a processor claims, leases, retries and runs tasks."""
+class ProcessorTuning(WebhookTuning):
+    """How a processor claims, leases, retries and runs tasks (and, with its webhook
+    dispatcher, delivers task events)."""
 
     processor_concurrency: Count = Field(default_factory=cpu_count)
     processor_workers: Count = Field(default_factory=cpu_count)

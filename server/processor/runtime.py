@@ -7,9 +7,12 @@ listener; ``python -m server.processor`` runs one alone.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import socket
+
+from prometheus_client import CollectorRegistry
 
 from server.metrics import TaskMetrics
 from server.metrics_storage import DatabaseMetrics
@@ -19,6 +22,8 @@ from server.processor.workers import WorkerPool
 from server.storage.postgres.database import Database, create_pool
 from server.storage.postgres.listener import Listener
 from server.storage.postgres.queue import QueueRepository
+from server.webhooks.metrics import WebhookMetrics
+from server.webhooks.runtime import WebhookRuntime
 
 
 def processor_id() -> str:
@@ -48,8 +53,11 @@ class ProcessorRuntime:
         listener: Listener,
         metrics: TaskMetrics,
         db_metrics: DatabaseMetrics | None = None,
+        webhook_metrics: WebhookMetrics | None = None,
     ) -> None:
-        """``db_metrics`` times the processor's statements and shows its pool as ``processor``."""
+        """``db_metrics`` times the processor's statements and shows its pool as
+        ``processor``; ``webhook_metrics`` are its webhook dispatcher's (run unless
+        TASKGATE_WEBHOOK_DISPATCHER is false)."""
         self.pool = create_pool(
             settings.database_url.get_secret_value(),
             min_size=1,
@@ -74,11 +82,25 @@ class ProcessorRuntime:
             metrics=metrics,
             config=processor_config(settings),
         )
+        self.webhooks: WebhookRuntime | None = None
+        if settings.webhook_dispatcher:
+            self.webhooks = WebhookRuntime(
+                settings,
+                settings,
+                listener=listener,
+                metrics=webhook_metrics or WebhookMetrics(CollectorRegistry()),
+                db_metrics=db_metrics,
+            )
 
     async def start(self) -> None:
         await self.pool.open(wait=False)
         self.processor.start()
+        if self.webhooks is not None:
+            await self.webhooks.start()
 
     async def stop(self, grace: float) -> None:
-        await self.processor.stop(grace)
+        if self.webhooks is not None:
+            await asyncio.gather(self.processor.stop(grace), self.webhooks.stop(grace))
+        else:
+            await self.processor.stop(grace)
         await self.database.close()

@@ -9,7 +9,7 @@ from google.protobuf import json_format
 from google.protobuf.duration_pb2 import Duration
 
 from server.imaging.filters import FilterSpec, FilterStep
-from server.models import ImageMeta, Task, TaskStatus
+from server.models import ImageMeta, Task, TaskEvent, TaskEventType, TaskStatus
 from server.rpc.convert import timestamp
 from taskgate.v1 import task_service_pb2 as pb
 
@@ -19,6 +19,14 @@ STATUS_TO_PROTO = {
     TaskStatus.COMPLETED: pb.TASK_STATUS_COMPLETED,
     TaskStatus.FAILED: pb.TASK_STATUS_FAILED,
     TaskStatus.CANCELLED: pb.TASK_STATUS_CANCELLED,
+}
+EVENT_TYPE_TO_PROTO = {
+    TaskEventType.CREATED: pb.TASK_EVENT_TYPE_CREATED,
+    TaskEventType.STARTED: pb.TASK_EVENT_TYPE_STARTED,
+    TaskEventType.RETRIED: pb.TASK_EVENT_TYPE_RETRIED,
+    TaskEventType.COMPLETED: pb.TASK_EVENT_TYPE_COMPLETED,
+    TaskEventType.FAILED: pb.TASK_EVENT_TYPE_FAILED,
+    TaskEventType.CANCELLED: pb.TASK_EVENT_TYPE_CANCELLED,
 }
 FORMAT_TO_PROTO = {
     "png": pb.IMAGE_FORMAT_PNG,
@@ -97,6 +105,18 @@ def task_to_proto(task: Task, now: datetime) -> pb.Task:
     if duration is not None:
         message.duration.CopyFrom(_duration(duration.total_seconds()))
     return message
+
+
+def event_to_proto(event: TaskEvent) -> pb.TaskEvent:
+    """The event, its task as the API showed it at the time of the event."""
+    return pb.TaskEvent(
+        event_id=event.id,
+        task_id=str(event.task_id),
+        user_id=str(event.user_id),
+        type=EVENT_TYPE_TO_PROTO[event.type],
+        create_time=timestamp(event.created_at),
+        task=task_to_proto(event.task, event.created_at),
+    )
 
 
 def _duration(seconds: float) -> Duration:

@@ -11,6 +11,7 @@ from server.context import current_user
 from server.errors import InvalidArgument
 from server.models import Task
 from server.rpc import convert_tasks as convert
+from server.services.task_feed import TaskFeed
 from server.services.tasks import Submission, TaskService
 from taskgate.v1 import task_service_pb2 as pb
 from taskgate.v1 import task_service_pb2_grpc as pb_grpc
@@ -19,8 +20,9 @@ Context = grpc.aio.ServicerContext[object, object]
 
 
 class TaskServicer(pb_grpc.TaskServiceServicer):
-    def __init__(self, *, tasks: TaskService) -> None:
+    def __init__(self, *, tasks: TaskService, feed: TaskFeed) -> None:
         self._tasks = tasks
+        self._feed = feed
 
     def _proto(self, task: Task) -> pb.Task:
         return convert.task_to_proto(task, self._tasks.clock())
@@ -81,3 +83,17 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
     ) -> AsyncIterator[pb.WatchTaskResponse]:
         async for task in self._tasks.watch(current_user(), request.task_id):
             yield pb.WatchTaskResponse(task=self._proto(task))
+
+    async def ListTaskEvents(
+        self, request: pb.ListTaskEventsRequest, context: Context
+    ) -> pb.ListTaskEventsResponse:
+        events = await self._feed.list(
+            current_user(), after=request.after, page_size=request.page_size
+        )
+        return pb.ListTaskEventsResponse(events=[convert.event_to_proto(e) for e in events])
+
+    async def WatchTaskEvents(
+        self, request: pb.WatchTaskEventsRequest, context: Context
+    ) -> AsyncIterator[pb.WatchTaskEventsResponse]:
+        async for event in self._feed.watch(current_user(), after=request.after):
+            yield pb.WatchTaskEventsResponse(event=convert.event_to_proto(event))

@@ -32,6 +32,7 @@ async def test_reflection_lists_services_and_calls_by_name(app: App) -> None:
         "taskgate.v1.SessionService",
         "taskgate.v1.TaskService",
         "taskgate.v1.UserService",
+        "taskgate.v1.WebhookService",
     ]
     described = await grpcurl("-plaintext", target, "describe", "taskgate.v1.TaskService")
     assert '"/v1/tasks/{task_id}:cancel"' in described

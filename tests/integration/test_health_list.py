@@ -28,6 +28,7 @@ async def test_list_needs_no_session_and_names_every_service(
         "taskgate.v1.UserService": SERVING,
         "taskgate.v1.SessionService": SERVING,
         "taskgate.v1.TaskService": SERVING,
+        "taskgate.v1.WebhookService": SERVING,
     }
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     for service, status in statuses.items():

@@ -26,6 +26,14 @@ TASK_FAMILIES: dict[str, set[str]] = {
     "tasks_running": set(),
     "tasks_oldest_pending_age_seconds": set(),
 }
+# The webhook dispatcher every processor runs (TASKGATE_WEBHOOK_DISPATCHER).
+WEBHOOK_FAMILIES: dict[str, set[str]] = {
+    "webhook_deliveries_total": {"outcome"},
+    "webhook_delivery_seconds_bucket": {"le"},
+    "outbox_oldest_undelivered_age_seconds": set(),
+    "webhook_endpoints_disabled": set(),
+    "webhook_deliveries_rescued_total": set(),
+}
 DB_FAMILIES: dict[str, set[str]] = {
     "db_pool_connections_idle": {"pool"},
     "db_pool_connections_in_use": {"pool"},
@@ -53,12 +61,14 @@ SERVER_FAMILIES: dict[str, set[str]] = {
     "login_failures_total": {"reason"},
     "rate_limit_refusals_total": {"limit"},
     **TASK_FAMILIES,
+    **WEBHOOK_FAMILIES,
     **DB_FAMILIES,
     **PROCESS_FAMILIES,
 }
 PROCESSOR_FAMILIES: dict[str, set[str]] = {
     **TASK_FAMILIES,
     "filters_used_total": {"filter"},
+    **WEBHOOK_FAMILIES,
     **DB_FAMILIES,
     **PROCESS_FAMILIES,
 }

@@ -28,6 +28,8 @@ API = [
     ("TaskService", "ListTasks", "get", "/v1/tasks", ""),
     ("TaskService", "CancelTask", "post", "/v1/tasks/{task_id}:cancel", "*"),
     ("TaskService", "WatchTask", "get", "/v1/tasks/{task_id}:watch", ""),
+    ("TaskService", "ListTaskEvents", "get", "/v1/taskEvents", ""),
+    ("TaskService", "WatchTaskEvents", "get", "/v1/taskEvents:watch", ""),
 ]
 
 

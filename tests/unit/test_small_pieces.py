@@ -121,3 +121,16 @@ def test_result_chunks_fit_the_servers_largest_message() -> None:
     assert result_chunk_bytes(10 * 1024 * 1024 + 64 * 1024) == RESULT_CHUNK_BYTES
     assert result_chunk_bytes(164 * 1024) == 164 * 1024 - 1024
     assert result_chunk_bytes(100) == 1
+
+
+def test_webhook_retries_triple_up_to_the_maximum_for_about_a_day() -> None:
+    from server.webhooks.config import WebhookTuning
+
+    tuning = WebhookTuning()
+    bases = [10.0, 30.0, 90.0, 270.0, 810.0, 2430.0, 7290.0, 21600.0, 21600.0]
+    for attempt, base in enumerate(bases, start=1):
+        delays = [tuning.retry_delay(attempt) for _ in range(50)]
+        assert all(0.8 * base <= d <= 1.2 * base for d in delays)
+        assert len(set(delays)) > 1  # jitter
+    total = sum(min(21600.0, 10.0 * 3.0 ** (n - 1)) for n in range(1, tuning.webhook_max_attempts))
+    assert 24 * 3600 <= total <= 30 * 3600

@@ -85,6 +85,52 @@ IMAGE_FORMAT_WEBP: ImageFormat.ValueType  # 3
 """WebP (image/webp)."""
 Global___ImageFormat: _TypeAlias = ImageFormat  # noqa: Y015
 
+class _TaskEventType:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TaskEventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TaskEventType.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TASK_EVENT_TYPE_UNSPECIFIED: _TaskEventType.ValueType  # 0
+    """Never used."""
+    TASK_EVENT_TYPE_CREATED: _TaskEventType.ValueType  # 1
+    """The task was accepted (PENDING). Webhook type `task.created`."""
+    TASK_EVENT_TYPE_STARTED: _TaskEventType.ValueType  # 2
+    """A processor started an attempt (RUNNING). Webhook type `task.started`."""
+    TASK_EVENT_TYPE_RETRIED: _TaskEventType.ValueType  # 3
+    """An attempt ended without ending the task, which is PENDING again and will
+    be retried (its processor died, or failed unexpectedly, or handed it back
+    at shutdown). Webhook type `task.retried`.
+    """
+    TASK_EVENT_TYPE_COMPLETED: _TaskEventType.ValueType  # 4
+    """The task COMPLETED. Webhook type `task.completed`."""
+    TASK_EVENT_TYPE_FAILED: _TaskEventType.ValueType  # 5
+    """The task FAILED. Webhook type `task.failed`."""
+    TASK_EVENT_TYPE_CANCELLED: _TaskEventType.ValueType  # 6
+    """The task was CANCELLED. Webhook type `task.cancelled`."""
+
+class TaskEventType(_TaskEventType, metaclass=_TaskEventTypeEnumTypeWrapper):
+    """What happened to a task."""
+
+TASK_EVENT_TYPE_UNSPECIFIED: TaskEventType.ValueType  # 0
+"""Never used."""
+TASK_EVENT_TYPE_CREATED: TaskEventType.ValueType  # 1
+"""The task was accepted (PENDING). Webhook type `task.created`."""
+TASK_EVENT_TYPE_STARTED: TaskEventType.ValueType  # 2
+"""A processor started an attempt (RUNNING). Webhook type `task.started`."""
+TASK_EVENT_TYPE_RETRIED: TaskEventType.ValueType  # 3
+"""An attempt ended without ending the task, which is PENDING again and will
+be retried (its processor died, or failed unexpectedly, or handed it back
+at shutdown). Webhook type `task.retried`.
+"""
+TASK_EVENT_TYPE_COMPLETED: TaskEventType.ValueType  # 4
+"""The task COMPLETED. Webhook type `task.completed`."""
+TASK_EVENT_TYPE_FAILED: TaskEventType.ValueType  # 5
+"""The task FAILED. Webhook type `task.failed`."""
+TASK_EVENT_TYPE_CANCELLED: TaskEventType.ValueType  # 6
+"""The task was CANCELLED. Webhook type `task.cancelled`."""
+Global___TaskEventType: _TypeAlias = TaskEventType  # noqa: Y015
+
 @_typing.final
 class Filter(_message.Message):
     """One step of a pipeline: exactly one filter with its parameters."""
@@ -968,3 +1014,151 @@ class WatchTaskResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WatchTaskResponse: _TypeAlias = WatchTaskResponse  # noqa: Y015
+
+@_typing.final
+class TaskEvent(_message.Message):
+    """One state change of a task, recorded in the same transaction as the change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    TASK_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.int
+    """The event's id: increases in the order the changes committed, across the
+    whole deployment. The offset to resume a feed from.
+    """
+    task_id: _builtins.str
+    """The task that changed."""
+    user_id: _builtins.str
+    """The task's owner."""
+    type: Global___TaskEventType.ValueType
+    """What happened."""
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it happened."""
+
+    @_builtins.property
+    def task(self) -> Global___Task:
+        """The task right after the change (its duration as of create_time)."""
+
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.int = ...,
+        task_id: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+        type: Global___TaskEventType.ValueType = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        task: Global___Task | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "task", b"task"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "event_id", b"event_id", "task", b"task", "task_id", b"task_id", "type", b"type", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskEvent: _TypeAlias = TaskEvent  # noqa: Y015
+
+@_typing.final
+class ListTaskEventsRequest(_message.Message):
+    """The request of TaskService.ListTaskEvents."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AFTER_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    after: _builtins.int
+    """Only events with a greater id: the event_id of the last event handled;
+    0 (the default) for the oldest events still kept.
+    """
+    page_size: _builtins.int
+    """The most events to return, 1-1000; 100 when 0."""
+    def __init__(
+        self,
+        *,
+        after: _builtins.int = ...,
+        page_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "page_size", b"page_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTaskEventsRequest: _TypeAlias = ListTaskEventsRequest  # noqa: Y015
+
+@_typing.final
+class ListTaskEventsResponse(_message.Message):
+    """The response of TaskService.ListTaskEvents."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaskEvent]:
+        """The events, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___TaskEvent] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTaskEventsResponse: _TypeAlias = ListTaskEventsResponse  # noqa: Y015
+
+@_typing.final
+class WatchTaskEventsRequest(_message.Message):
+    """The request of TaskService.WatchTaskEvents."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AFTER_FIELD_NUMBER: _builtins.int
+    after: _builtins.int
+    """Only events with a greater id: the event_id of the last event received;
+    0 (the default) for the oldest events still kept.
+    """
+    def __init__(
+        self,
+        *,
+        after: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchTaskEventsRequest: _TypeAlias = WatchTaskEventsRequest  # noqa: Y015
+
+@_typing.final
+class WatchTaskEventsResponse(_message.Message):
+    """One message of TaskService.WatchTaskEvents's stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def event(self) -> Global___TaskEvent:
+        """The next event."""
+
+    def __init__(
+        self,
+        *,
+        event: Global___TaskEvent | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchTaskEventsResponse: _TypeAlias = WatchTaskEventsResponse  # noqa: Y015

@@ -77,6 +77,16 @@ class TaskServiceStub:
                 request_serializer=taskgate_dot_v1_dot_task__service__pb2.WatchTaskRequest.SerializeToString,
                 response_deserializer=taskgate_dot_v1_dot_task__service__pb2.WatchTaskResponse.FromString,
                 _registered_method=True)
+        self.ListTaskEvents = channel.unary_unary(
+                '/taskgate.v1.TaskService/ListTaskEvents',
+                request_serializer=taskgate_dot_v1_dot_task__service__pb2.ListTaskEventsRequest.SerializeToString,
+                response_deserializer=taskgate_dot_v1_dot_task__service__pb2.ListTaskEventsResponse.FromString,
+                _registered_method=True)
+        self.WatchTaskEvents = channel.unary_stream(
+                '/taskgate.v1.TaskService/WatchTaskEvents',
+                request_serializer=taskgate_dot_v1_dot_task__service__pb2.WatchTaskEventsRequest.SerializeToString,
+                response_deserializer=taskgate_dot_v1_dot_task__service__pb2.WatchTaskEventsResponse.FromString,
+                _registered_method=True)
 
 
 class TaskServiceServicer:
@@ -151,6 +161,26 @@ class TaskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListTaskEvents(self, request, context):
+        """Lists the caller's task events (the outbox) after the event id `after`,
+        oldest first. Event ids increase in the order the changes committed: a
+        consumer that stores the last id it handled and asks again with it misses
+        nothing and sees nothing twice. An empty page means there is nothing new.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchTaskEvents(self, request, context):
+        """Streams the caller's task events after the event id `after`: first those
+        already recorded, then each new one as it commits. The stream does not
+        end by itself; a client that reconnects with the id of the last event it
+        received resumes exactly where it left off.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TaskServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -188,6 +218,16 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.WatchTask,
                     request_deserializer=taskgate_dot_v1_dot_task__service__pb2.WatchTaskRequest.FromString,
                     response_serializer=taskgate_dot_v1_dot_task__service__pb2.WatchTaskResponse.SerializeToString,
+            ),
+            'ListTaskEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTaskEvents,
+                    request_deserializer=taskgate_dot_v1_dot_task__service__pb2.ListTaskEventsRequest.FromString,
+                    response_serializer=taskgate_dot_v1_dot_task__service__pb2.ListTaskEventsResponse.SerializeToString,
+            ),
+            'WatchTaskEvents': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchTaskEvents,
+                    request_deserializer=taskgate_dot_v1_dot_task__service__pb2.WatchTaskEventsRequest.FromString,
+                    response_serializer=taskgate_dot_v1_dot_task__service__pb2.WatchTaskEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -386,6 +426,60 @@ class TaskService:
             '/taskgate.v1.TaskService/WatchTask',
             taskgate_dot_v1_dot_task__service__pb2.WatchTaskRequest.SerializeToString,
             taskgate_dot_v1_dot_task__service__pb2.WatchTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTaskEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskgate.v1.TaskService/ListTaskEvents',
+            taskgate_dot_v1_dot_task__service__pb2.ListTaskEventsRequest.SerializeToString,
+            taskgate_dot_v1_dot_task__service__pb2.ListTaskEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchTaskEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/taskgate.v1.TaskService/WatchTaskEvents',
+            taskgate_dot_v1_dot_task__service__pb2.WatchTaskEventsRequest.SerializeToString,
+            taskgate_dot_v1_dot_task__service__pb2.WatchTaskEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

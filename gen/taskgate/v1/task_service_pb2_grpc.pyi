@@ -73,6 +73,18 @@ class TaskServiceStub:
     starting with its current state, and ends after a terminal status
     (COMPLETED, FAILED, CANCELLED).
     """
+    ListTaskEvents: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.ListTaskEventsRequest, _task_service_pb2.ListTaskEventsResponse]
+    """Lists the caller's task events (the outbox) after the event id `after`,
+    oldest first. Event ids increase in the order the changes committed: a
+    consumer that stores the last id it handled and asks again with it misses
+    nothing and sees nothing twice. An empty page means there is nothing new.
+    """
+    WatchTaskEvents: _grpc.UnaryStreamMultiCallable[_task_service_pb2.WatchTaskEventsRequest, _task_service_pb2.WatchTaskEventsResponse]
+    """Streams the caller's task events after the event id `after`: first those
+    already recorded, then each new one as it commits. The stream does not
+    end by itself; a client that reconnects with the id of the last event it
+    received resumes exactly where it left off.
+    """
 
 @_typing.type_check_only
 class TaskServiceAsyncStub(TaskServiceStub):
@@ -117,6 +129,18 @@ class TaskServiceAsyncStub(TaskServiceStub):
     """Streams the task each time its status, progress or cancellation changes,
     starting with its current state, and ends after a terminal status
     (COMPLETED, FAILED, CANCELLED).
+    """
+    ListTaskEvents: _aio.UnaryUnaryMultiCallable[_task_service_pb2.ListTaskEventsRequest, _task_service_pb2.ListTaskEventsResponse]  # type: ignore[assignment]
+    """Lists the caller's task events (the outbox) after the event id `after`,
+    oldest first. Event ids increase in the order the changes committed: a
+    consumer that stores the last id it handled and asks again with it misses
+    nothing and sees nothing twice. An empty page means there is nothing new.
+    """
+    WatchTaskEvents: _aio.UnaryStreamMultiCallable[_task_service_pb2.WatchTaskEventsRequest, _task_service_pb2.WatchTaskEventsResponse]  # type: ignore[assignment]
+    """Streams the caller's task events after the event id `after`: first those
+    already recorded, then each new one as it commits. The stream does not
+    end by itself; a client that reconnects with the id of the last event it
+    received resumes exactly where it left off.
     """
 
 class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -201,6 +225,30 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         """Streams the task each time its status, progress or cancellation changes,
         starting with its current state, and ends after a terminal status
         (COMPLETED, FAILED, CANCELLED).
+        """
+
+    @_abc_1.abstractmethod
+    def ListTaskEvents(
+        self,
+        request: _task_service_pb2.ListTaskEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_task_service_pb2.ListTaskEventsResponse, _abc.Awaitable[_task_service_pb2.ListTaskEventsResponse]]:
+        """Lists the caller's task events (the outbox) after the event id `after`,
+        oldest first. Event ids increase in the order the changes committed: a
+        consumer that stores the last id it handled and asks again with it misses
+        nothing and sees nothing twice. An empty page means there is nothing new.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchTaskEvents(
+        self,
+        request: _task_service_pb2.WatchTaskEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_task_service_pb2.WatchTaskEventsResponse], _abc.AsyncIterator[_task_service_pb2.WatchTaskEventsResponse]]:
+        """Streams the caller's task events after the event id `after`: first those
+        already recorded, then each new one as it commits. The stream does not
+        end by itself; a client that reconnects with the id of the last event it
+        received resumes exactly where it left off.
         """
 
 def add_TaskServiceServicer_to_server(servicer: TaskServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -18,7 +18,12 @@ FROM users
 WHERE username = %(username)s;
 
 -- name: delete_user
--- Deletes the user; their tasks go with them (ON DELETE CASCADE).
+-- Deletes the user; their tasks, attempts and webhook endpoints go with them
+-- (ON DELETE CASCADE), and their task events (and so their deliveries) here.
+WITH events AS (
+    DELETE FROM task_events
+    WHERE user_id = %(id)s
+)
 DELETE FROM users
 WHERE id = %(id)s;
 
@@ -36,21 +41,45 @@ result_content_type, result_width, result_height, result_size_bytes,
 error, attempts, max_attempts, progress, cancel_requested,
 created_at, updated_at, started_at, finished_at, images_pruned_at
 
+-- fragment: task_snapshot
+-- The task as the API shows it (task_columns, qualified), for its events.
+jsonb_build_object(
+    'id', tasks.id, 'user_id', tasks.user_id, 'status', tasks.status,
+    'filters', tasks.filters, 'output_format', tasks.output_format,
+    'idempotency_key', tasks.idempotency_key,
+    'input_content_type', tasks.input_content_type, 'input_width', tasks.input_width,
+    'input_height', tasks.input_height, 'input_size_bytes', tasks.input_size_bytes,
+    'result_content_type', tasks.result_content_type, 'result_width', tasks.result_width,
+    'result_height', tasks.result_height, 'result_size_bytes', tasks.result_size_bytes,
+    'error', tasks.error, 'attempts', tasks.attempts, 'max_attempts', tasks.max_attempts,
+    'progress', tasks.progress, 'cancel_requested', tasks.cancel_requested,
+    'created_at', tasks.created_at, 'updated_at', tasks.updated_at,
+    'started_at', tasks.started_at, 'finished_at', tasks.finished_at,
+    'images_pruned_at', tasks.images_pruned_at
+)
+
 -- name: insert_task
 -- A repeated idempotency key inserts nothing (and returns no row); a
--- concurrent insert with the same key waits for the first to commit.
-INSERT INTO tasks (
-    user_id, filters, output_format, idempotency_key, request_hash, request_id,
-    input_image, input_content_type, input_width, input_height, input_size_bytes,
-    max_attempts
+-- concurrent insert with the same key waits for the first to commit. The new
+-- task's task.created event is written by the same statement.
+WITH inserted AS (
+    INSERT INTO tasks (
+        user_id, filters, output_format, idempotency_key, request_hash, request_id,
+        input_image, input_content_type, input_width, input_height, input_size_bytes,
+        max_attempts
+    )
+    VALUES (
+        %(user_id)s, %(filters)s, %(output_format)s, %(idempotency_key)s, %(request_hash)s,
+        %(request_id)s, %(image)s, %(content_type)s, %(width)s, %(height)s, %(size_bytes)s,
+        %(max_attempts)s
+    )
+    ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING {task_columns}, {task_snapshot} AS snapshot
+), events AS (
+    INSERT INTO task_events (task_id, user_id, type, payload)
+    SELECT id, user_id, 'task.created', snapshot FROM inserted
 )
-VALUES (
-    %(user_id)s, %(filters)s, %(output_format)s, %(idempotency_key)s, %(request_hash)s,
-    %(request_id)s, %(image)s, %(content_type)s, %(width)s, %(height)s, %(size_bytes)s,
-    %(max_attempts)s
-)
-ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-RETURNING {task_columns};
+SELECT {task_columns} FROM inserted;
 
 -- name: get_task_by_idempotency_key
 SELECT {task_columns}, request_hash
@@ -91,15 +120,23 @@ ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s;
 
 -- name: cancel_task
--- A pending task ends at once; a running one is asked to stop (its processor
--- hears of it through taskgate_task_cancel). Ended tasks are left alone.
-UPDATE tasks
-SET status = CASE WHEN status = 'pending' THEN 'cancelled' ELSE status END,
-    cancel_requested = cancel_requested OR status = 'running',
-    finished_at = CASE WHEN status = 'pending' THEN now() ELSE finished_at END,
-    updated_at = now()
-WHERE id = %(id)s AND user_id = %(user_id)s AND status IN ('pending', 'running')
-RETURNING {task_columns};
+-- A pending task ends at once (and gets its task.cancelled event); a running
+-- one is asked to stop (its processor hears of it through
+-- taskgate_task_cancel, and the ending writes the event). Ended tasks are
+-- left alone.
+WITH cancelled AS (
+    UPDATE tasks
+    SET status = CASE WHEN status = 'pending' THEN 'cancelled' ELSE status END,
+        cancel_requested = cancel_requested OR status = 'running',
+        finished_at = CASE WHEN status = 'pending' THEN now() ELSE finished_at END,
+        updated_at = now()
+    WHERE id = %(id)s AND user_id = %(user_id)s AND status IN ('pending', 'running')
+    RETURNING {task_columns}, {task_snapshot} AS snapshot
+), events AS (
+    INSERT INTO task_events (task_id, user_id, type, payload)
+    SELECT id, user_id, 'task.cancelled', snapshot FROM cancelled WHERE status = 'cancelled'
+)
+SELECT {task_columns} FROM cancelled;
 
 -- ---------------------------------------------------------------------------
 -- The queue, as processors see it. Every change to a claimed task is fenced
@@ -108,7 +145,8 @@ RETURNING {task_columns};
 
 -- name: claim_tasks
 -- Claims up to %(limit)s due tasks, oldest first, skipping rows other
--- processors hold; counts the attempt and records it in the same statement.
+-- processors hold; counts the attempt and records it (and its task.started
+-- event) in the same statement.
 WITH due AS (
     SELECT id AS due_id
     FROM tasks
@@ -129,10 +167,14 @@ WITH due AS (
     FROM due
     WHERE id = due_id
     RETURNING id, attempts, filters, output_format, input_width, input_height, request_id,
-              created_at, started_at, run_after, user_id
+              created_at, started_at, run_after, user_id, {task_snapshot} AS snapshot
 ), recorded AS (
     INSERT INTO task_attempts (task_id, attempt, processor_id, started_at)
     SELECT id, attempts, %(owner)s, started_at FROM claimed
+), events AS (
+    -- ORDER BY: every row is locked before the first event takes the events lock.
+    INSERT INTO task_events (task_id, user_id, type, payload)
+    SELECT id, user_id, 'task.started', snapshot FROM claimed ORDER BY id
 ), noted AS (
     -- For claimed_inputs, later in the same transaction.
     SELECT set_config('taskgate.claimed', coalesce(array_agg(id)::text, '{}'), true)
@@ -177,7 +219,8 @@ WHERE id = ANY(nullif(current_setting('taskgate.claimed', true), '')::uuid[]);
 -- Attempts end their tasks, many in one statement (the unnest arrays run in
 -- parallel, one element per task): COMPLETED with the result, FAILED (the
 -- input cannot be processed) or CANCELLED (its owner asked, and it stopped
--- between two filters); each attempt row is closed with the same outcome.
+-- between two filters); each attempt row is closed with the same outcome, and
+-- each task gets its task.completed, task.failed or task.cancelled event.
 -- Returns the tasks whose fence held. The images go in binary (%(images)b): a
 -- list of bytes would otherwise travel as hex text, twice the size.
 WITH ending AS (
@@ -208,19 +251,24 @@ WITH ending AS (
     -- every task, instead of looking each id up in the primary key.
     WHERE tasks.id = e.id AND tasks.lease_owner = %(owner)s AND tasks.attempts = e.attempt
       AND tasks.status = %(running)s::text
-    RETURNING tasks.id, tasks.attempts, tasks.finished_at, e.status, e.error
+    RETURNING tasks.id, tasks.attempts, tasks.finished_at, e.status, e.error, tasks.user_id,
+              {task_snapshot} AS snapshot
 ), closed AS (
     UPDATE task_attempts
     SET ended_at = finished.finished_at, outcome = finished.status, error = finished.error
     FROM finished
     WHERE task_id = finished.id AND attempt = finished.attempts
+), events AS (
+    -- ORDER BY: every row is locked before the first event takes the events lock.
+    INSERT INTO task_events (task_id, user_id, type, payload)
+    SELECT id, user_id, 'task.' || status, snapshot FROM finished ORDER BY id
 )
 SELECT id AS task_id FROM finished;
 
 -- name: requeue_task
 -- The attempt gives the task back: after a retryable error (outcome 'error',
 -- with backoff, or FAILED once the attempts are used up) or at shutdown
--- (outcome 'released', due at once).
+-- (outcome 'released', due at once); task.retried (or task.failed) records it.
 WITH requeued AS (
     UPDATE tasks
     SET status = CASE WHEN %(outcome)s::text = 'error' AND attempts >= max_attempts
@@ -236,12 +284,17 @@ WITH requeued AS (
         updated_at = now()
     WHERE id = %(id)s AND lease_owner = %(owner)s AND attempts = %(attempt)s
       AND status = 'running'
-    RETURNING id, attempts, status
+    RETURNING id, attempts, status, user_id, {task_snapshot} AS snapshot
 ), closed AS (
     UPDATE task_attempts
     SET ended_at = now(), outcome = %(outcome)s, error = %(error)s
     FROM requeued
     WHERE task_id = requeued.id AND attempt = requeued.attempts
+), events AS (
+    INSERT INTO task_events (task_id, user_id, type, payload)
+    SELECT id, user_id, CASE WHEN status = 'failed' THEN 'task.failed' ELSE 'task.retried' END,
+           snapshot
+    FROM requeued
 )
 SELECT status FROM requeued;
 
@@ -256,7 +309,8 @@ RETURNING id, cancel_requested;
 -- name: rescue_expired
 -- Tasks whose processor stopped extending the lease: back to pending after a
 -- backoff that doubles with each attempt, or FAILED once the attempts are used
--- up. The lost attempt is recorded as such.
+-- up. The lost attempt is recorded as such, and the change as task.retried or
+-- task.failed.
 WITH expired AS (
     SELECT id AS expired_id
     FROM tasks
@@ -280,12 +334,18 @@ WITH expired AS (
         updated_at = now()
     FROM expired
     WHERE id = expired_id
-    RETURNING id, attempts, status, user_id, request_id
+    RETURNING id, attempts, status, user_id, request_id, {task_snapshot} AS snapshot
 ), closed AS (
     UPDATE task_attempts
     SET ended_at = now(), outcome = 'lost', error = 'the lease expired'
     FROM rescued
     WHERE task_id = rescued.id AND attempt = rescued.attempts AND outcome = 'running'
+), events AS (
+    -- ORDER BY: every row is locked before the first event takes the events lock.
+    INSERT INTO task_events (task_id, user_id, type, payload)
+    SELECT id, user_id, CASE WHEN status = 'failed' THEN 'task.failed' ELSE 'task.retried' END,
+           snapshot
+    FROM rescued ORDER BY id
 )
 SELECT id AS task_id, status, user_id, request_id FROM rescued;
 
@@ -333,3 +393,269 @@ SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint AS position;
 -- name: replica_status
 SELECT pg_is_in_recovery() AS in_recovery,
        COALESCE((pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::bigint, 0) AS replayed;
+-- The outbox. Events are written by the statements above that change tasks;
+-- their ids increase in commit order (see taskgate_sequence_task_event), so a
+-- reader that saw id N will never see a smaller id appear.
+
+-- name: list_task_events
+-- A user's events after an id, in order; served by task_events_user_idx.
+SELECT id, task_id, user_id, type, created_at, payload
+FROM task_events
+WHERE user_id = %(user_id)s AND id > %(after)s
+ORDER BY id
+LIMIT %(limit)s;
+
+-- name: prune_task_events
+-- Deletes events older than the retention whose deliveries have all finished
+-- or wait for an endpoint that is disabled or gone (their deliveries and
+-- attempts go with them). Walks the primary key from the oldest id: ids
+-- increase with time.
+WITH old AS (
+    SELECT id AS old_id
+    FROM task_events AS e
+    WHERE created_at < now() - make_interval(secs => %(retention)s)
+      AND NOT EXISTS (SELECT 1 FROM webhook_deliveries AS d
+                      JOIN webhook_endpoints AS ep
+                        ON ep.id = d.endpoint_id AND ep.disabled_at IS NULL
+                      WHERE d.event_id = e.id AND d.status IN ('pending', 'running'))
+    ORDER BY id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM task_events
+USING old
+WHERE id = old_id;
+
+-- ---------------------------------------------------------------------------
+-- Webhook endpoints, as the API sees them (never the secrets but at creation
+-- and rotation).
+
+-- fragment: endpoint_columns
+id, user_id, url, event_types, failing_since, disabled_at, disabled_reason,
+previous_secret_expires_at, created_at
+
+-- name: insert_webhook_endpoint
+-- Registers an endpoint unless the user already has %(max_endpoints)s (then
+-- no row).
+INSERT INTO webhook_endpoints (user_id, url, event_types, secret)
+SELECT %(user_id)s, %(url)s, %(event_types)s, %(secret)s
+WHERE (SELECT count(*) FROM webhook_endpoints WHERE user_id = %(user_id)s) < %(max_endpoints)s
+RETURNING {endpoint_columns};
+
+-- name: get_webhook_endpoint
+SELECT {endpoint_columns}
+FROM webhook_endpoints
+WHERE id = %(id)s AND user_id = %(user_id)s;
+
+-- name: list_webhook_endpoints
+SELECT {endpoint_columns}
+FROM webhook_endpoints
+WHERE user_id = %(user_id)s
+ORDER BY created_at, id;
+
+-- name: delete_webhook_endpoint
+-- The endpoint and its deliveries (their attempts go with them).
+WITH gone AS (
+    DELETE FROM webhook_endpoints
+    WHERE id = %(id)s AND user_id = %(user_id)s
+    RETURNING id
+), deliveries AS (
+    DELETE FROM webhook_deliveries
+    WHERE endpoint_id IN (SELECT id FROM gone)
+)
+SELECT id FROM gone;
+
+-- name: rotate_webhook_secret
+-- The current key becomes the previous one, still signing until the rotation
+-- period ends.
+UPDATE webhook_endpoints
+SET previous_secret = secret,
+    previous_secret_expires_at = now() + make_interval(secs => %(period)s),
+    secret = %(secret)s,
+    updated_at = now()
+WHERE id = %(id)s AND user_id = %(user_id)s
+RETURNING {endpoint_columns};
+
+-- name: list_webhook_attempts
+-- An endpoint's latest attempts; served by webhook_attempts_endpoint_idx.
+SELECT a.event_id, a.attempt, a.started_at, a.latency_ms, a.http_status, a.error
+FROM webhook_attempts AS a
+JOIN webhook_endpoints AS ep ON ep.id = a.endpoint_id
+WHERE a.endpoint_id = %(id)s AND ep.user_id = %(user_id)s
+ORDER BY a.started_at DESC, a.delivery_id DESC, a.attempt DESC
+LIMIT %(limit)s;
+
+-- ---------------------------------------------------------------------------
+-- Webhook deliveries, as dispatchers see them: the same queue machinery as
+-- tasks. Claimed with FOR UPDATE SKIP LOCKED under a lease (the attempt
+-- counted in the claim); every ending fenced on (lease_owner, attempts,
+-- status = 'running'); expired leases rescued.
+
+-- name: claim_webhook_deliveries
+-- Up to %(limit)s due deliveries: for each enabled endpoint its oldest due
+-- ones, at most %(per_endpoint)s running per endpoint (counting those already
+-- running), and for each task and endpoint only the earliest open one, so a
+-- task's events reach an endpoint in order. Each endpoint is looked at on its
+-- own (webhook_deliveries_due_idx), so deliveries piling up for one endpoint
+-- never hide another's. Returns what a POST needs: the event, the URL and the
+-- keys to sign with.
+WITH running AS (
+    SELECT endpoint_id, count(*) AS n
+    FROM webhook_deliveries
+    WHERE status = 'running'
+    GROUP BY endpoint_id
+), candidates AS (
+    SELECT d.id AS candidate_id, d.run_after, d.event_id
+    FROM webhook_endpoints AS ep
+    LEFT JOIN running ON running.endpoint_id = ep.id
+    CROSS JOIN LATERAL (
+        SELECT d.id, d.run_after, d.event_id
+        FROM webhook_deliveries AS d
+        WHERE d.endpoint_id = ep.id AND d.status = 'pending' AND d.run_after <= now()
+          AND NOT EXISTS (
+              SELECT 1 FROM webhook_deliveries AS earlier
+              WHERE earlier.endpoint_id = d.endpoint_id AND earlier.task_id = d.task_id
+                AND earlier.event_id < d.event_id AND earlier.status IN ('pending', 'running'))
+        ORDER BY d.run_after, d.event_id
+        LIMIT greatest(0, %(per_endpoint)s - coalesce(running.n, 0))
+    ) AS d
+    WHERE ep.disabled_at IS NULL
+), due AS (
+    SELECT id AS due_id
+    FROM webhook_deliveries
+    WHERE id IN (SELECT candidate_id FROM candidates)
+      AND status = 'pending'
+    ORDER BY run_after, event_id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE webhook_deliveries
+    SET status = 'running',
+        attempts = attempts + 1,
+        lease_owner = %(owner)s,
+        lease_expires_at = now() + make_interval(secs => %(lease)s)
+    FROM due
+    WHERE id = due_id
+    RETURNING id, attempts, endpoint_id, event_id
+)
+SELECT c.id AS delivery_id, c.attempts AS attempt, c.endpoint_id, ep.url, ep.secret,
+       CASE WHEN ep.previous_secret_expires_at > now() THEN ep.previous_secret END
+           AS previous_secret,
+       e.id, e.task_id, e.user_id, e.type, e.created_at, e.payload
+FROM claimed AS c
+JOIN webhook_endpoints AS ep ON ep.id = c.endpoint_id
+JOIN task_events AS e ON e.id = c.event_id
+ORDER BY e.id;
+
+-- name: finish_webhook_deliveries
+-- Attempts end, many in one statement (one element of each array per
+-- delivery), fenced on the lease: a 2xx delivers; another answer or none
+-- retries after %(delays)s, or fails the delivery once %(max_attempts)s are
+-- used up; 410 Gone fails it and disables its endpoint. Each attempt is
+-- recorded. An endpoint's failing_since is cleared by a success and set by
+-- the first failure after one; an endpoint failing for longer than
+-- %(disable_after)s is disabled with the reason, and its open deliveries are
+-- given up. Returns the deliveries whose fence held.
+WITH result AS (
+    SELECT *
+    FROM unnest(
+        %(ids)s::bigint[], %(attempts)s::int[], %(statuses)s::int[], %(errors)s::text[],
+        %(latencies)s::float8[], %(started)s::timestamptz[], %(delays)s::float8[]
+    ) AS r(id, attempt, http_status, error, latency_ms, started_at, delay)
+), finished AS (
+    UPDATE webhook_deliveries AS d
+    SET status = CASE WHEN r.http_status BETWEEN 200 AND 299 THEN 'delivered'
+                      WHEN r.http_status = 410 OR d.attempts >= %(max_attempts)s THEN 'failed'
+                      ELSE 'pending' END,
+        run_after = now() + make_interval(secs => r.delay),
+        finished_at = CASE WHEN r.http_status BETWEEN 200 AND 299 OR r.http_status = 410
+                                OR d.attempts >= %(max_attempts)s THEN now() END,
+        lease_owner = NULL,
+        lease_expires_at = NULL
+    FROM result AS r
+    WHERE d.id = r.id AND d.lease_owner = %(owner)s AND d.attempts = r.attempt
+      AND d.status = %(running)s::text
+    RETURNING d.id, d.endpoint_id, d.event_id, d.attempts, d.status, r.http_status, r.error,
+              r.latency_ms, r.started_at
+), recorded AS (
+    INSERT INTO webhook_attempts (delivery_id, attempt, endpoint_id, event_id, started_at,
+                                  latency_ms, http_status, error)
+    SELECT id, attempts, endpoint_id, event_id, started_at, latency_ms, http_status, error
+    FROM finished
+), outcome AS (
+    SELECT endpoint_id,
+           bool_or(status = 'delivered') AS delivered,
+           bool_or(http_status = 410) AS gone,
+           min(started_at) AS first_failure,
+           (array_agg(error ORDER BY started_at DESC) FILTER (WHERE error IS NOT NULL))[1]
+               AS last_error
+    FROM finished
+    GROUP BY endpoint_id
+), endpoints AS (
+    UPDATE webhook_endpoints AS ep
+    SET failing_since = CASE WHEN o.delivered THEN NULL
+                             ELSE coalesce(ep.failing_since, o.first_failure) END,
+        disabled_at = CASE
+            WHEN o.gone OR (NOT o.delivered AND coalesce(ep.failing_since, o.first_failure)
+                            < now() - make_interval(secs => %(disable_after)s))
+            THEN now() END,
+        disabled_reason = CASE
+            WHEN o.gone THEN 'the endpoint answered 410 Gone'
+            WHEN NOT o.delivered AND coalesce(ep.failing_since, o.first_failure)
+                     < now() - make_interval(secs => %(disable_after)s)
+            THEN 'every delivery failed since '
+                 || to_char(coalesce(ep.failing_since, o.first_failure) AT TIME ZONE 'UTC',
+                            'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+                 || '; the last error: ' || coalesce(o.last_error, 'unknown') END,
+        updated_at = now()
+    FROM outcome AS o
+    WHERE ep.id = o.endpoint_id AND ep.disabled_at IS NULL
+    RETURNING ep.id, ep.disabled_at
+), abandoned AS (
+    UPDATE webhook_deliveries
+    SET status = 'failed', finished_at = now()
+    WHERE endpoint_id IN (SELECT id FROM endpoints WHERE disabled_at IS NOT NULL)
+      AND status = 'pending'
+)
+SELECT id AS delivery_id FROM finished;
+
+-- name: rescue_webhook_deliveries
+-- Deliveries whose dispatcher stopped (the lease expired): back to pending,
+-- due after %(delay)s, or failed once the attempts are used up; the lost
+-- attempt is recorded.
+WITH expired AS (
+    SELECT id AS expired_id
+    FROM webhook_deliveries
+    WHERE status = 'running' AND lease_expires_at < now()
+    ORDER BY lease_expires_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), rescued AS (
+    UPDATE webhook_deliveries
+    SET status = CASE WHEN attempts >= %(max_attempts)s THEN 'failed' ELSE 'pending' END,
+        finished_at = CASE WHEN attempts >= %(max_attempts)s THEN now() END,
+        run_after = now() + make_interval(secs => %(delay)s),
+        lease_owner = NULL,
+        lease_expires_at = NULL
+    FROM expired
+    WHERE id = expired_id
+    RETURNING id, attempts, endpoint_id, event_id
+), recorded AS (
+    INSERT INTO webhook_attempts (delivery_id, attempt, endpoint_id, event_id, started_at, error)
+    SELECT id, attempts, endpoint_id, event_id, now(),
+           'the dispatcher stopped during the attempt (its lease expired)'
+    FROM rescued
+    ON CONFLICT DO NOTHING
+)
+SELECT count(*) AS rescued FROM rescued;
+
+-- name: webhook_stats
+-- The outbox's lag: the oldest delivery not yet finished (to an enabled
+-- endpoint), and how many endpoints are disabled.
+SELECT
+    coalesce(extract(epoch FROM now() - (
+        SELECT min(d.created_at)
+        FROM webhook_deliveries AS d
+        JOIN webhook_endpoints AS ep ON ep.id = d.endpoint_id AND ep.disabled_at IS NULL
+        WHERE d.status IN ('pending', 'running'))), 0)::float8 AS oldest_undelivered_seconds,
+    (SELECT count(*) FROM webhook_endpoints WHERE disabled_at IS NOT NULL) AS disabled_endpoints;
