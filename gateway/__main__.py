@@ -12,7 +12,7 @@ from aiohttp import web
 from gateway.app import create_app
 from gateway.config import Settings
 from gateway.metrics import HttpMetrics, metrics_app
-from taskgate_runtime import process
+from taskgate_runtime import process, telemetry
 from taskgate_runtime.settings import parse_addr
 
 log = logging.getLogger("taskgate.gateway")
@@ -26,6 +26,7 @@ def channel_for(settings: Settings) -> grpc.aio.Channel:
             ("grpc.max_send_message_length", settings.max_message_bytes),
             ("grpc.keepalive_time_ms", 30_000),
         ],
+        interceptors=telemetry.grpc_client_interceptors(),
     )
 
 
@@ -76,7 +77,9 @@ def _install_uvloop() -> None:
 
 def main() -> int:
     _install_uvloop()
-    return process.main(service="taskgate-gateway", load=Settings.from_env, serve=serve)
+    return process.main(
+        service="taskgate-gateway", load=Settings.from_env, serve=serve, traced=("aiohttp",)
+    )
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from gateway.health import HealthWatcher
 from gateway.metrics import UNMATCHED, HttpMetrics
 from gateway.openapi import build_document, product_comments
 from taskgate.v1 import session_service_pb2, task_service_pb2, user_service_pb2
+from taskgate_runtime import telemetry
 
 log = logging.getLogger("taskgate.gateway")
 access_log = logging.getLogger("taskgate.gateway.access")
@@ -176,6 +177,7 @@ class Gateway:
             elapsed = time.perf_counter() - started
             method = request.method if request.method in _KNOWN_METHODS else "other"
             metrics.finished(method, label, status, elapsed)
+            telemetry.name_http_span(method=request.method, route=label, known=label != UNMATCHED)
             if access_log.isEnabledFor(logging.INFO):
                 _log_access(request, label, status, elapsed, request_id)
 

@@ -53,7 +53,7 @@ from taskgate.v1 import session_service_pb2, task_service_pb2, user_service_pb2
 from taskgate.v1 import session_service_pb2_grpc as session_grpc
 from taskgate.v1 import task_service_pb2_grpc as task_grpc
 from taskgate.v1 import user_service_pb2_grpc as user_grpc
-from taskgate_runtime import logs
+from taskgate_runtime import logs, telemetry
 from taskgate_runtime.metrics_http import MetricsListenError, MetricsServer, process_registry
 
 log = logging.getLogger(__name__)
@@ -183,6 +183,8 @@ class App:
         )
         self.server = grpc.aio.server(
             interceptors=[
+                # Each call's span (when tracing is on), around everything below.
+                *telemetry.grpc_server_interceptors(),
                 # The outermost: it sees every call's final status, whoever set it.
                 MetricsInterceptor(registry=self.registry),
                 RequestLogInterceptor(client_addresses=ClientAddresses(settings.trusted_proxies)),

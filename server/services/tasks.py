@@ -34,6 +34,7 @@ from server.services import page_tokens
 from server.services.rules import parse_uuid
 from server.services.task_events import TaskEvents
 from server.storage.postgres.tasks import Cursor, TaskRepository
+from taskgate_runtime import telemetry
 
 IDEMPOTENCY_KEY_MAX = 128
 _UNBOUNDED = (2**31 - 1, 2**31 - 1)  # an image every crop fits in
@@ -127,6 +128,7 @@ class TaskService:
             request_hash=fingerprint,
             request_id=context.request_id.get(),
             max_attempts=self._limits.max_attempts,
+            trace_context=telemetry.carrier() or None,
         )
         task = await self._tasks.insert(new)
         if task is not None:

@@ -88,6 +88,7 @@ class TaskRepository:
                 "idempotency_key": task.idempotency_key,
                 "request_hash": task.request_hash,
                 "request_id": task.request_id,
+                "trace_context": None if task.trace_context is None else Jsonb(task.trace_context),
                 "image": task.image,
                 "content_type": task.input.content_type,
                 "width": task.input.width,
