@@ -27,6 +27,7 @@ from server.interceptors.errors import ErrorInterceptor
 from server.interceptors.metrics import MetricsInterceptor
 from server.interceptors.reading import RequestReader
 from server.interceptors.request_log import RequestLogInterceptor
+from server.interceptors.tracing import TracingInterceptor
 from server.metrics import TaskMetrics
 from server.metrics_auth import AuthMetrics
 from server.metrics_storage import DatabaseMetrics, RedisMetrics
@@ -184,7 +185,7 @@ class App:
         self.server = grpc.aio.server(
             interceptors=[
                 # Each call's span (when tracing is on), around everything below.
-                *telemetry.grpc_server_interceptors(),
+                *([TracingInterceptor()] if telemetry.enabled() else []),
                 # The outermost: it sees every call's final status, whoever set it.
                 MetricsInterceptor(registry=self.registry),
                 RequestLogInterceptor(client_addresses=ClientAddresses(settings.trusted_proxies)),

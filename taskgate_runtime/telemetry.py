@@ -13,8 +13,10 @@
   ``traceparent`` says sampled) is followed whole, and 1 % of the others.
 - Instrumented: the libraries a process names (``aiohttp``: the server side of
   aiohttp; ``psycopg``; ``redis``), by OpenTelemetry's own instrumentations;
-  grpc.aio through :func:`grpc_server_interceptors` and
-  :func:`grpc_client_interceptors` (empty lists while off). HTTP and database
+  a grpc.aio channel through :func:`grpc_client_interceptors` (an empty list
+  while off); the server's calls through its own interceptor
+  (``server.interceptors.tracing``: the instrumentation's aio server
+  interceptor cannot serve coroutine stream handlers). HTTP and database
   spans follow the current (stable) semantic conventions; no SQL parameter is
   recorded, only the statement text.
 - A task's trace: :func:`carrier` is the W3C ``traceparent``/``tracestate``
@@ -125,15 +127,6 @@ def _instrument(libraries: set[str]) -> None:
         from opentelemetry.instrumentation.redis import RedisInstrumentor
 
         RedisInstrumentor().instrument()
-
-
-def grpc_server_interceptors() -> list[Any]:
-    """The grpc.aio server interceptor that starts each call's span (first in the chain)."""
-    if not enabled():
-        return []
-    from opentelemetry.instrumentation.grpc import aio_server_interceptor
-
-    return [aio_server_interceptor()]  # type: ignore[no-untyped-call]
 
 
 def grpc_client_interceptors() -> list[Any]:

@@ -24,8 +24,8 @@ the database recorded it to the rescue, outcome ``lost``, with the dead
 processor's id.
 
 The processor's background loops (the exchange, heartbeats, rescues, samples)
-run with instrumentation suppressed (:func:`taskgate_runtime.telemetry.quiet`): they would otherwise make
-a trace of a few statements every second.
+run with instrumentation suppressed (:func:`taskgate_runtime.telemetry.quiet`):
+they would otherwise make a trace of a few statements every second.
 """
 
 from __future__ import annotations
