@@ -14,7 +14,9 @@
 
 An error is a failure the caller sees (unavailable, timed out, or a bug); a
 unique violation is an answer, not an error, and a caller that gave up
-(cancelled) is not the store's fault.
+(cancelled, or its own deadline passed first) is not the store's fault. A
+store slower than its own timeout (TASKGATE_DB_TIMEOUT, TASKGATE_REDIS_TIMEOUT)
+still is.
 """
 
 from __future__ import annotations

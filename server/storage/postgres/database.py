@@ -22,6 +22,7 @@ from psycopg.rows import kwargs_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from server.context import time_budget
+from server.errors import DeadlineExceeded
 from server.metrics_storage import DatabaseMetrics
 from server.storage.errors import StorageUnavailable, UniqueViolation, timed_out
 from server.storage.postgres.queries import QUERIES
@@ -173,8 +174,8 @@ class Database:
         started = time.perf_counter()
         try:
             return await self._within_budget(statement)
-        except UniqueViolation:
-            raise  # an answer, not an error
+        except (UniqueViolation, DeadlineExceeded):
+            raise  # an answer, or the caller's own deadline: not the store's fault
         except Exception:
             timed.failed()
             raise
