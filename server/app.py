@@ -33,6 +33,7 @@ from server.metrics_auth import AuthMetrics
 from server.metrics_storage import DatabaseMetrics, RedisMetrics
 from server.passwords import PasswordHasher
 from server.processor.runtime import ProcessorRuntime
+from server.queue_sampler import QueueSampler
 from server.rpc.sessions import SessionServicer
 from server.rpc.tasks import TaskServicer
 from server.rpc.users import UserServicer
@@ -153,8 +154,9 @@ class App:
         events = TaskEvents()
         self.listener.subscribe(TASK_EVENTS_CHANNEL, events.changed)
         self.listener.on_reconnect(events.wake_all)
+        task_repository = TaskRepository(database=database)
         self.tasks = TaskService(
-            tasks=TaskRepository(database=database),
+            tasks=task_repository,
             events=events,
             limits=TaskLimits(
                 max_image_bytes=settings.max_image_bytes,
@@ -172,6 +174,16 @@ class App:
                 metrics=self.task_metrics,
                 db_metrics=self.db_metrics,
             )
+        # Without a processor inside, the server samples the queue gauges itself.
+        self.queue_sampler = (
+            None
+            if self.processor is not None
+            else QueueSampler(
+                tasks=task_repository,
+                metrics=self.task_metrics,
+                interval=settings.processor_stats_interval,
+            )
+        )
         self.health = HealthServicer()
         self.monitor = DependencyMonitor(
             health=self.health,
@@ -242,6 +254,8 @@ class App:
         self.listener.start()
         if self.processor is not None:
             await self.processor.start()
+        if self.queue_sampler is not None:
+            self.queue_sampler.start()
         await self.monitor.check_once()
         self._monitor_task = asyncio.create_task(self.monitor.run(), name="health-monitor")
         await self.server.start()
@@ -265,6 +279,8 @@ class App:
             self.server.stop(grace),
             *([self.processor.stop(grace)] if self.processor is not None else []),
         )
+        if self.queue_sampler is not None:
+            await self.queue_sampler.stop()
         await self.listener.stop()
         await self.database.close()
         await self.metrics_server.stop()

@@ -216,3 +216,24 @@ async def test_the_queue_gauges_follow_the_queue_while_the_processor_runs(
 
 
 __all__ = ["proxies"]  # the fixture, shared with the outage tests
+
+
+async def test_a_server_without_a_processor_samples_the_queue_gauges(settings: Settings) -> None:
+    """No processor anywhere: the queue still shows (and its alerts can fire)."""
+    alone = settings.model_copy(
+        update={"embedded_processor": False, "processor_stats_interval": 0.1}
+    )
+    async with serving(alone) as (app, client):
+        tasks = await task_user(client)
+        for seed in (1, 2, 3):
+            await tasks.create(image_bytes(seed=seed), [grayscale()])
+        registry = app.registry
+
+        async def backlog() -> bool:
+            return (
+                value(registry, "tasks_queue_depth") == 3
+                and value(registry, "tasks_running") == 0
+                and value(registry, "tasks_oldest_pending_age_seconds") > 0
+            )
+
+        await eventually(backlog)

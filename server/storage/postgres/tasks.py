@@ -13,6 +13,7 @@ from psycopg.types.json import Jsonb
 from server.imaging.filters import FilterStep
 from server.models import ImageMeta, NewTask, Task, TaskStatus
 from server.storage.postgres.database import Database
+from server.storage.postgres.queue import QueueStats
 
 
 def task_from_row(
@@ -76,6 +77,12 @@ class Cursor:
 class TaskRepository:
     def __init__(self, *, database: Database) -> None:
         self._db = database
+
+    async def queue_stats(self) -> QueueStats:
+        """Pending and running tasks, and the oldest pending one's age (the queue gauges)."""
+        stats = await self._db.fetch_one("queue_stats", {}, QueueStats)
+        assert stats is not None  # an aggregate always returns a row
+        return stats
 
     async def insert(self, task: NewTask) -> Task | None:
         """The new task; None when the user already has a task with its idempotency key."""
