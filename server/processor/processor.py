@@ -420,7 +420,7 @@ class Processor:
     ) -> None:
         output = Output(outcome.data, outcome.content_type, outcome.width, outcome.height)
         if await self._end(Ending(job, TaskStatus.COMPLETED, output=output)):
-            self._metrics.processing_time.observe(seconds)
+            self._metrics.processing_time.observe(seconds, telemetry.exemplar())
             for step in job.filters:
                 self._metrics.filters_used.labels(step.name).inc()
             self._ended(job, TaskStatus.COMPLETED, fields)

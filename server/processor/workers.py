@@ -145,6 +145,10 @@ class Worker:
         self._reader = reader
         self._writer = writer
 
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
     @classmethod
     async def spawn(cls) -> Worker:
         ours, theirs = socket.socketpair()
@@ -300,6 +304,10 @@ class WorkerPool:
         finally:
             for job in jobs:
                 job.outcome.cancel()  # no-op once set
+
+    def pids(self) -> list[int]:
+        """The live workers' process ids (their CPU and memory are exported)."""
+        return [worker.pid for worker in (*self._idle, *self._busy)]
 
     async def close(self) -> None:
         """Stops every worker: idle ones cleanly, busy ones (abandoned jobs) at once."""

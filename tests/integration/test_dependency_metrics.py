@@ -105,13 +105,20 @@ async def test_the_pool_gauges_follow_the_pool(settings: Settings) -> None:
         await waiting
         assert value(registry, "db_pool_requests_waiting", pool="api") == 0
         assert value(registry, "db_pool_connections_idle", pool="api") == 1
-        assert value(registry, "db_query_duration_seconds_count", operation="ping") >= 1
+        assert (
+            value(registry, "db_query_duration_seconds_count", operation="ping", category="select")
+            >= 1
+        )
 
 
 @pytest.mark.parametrize(
     ("dependency", "family", "label"),
     [
-        ("postgres", "db_query_errors_total", {"operation": "get_credentials"}),
+        (
+            "postgres",
+            "db_query_errors_total",
+            {"operation": "get_credentials", "category": "select"},
+        ),
         ("redis", "redis_command_errors_total", {"command": "counter_read"}),
     ],
 )

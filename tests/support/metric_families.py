@@ -31,12 +31,13 @@ DB_FAMILIES: dict[str, set[str]] = {
     "db_pool_connections_in_use": {"pool"},
     "db_pool_connections_max": {"pool"},
     "db_pool_requests_waiting": {"pool"},
-    "db_query_duration_seconds_bucket": {"operation", "le"},
-    "db_query_errors_total": {"operation"},
+    "db_query_duration_seconds_bucket": {"operation", "category", "le"},
+    "db_query_errors_total": {"operation", "category"},
 }
 SERVER_FAMILIES: dict[str, set[str]] = {
     "grpc_server_started_total": GRPC,
     "grpc_server_handled_total": GRPC | {"grpc_code"},
+    "grpc_server_calls_in_flight": GRPC,
     "grpc_server_handling_seconds_bucket": GRPC | {"le"},
     "grpc_server_msg_received_total": GRPC,
     "grpc_server_msg_sent_total": GRPC,
@@ -52,6 +53,9 @@ SERVER_FAMILIES: dict[str, set[str]] = {
 PROCESSOR_FAMILIES: dict[str, set[str]] = {
     **TASK_FAMILIES,
     "filters_used_total": {"filter"},
+    "taskgate_processor_workers_cpu_seconds_total": set(),
+    "taskgate_processor_workers_resident_memory_bytes": set(),
+    "taskgate_processor_workers": set(),
     **DB_FAMILIES,
     **PROCESS_FAMILIES,
 }

@@ -25,7 +25,7 @@ from server.context import time_budget
 from server.errors import DeadlineExceeded
 from server.metrics_storage import DatabaseMetrics
 from server.storage.errors import StorageUnavailable, UniqueViolation, timed_out
-from server.storage.postgres.queries import QUERIES
+from server.storage.postgres.queries import QUERIES, category
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -170,7 +170,7 @@ class Database:
         """Runs ``statement`` under its time budget, timed as ``operation``."""
         if self._metrics is None:
             return await self._within_budget(statement)
-        timed = self._metrics.queries[operation]
+        timed = self._metrics.queries[operation, category(operation)]
         started = time.perf_counter()
         try:
             return await self._within_budget(statement)
