@@ -140,6 +140,7 @@ async def test_one_create_task_is_one_trace_from_the_client_to_the_processor(
         token = auth["Authorization"].removeprefix("Bearer ")
         _check_create_task_trace(spans, client_span, task_id, token)
         _check_log_lines(stack, trace_id)
+        await _check_exemplars(stack, trace_id)
 
 
 def _check_create_task_trace(
@@ -195,6 +196,34 @@ def _check_log_lines(stack: Stack, trace_id: str) -> None:
         "/CreateTask")]  # fmt: skip
     assert access[-1]["trace_id"] == trace_id
     assert access[-1]["request_id"]
+
+
+async def _metrics(port: int, accept: str) -> tuple[str, str]:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"http://127.0.0.1:{port}/metrics", headers={"Accept": accept}) as response,
+    ):
+        return response.headers["Content-Type"], await response.text()
+
+
+async def _check_exemplars(stack: Stack, trace_id: str) -> None:
+    """OpenMetrics, when asked for, carries the trace id on the latency histograms."""
+    openmetrics = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    wanted = [
+        (stack.gateway, "taskgate_gateway_http_request_duration_seconds_bucket{"),
+        (stack.server, "grpc_server_handling_seconds_bucket{"),
+        (stack.processor, "processing_time_seconds_bucket{"),
+    ]
+    for process, family in wanted:
+        content_type, text = await _metrics(process.metrics_port, openmetrics)
+        assert content_type.startswith("application/openmetrics-text")
+        assert text.rstrip().endswith("# EOF")
+        marked = [line for line in text.splitlines()
+                  if line.startswith(family) and f'trace_id="{trace_id}"' in line]  # fmt: skip
+        assert marked, f"no exemplar of the trace on {process.name}'s {family}"
+        content_type, text = await _metrics(process.metrics_port, "text/plain")
+        assert content_type.startswith("text/plain")
+        assert "trace_id" not in text  # the classic format has no exemplars
 
 
 async def test_a_task_whose_processor_was_killed_shows_both_attempts(
