@@ -34,9 +34,10 @@ SERVER_ERRORS = frozenset({
 
 
 class TracingInterceptor(ScopedInterceptor):
-    def __init__(self) -> None:
+    def __init__(self, tracer_provider: trace.TracerProvider | None = None) -> None:
+        """``tracer_provider``: the global one unless given (tests)."""
         super().__init__()
-        self._tracer = trace.get_tracer("taskgate.server")
+        self._tracer = trace.get_tracer("taskgate.server", tracer_provider=tracer_provider)
 
     def scope(self, method: str) -> Scope:
         service, _, name = method.lstrip("/").rpartition("/")

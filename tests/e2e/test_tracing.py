@@ -130,6 +130,10 @@ async def test_one_create_task_is_one_trace_from_the_client_to_the_processor(
                 return await _status(http, task_id, auth) == "TASK_STATUS_COMPLETED"
 
             await eventually(completed, within=30, interval=0.1)
+            # A server stream through the traced channel and interceptors.
+            async with http.get(f"/v1/tasks/{task_id}:watch", headers=auth) as watch:
+                assert watch.status == 200
+                assert b"TASK_STATUS_COMPLETED" in await watch.read()
 
         async def finished_exporting() -> bool:
             return any(s.name == "task.attempt" for s in receiver.trace(trace_id))
