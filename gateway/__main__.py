@@ -12,7 +12,7 @@ from aiohttp import web
 from gateway.app import create_app
 from gateway.config import Settings
 from gateway.metrics import HttpMetrics, metrics_app
-from taskgate_runtime import process, telemetry
+from taskgate_runtime import process
 from taskgate_runtime.settings import parse_addr
 
 log = logging.getLogger("taskgate.gateway")
@@ -26,7 +26,6 @@ def channel_for(settings: Settings) -> grpc.aio.Channel:
             ("grpc.max_send_message_length", settings.max_message_bytes),
             ("grpc.keepalive_time_ms", 30_000),
         ],
-        interceptors=telemetry.grpc_client_interceptors(),
     )
 
 

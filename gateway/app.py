@@ -231,7 +231,8 @@ class Gateway:
                 request_id=request_id,
                 peer=request.remote,
                 host=request.host,
-            )
+            ),
+            *telemetry.carrier().items(),  # the HTTP span's traceparent (when tracing is on)
         )
         deadline = self._timeout(request, streaming=call.stream is not None)
         if call.unary is not None:

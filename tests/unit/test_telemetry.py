@@ -54,7 +54,6 @@ def test_outside_a_span_there_are_no_ids_and_no_exemplar() -> None:
     assert telemetry.carrier() == {}
     assert telemetry.context_of({}) is None
     assert not telemetry.enabled()
-    assert telemetry.grpc_client_interceptors() == []
 
 
 def test_a_log_line_inside_a_span_carries_its_ids_next_to_the_request_id() -> None:

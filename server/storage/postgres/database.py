@@ -26,6 +26,7 @@ from server.errors import DeadlineExceeded
 from server.metrics_storage import DatabaseMetrics
 from server.storage.errors import StorageUnavailable, UniqueViolation, timed_out
 from server.storage.postgres.queries import QUERIES, category
+from taskgate_runtime import telemetry
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -59,10 +60,16 @@ def create_pool(
         open=False,
         timeout=timeout,
         reconnect_timeout=reconnect_timeout,
-        check=AsyncConnectionPool.check_connection if check_on_checkout else None,
+        check=_check_quietly if check_on_checkout else None,
         name=name,
         kwargs={"autocommit": True, "connect_timeout": max(1, math.ceil(timeout))},
     )
+
+
+async def _check_quietly(conn: AsyncConnection[Any]) -> None:
+    """psycopg_pool's check on checkout (an empty statement), making no span of its own."""
+    with telemetry.quiet():
+        await AsyncConnectionPool.check_connection(conn)
 
 
 @asynccontextmanager
