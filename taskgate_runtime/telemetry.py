@@ -152,6 +152,19 @@ def name_http_span(*, method: str, route: str, known: bool) -> None:
         span.update_name(method)
 
 
+def within(span: trace.Span, parent: otel_context.Context | None = None) -> otel_context.Context:
+    """A context with ``span`` current; when it records nothing (not sampled), with the
+    libraries' instrumentation suppressed too. Their spans below an unsampled one
+    would be dropped anyway (parent-based sampling), and skipping them saves
+    each SQL statement and Redis command the instrumentation's work."""
+    ctx = trace.set_span_in_context(span, parent)
+    if span.is_recording():
+        return ctx
+    from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
+
+    return otel_context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True, ctx)
+
+
 def carrier() -> dict[str, str]:
     """The current span's W3C trace context (``traceparent``, ``tracestate``); {} without one."""
     if not trace.get_current_span().get_span_context().is_valid:

@@ -14,6 +14,8 @@ INTERNAL, UNAVAILABLE, DATA_LOSS) mark the span as an error.
 
 It is the outermost interceptor, so every log line of the call (the access
 log included) and every statement and Redis command below it are in the span.
+A call that is not sampled runs with the libraries' instrumentation
+suppressed (:func:`taskgate_runtime.telemetry.within`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from server.interceptors.wrap import Context, Scope, ScopedInterceptor, final_code
+from taskgate_runtime import telemetry
 
 SERVER_ERRORS = frozenset({
     grpc.StatusCode.UNKNOWN, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNIMPLEMENTED,
@@ -80,7 +83,7 @@ class _Traced:
             },
         )
         self._span = span
-        self._token = otel_context.attach(trace.set_span_in_context(span, parent))
+        self._token = otel_context.attach(telemetry.within(span, parent))
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, error: BaseException | None, tb: object

@@ -68,10 +68,14 @@ def attempt(job: Job, *, processor: str, claim_sent: int, claimed: int) -> Itera
                 "taskgate.processor.id": processor,
             },
         )
-        with trace.use_span(span, end_on_exit=True):
+        inner = otel_context.attach(telemetry.within(span, parent))
+        try:
             if span.is_recording():
                 _tracer.start_span("task.claim", start_time=claim_sent).end(end_time=claimed)
             yield span
+        finally:
+            otel_context.detach(inner)
+            span.end()
     finally:
         otel_context.detach(token)
 
