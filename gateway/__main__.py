@@ -76,9 +76,7 @@ def _install_uvloop() -> None:
 
 def main() -> int:
     _install_uvloop()
-    return process.main(
-        service="taskgate-gateway", load=Settings.from_env, serve=serve, traced=("aiohttp",)
-    )
+    return process.main(service="taskgate-gateway", load=Settings.from_env, serve=serve)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from aiohttp import web
 from google.api import httpbody_pb2
 from google.protobuf import descriptor
 
-from gateway import errors, headers, routes, transcode
+from gateway import errors, headers, routes, tracing, transcode
 from gateway.config import Settings
 from gateway.errors import GatewayError
 from gateway.health import HealthWatcher
@@ -509,7 +509,10 @@ def create_app(
         metrics=HttpMetrics() if metrics is None else metrics,
         health=health,
     )
-    app = web.Application(client_max_size=settings.max_body_bytes)
+    app = web.Application(
+        client_max_size=settings.max_body_bytes,
+        middlewares=[tracing.middleware()] if telemetry.enabled() else [],
+    )
     app[HEALTH_KEY] = health
     app[GATEWAY_KEY] = gateway
     app.router.add_route("*", r"/{tail:[\s\S]*}", gateway.handle)  # any path, newlines too

@@ -11,14 +11,17 @@
   sampling from ``OTEL_TRACES_SAMPLER``/``_ARG``. Without them it is
   ``parentbased_traceidratio`` at 0.01: a trace a client started (its
   ``traceparent`` says sampled) is followed whole, and 1 % of the others.
-- Instrumented: the libraries a process names (``aiohttp``: the server side of
-  aiohttp; ``psycopg``; ``redis``), by OpenTelemetry's own instrumentations;
-  the server's calls through its own interceptor (``server.interceptors.tracing``:
-  the instrumentation's aio server interceptor cannot serve coroutine stream
-  handlers). The gateway sends its HTTP span's :func:`carrier` as the call's
-  metadata itself: opentelemetry-instrumentation-grpc's aio client
-  interceptors put every call of the channel on grpc.aio's intercepted-call
-  path, which ``make bench-tracing`` measured too slow for one more span. HTTP and database
+- Instrumented: the libraries a process names (``psycopg``, ``redis``), by
+  OpenTelemetry's own instrumentations (database spans in the stable
+  conventions). The server's calls get their span from its own interceptor
+  (``server.interceptors.tracing``: the instrumentation's aio server
+  interceptor cannot serve coroutine stream handlers), the gateway's requests
+  from its own middleware (``gateway.tracing``: the aiohttp-server
+  instrumentation does its attribute work before the sampler decides, for
+  every request), and the gateway sends its HTTP span's :func:`carrier` as the
+  call's metadata (the grpc instrumentation's aio client interceptors put every
+  call on grpc.aio's slower intercepted-call path). ``make bench-tracing``
+  measured both. HTTP and database
   spans follow the current (stable) semantic conventions; no SQL parameter is
   recorded, only the statement text.
 - A task's trace: :func:`carrier` is the W3C ``traceparent``/``tracestate``
@@ -41,9 +44,7 @@ from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 DEFAULT_ROOT_RATIO = 0.01
-LIBRARIES = ("aiohttp", "psycopg", "redis")
-# Scrapes and probes make no traces (OpenTelemetry's own variable; a value set wins).
-EXCLUDED_URLS = "/metrics,/live,/ready"
+LIBRARIES = ("psycopg", "redis")
 
 _propagator = TraceContextTextMapPropagator()
 _state: dict[str, Any] = {"provider": None}
@@ -100,8 +101,7 @@ def configure(*, service: str, libraries: Iterable[str] = ()) -> Telemetry:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http,database")
-    os.environ.setdefault("OTEL_PYTHON_AIOHTTP_SERVER_EXCLUDED_URLS", EXCLUDED_URLS)
+    os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "database")
     # Resource.create reads OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME; a name set wins.
     named = os.environ.get("OTEL_SERVICE_NAME", "").strip()
     resource = Resource.create({} if named else {SERVICE_NAME: service})
@@ -117,10 +117,6 @@ def _instrument(libraries: set[str]) -> None:
     unknown = libraries - set(LIBRARIES)
     if unknown:
         raise ValueError(f"no instrumentation for {sorted(unknown)}")
-    if "aiohttp" in libraries:
-        from opentelemetry.instrumentation.aiohttp_server import AioHttpServerInstrumentor
-
-        AioHttpServerInstrumentor().instrument()
     if "psycopg" in libraries:
         from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
 
