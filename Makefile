@@ -18,7 +18,8 @@ CALLER_URLS_ONLY := env $(if $(filter file,$(origin TASKGATE_DATABASE_URL)),-u T
                         $(if $(filter file,$(origin TASKGATE_REDIS_URL)),-u TASKGATE_REDIS_URL)
 
 .PHONY: help install run migrate migrate-check migrate-schema proto proto-check buf-lint \
-        lint fmt test test-only bench bench-auth bench-abuse bench-tasks bench-gateway bench-replicas bench-events \
+        lint fmt test test-only bench bench-auth bench-abuse bench-tasks bench-gateway bench-replicas \
+        bench-events bench-tracing \
         run-gateway demo up down clean
 
 help:
@@ -38,6 +39,7 @@ help:
 	@echo "make bench-gateway  GetTask over HTTP through the gateway vs gRPC, calls/s and CPU"
 	@echo "make bench-replicas read-after-write load: primary alone vs primary + a streaming replica"
 	@echo "make bench-events   commit -> webhook latency, deliveries/s, the drain with vs without the outbox"
+	@echo "make bench-tracing  GetTask over HTTP with tracing off, default sampling, 100% (OTLP export)"
 	@echo "make run-gateway    start the HTTP/JSON gateway (python -m gateway) on 127.0.0.1:8080"
 	@echo "make up / down      the whole stack in Docker (docker compose): gRPC, gateway, Grafana"
 
@@ -94,7 +96,7 @@ test: install lint
 test-only: $(VENV)/.installed
 	$(BIN)/pytest --cov --cov-report=term --cov-fail-under=85 $(PYTEST_ARGS)
 
-bench: bench-auth bench-abuse bench-tasks bench-gateway bench-replicas bench-events
+bench: bench-auth bench-abuse bench-tasks bench-gateway bench-replicas bench-events bench-tracing
 
 bench-auth: $(VENV)/.installed
 	$(BIN)/python -m bench.auth $(BENCH_ARGS)
@@ -104,6 +106,9 @@ bench-gateway: $(VENV)/.installed
 
 bench-replicas: $(VENV)/.installed
 	$(BIN)/python -m bench.replicas $(BENCH_ARGS)
+
+bench-tracing: $(VENV)/.installed
+	$(BIN)/python -m bench.tracing $(BENCH_ARGS)
 
 run-gateway: $(VENV)/.installed
 	$(BIN)/python -m gateway

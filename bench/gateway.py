@@ -115,10 +115,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 class GatewayProcess:
-    def __init__(self, upstream: str, module: str = "gateway") -> None:
+    def __init__(
+        self, upstream: str, module: str = "gateway", extra_env: dict[str, str] | None = None
+    ) -> None:
         self.port = free_port()
         self.upstream = upstream
         self.module = module
+        self.extra_env = extra_env or {}
         self.process: subprocess.Popen[bytes] | None = None
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
 
@@ -133,6 +136,7 @@ class GatewayProcess:
             "TASKGATE_GATEWAY_UPSTREAM": self.upstream,
             "TASKGATE_GATEWAY_METRICS_ADDR": f"127.0.0.1:{free_port()}",
             "TASKGATE_LOG_LEVEL": LOG_LEVEL,
+            **self.extra_env,
         }
         self.process = subprocess.Popen(
             [sys.executable, "-m", self.module],

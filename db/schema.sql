@@ -269,6 +269,7 @@ CREATE TABLE public.tasks (
     request_hash bytea,
     request_id text,
     images_pruned_at timestamp with time zone,
+    trace_context jsonb,
     CONSTRAINT tasks_attempts_check CHECK ((attempts >= 0)),
     CONSTRAINT tasks_filters_array_check CHECK ((jsonb_typeof(filters) = 'array'::text)),
     CONSTRAINT tasks_idempotency_key_hash_check CHECK (((idempotency_key IS NULL) OR (request_hash IS NOT NULL))),
@@ -378,6 +379,13 @@ COMMENT ON COLUMN public.tasks.request_id IS 'The x-request-id of the CreateTask
 --
 
 COMMENT ON COLUMN public.tasks.images_pruned_at IS 'When input_image and result_image were deleted after the retention period.';
+
+
+--
+-- Name: COLUMN tasks.trace_context; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.tasks.trace_context IS 'The W3C trace context (traceparent, tracestate) of the CreateTask call; the processor''s attempt spans join that trace.';
 
 
 --
@@ -807,5 +815,6 @@ INSERT INTO public.schema_migrations (version) VALUES
     ('20261122000003'),
     ('20261122000004'),
     ('20261203000001'),
+    ('20261203000002'),
     ('20261203070000'),
     ('20261203070100');

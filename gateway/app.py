@@ -29,7 +29,7 @@ from aiohttp import web
 from google.api import httpbody_pb2
 from google.protobuf import descriptor
 
-from gateway import errors, headers, routes, transcode
+from gateway import errors, headers, routes, tracing, transcode
 from gateway.body import BodyBudget, Reservation, has_credentials, read_body
 from gateway.config import Settings
 from gateway.errors import GatewayError
@@ -42,6 +42,7 @@ from taskgate.v1 import (
     user_service_pb2,
     webhook_service_pb2,
 )
+from taskgate_runtime import telemetry
 
 log = logging.getLogger("taskgate.gateway")
 access_log = logging.getLogger("taskgate.gateway.access")
@@ -201,6 +202,9 @@ class Gateway:
             elapsed = time.perf_counter() - started
             method = request.method if request.method in _KNOWN_METHODS else "other"
             metrics.finished(method, route.label, status, elapsed)
+            telemetry.name_http_span(
+                method=request.method, route=route.label, known=route.label != UNMATCHED
+            )
             if access_log.isEnabledFor(logging.INFO):
                 _log_access(request, route.label, status, elapsed, request_id)
 
@@ -264,7 +268,8 @@ class Gateway:
                     request_id=request_id,
                     peer=request.remote,
                     host=request.host,
-                )
+                ),
+                *telemetry.carrier().items(),  # the HTTP span's traceparent (when tracing is on)
             )
             deadline = self._timeout(request, streaming=call.stream is not None)
             if call.unary is not None:
@@ -562,6 +567,7 @@ def create_app(
         client_max_size=settings.max_body_bytes,  # bodies: gateway.body
         # room for the gateway to answer a long header itself, with the JSON body
         handler_args={"max_field_size": headers.PARSER_FIELD_BYTES},
+        middlewares=[tracing.middleware()] if telemetry.enabled() else [],
     )
     app[HEALTH_KEY] = health
     app[GATEWAY_KEY] = gateway

@@ -8,7 +8,8 @@
 
 ``route`` is the path template (``/v1/users/{user_id}``), never the raw path,
 so the label values stay bounded: a request that matches no route is
-``unmatched``.
+``unmatched``. An observation made in a sampled trace carries its trace id as
+an exemplar (shown in the OpenMetrics exposition).
 
 The registry also carries the process, platform and GC collectors
 (:func:`taskgate_runtime.metrics_http.process_registry`).
@@ -22,7 +23,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from taskgate_runtime import metrics_http
+from taskgate_runtime import metrics_http, telemetry
 
 UNMATCHED = "unmatched"
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -84,7 +85,7 @@ class HttpMetrics:
         if histogram is None:
             histogram = self.duration.labels(method, route)
             self._histograms[(method, route)] = histogram
-        histogram.observe(seconds)
+        histogram.observe(seconds, telemetry.exemplar())
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

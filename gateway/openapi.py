@@ -249,6 +249,16 @@ def constrained(schema: Schema, field: FD) -> Schema:
         return {**schema, "enum": [name for name in schema["enum"] if name != zero]}
     if schema.get("type") in ("integer", "number"):
         return _number_rules(dict(schema), rules)
+    if schema.get("format") == "int64" and rules.HasField("minimum"):
+        return _int64_rules(dict(schema), rules)
+    return schema
+
+
+def _int64_rules(schema: Schema, rules: rules_pb2.FieldRules) -> Schema:
+    """An int64 travels as a JSON string (protojson): a pattern states its bound."""
+    if rules.minimum != 0 or rules.HasField("maximum") or rules.HasField("exclusive_minimum"):
+        raise LookupError("only a minimum of 0 can be stated for an int64 (as a pattern)")
+    schema["pattern"] = "^[0-9]{1,19}$"
     return schema
 
 

@@ -30,7 +30,12 @@ async def serve(settings: Settings) -> bool:
 
 
 def main() -> int:
-    return process.main(service="taskgate-server", load=Settings.from_env, serve=serve)
+    return process.main(
+        service="taskgate-server",
+        load=Settings.from_env,
+        serve=serve,
+        traced=("psycopg", "redis"),
+    )
 
 
 if __name__ == "__main__":

@@ -28,11 +28,13 @@ from server.interceptors.errors import ErrorInterceptor
 from server.interceptors.metrics import MetricsInterceptor
 from server.interceptors.reading import RequestReader
 from server.interceptors.request_log import RequestLogInterceptor
+from server.interceptors.tracing import TracingInterceptor
 from server.metrics import TaskMetrics
 from server.metrics_auth import AuthMetrics
 from server.metrics_storage import DatabaseMetrics, ReadMetrics, RedisMetrics
 from server.passwords import PasswordHasher
 from server.processor.runtime import ProcessorRuntime
+from server.queue_sampler import QueueSampler
 from server.rpc.sessions import SessionServicer
 from server.rpc.tasks import TaskServicer
 from server.rpc.users import UserServicer
@@ -70,7 +72,7 @@ from taskgate.v1 import session_service_pb2_grpc as session_grpc
 from taskgate.v1 import task_service_pb2_grpc as task_grpc
 from taskgate.v1 import user_service_pb2_grpc as user_grpc
 from taskgate.v1 import webhook_service_pb2_grpc as webhook_grpc
-from taskgate_runtime import logs
+from taskgate_runtime import logs, telemetry
 from taskgate_runtime.metrics_http import MetricsListenError, MetricsServer, process_registry
 from taskgate_runtime.tls import TlsFileError
 
@@ -192,8 +194,9 @@ class App:
             wakeups=feed_wakeups,
             poll_interval=settings.watch_poll_interval,
         )
+        task_repository = TaskRepository(database=database, reads=self.reads)
         self.tasks = TaskService(
-            tasks=TaskRepository(database=database, reads=self.reads),
+            tasks=task_repository,
             events=events,
             limits=TaskLimits(
                 max_image_bytes=settings.max_image_bytes,
@@ -222,6 +225,16 @@ class App:
                 db_metrics=self.db_metrics,
                 webhook_metrics=self.webhook_metrics,
             )
+        # Without a processor inside, the server samples the queue gauges itself.
+        self.queue_sampler = (
+            None
+            if self.processor is not None
+            else QueueSampler(
+                tasks=task_repository,
+                metrics=self.task_metrics,
+                interval=settings.processor_stats_interval,
+            )
+        )
         self.health = HealthServicer()
         self.monitor = DependencyMonitor(
             health=self.health,
@@ -239,6 +252,8 @@ class App:
         self.stream_limiter = UserStreamLimiter(per_user=settings.max_streams_per_user)
         self.server = grpc.aio.server(
             interceptors=[
+                # Each call's span (when tracing is on), around everything below.
+                *([TracingInterceptor()] if telemetry.enabled() else []),
                 # The outermost: it sees every call's final status, whoever set it.
                 MetricsInterceptor(registry=self.registry),
                 RequestLogInterceptor(client_addresses=ClientAddresses(settings.trusted_proxies)),
@@ -336,6 +351,8 @@ class App:
         self.listener.start()
         if self.processor is not None:
             await self.processor.start()
+        if self.queue_sampler is not None:
+            self.queue_sampler.start()
         await self.monitor.check_once()
         self._monitor_task = asyncio.create_task(self.monitor.run(), name="health-monitor")
         await self.server.start()
@@ -386,6 +403,8 @@ class App:
             *([self.health_server.stop(grace)] if self.health_server is not None else []),
             *([self.processor.stop(grace)] if self.processor is not None else []),
         )
+        if self.queue_sampler is not None:
+            await self.queue_sampler.stop()
         await self.listener.stop()
         await self.replica_monitor.stop()
         for replica in self.reads.replicas:

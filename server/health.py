@@ -18,6 +18,7 @@ from grpc_health.v1 import health_pb2
 from grpc_health.v1.health import aio as health_aio
 
 from server.errors import Unavailable
+from taskgate_runtime import telemetry
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +79,10 @@ class DependencyMonitor:
                 await self._health.set(service, status)
 
     async def run(self) -> None:
-        while True:
-            await self.check_once()
-            await asyncio.sleep(self._interval)
+        with telemetry.quiet():  # a probe every few seconds is no trace worth keeping
+            while True:
+                await self.check_once()
+                await asyncio.sleep(self._interval)
 
     async def _probe(self, name: str) -> bool:
         try:

@@ -24,6 +24,7 @@ OUTCOMES = ("completed", "failed", "cancelled")
 
 class TaskMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
         self.created = Counter(
             "tasks_created", "Tasks accepted by CreateTask (idempotent repeats not counted).",
             registry=registry,

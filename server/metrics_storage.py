@@ -1,10 +1,13 @@
 """Postgres and Redis metrics, created on a registry passed in.
 
-- ``db_query_duration_seconds{operation}`` and ``db_query_errors_total{operation}``:
-  each statement of :class:`~server.storage.postgres.database.Database`, by the
-  name of its query in ``queries.sql`` (statements sent in one pipeline are
-  named together: ``claim_tasks+claimed_inputs``). The time is what the caller
-  waited: a connection from the pool, then the statement.
+- ``db_query_duration_seconds{operation, category}`` and
+  ``db_query_errors_total{operation, category}``: each statement of
+  :class:`~server.storage.postgres.database.Database`, by the name of its query
+  in ``queries.sql`` (statements sent in one pipeline are named together:
+  ``claim_tasks+claimed_inputs``) and its category (``select``, ``insert``,
+  ``update``, ``delete``). The time is what the caller waited: a connection
+  from the pool, then the statement. An observation made in a sampled trace
+  carries its trace id as an exemplar.
 - ``db_pool_connections_idle|in_use|max{pool}`` and ``db_pool_requests_waiting{pool}``:
   read from psycopg_pool's ``get_stats()`` at scrape time (:class:`PoolCollector`).
   The pools are ``api`` (the server's calls) and ``processor`` (a processor's own).
@@ -18,7 +21,9 @@
 
 An error is a failure the caller sees (unavailable, timed out, or a bug); a
 unique violation is an answer, not an error, and a caller that gave up
-(cancelled) is not the store's fault.
+(cancelled, or its own deadline passed first) is not the store's fault. A
+store slower than its own timeout (TASKGATE_DB_TIMEOUT, TASKGATE_REDIS_TIMEOUT)
+still is.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from psycopg_pool import AsyncConnectionPool
 
+from taskgate_runtime import telemetry
+
 # A statement on a warm connection takes a fraction of a millisecond; an outage
 # ends at the call's time budget (seconds).
 LATENCY_BUCKETS = (
@@ -41,34 +48,43 @@ LATENCY_BUCKETS = (
 class Timed:
     """One label value's latency histogram and error counter (children cached)."""
 
-    __slots__ = ("failed", "observe")
+    __slots__ = ("_observe", "failed")
 
     def __init__(self, duration: Any, errors: Any) -> None:
-        self.observe = duration.observe
+        self._observe = duration.observe
         self.failed = errors.inc
+
+    def observe(self, seconds: float) -> None:
+        self._observe(seconds, telemetry.exemplar())
 
 
 class TimedFamily:
     """A latency histogram and an error counter by one label, e.g. ``operation``."""
 
-    def __init__(self, registry: CollectorRegistry, *, prefix: str, label: str, what: str) -> None:
-        """``what``: the plural noun counted (``Postgres statements``)."""
+    def __init__(
+        self, registry: CollectorRegistry, *, prefix: str, label: str | tuple[str, ...], what: str
+    ) -> None:
+        """``what``: the plural noun counted (``Postgres statements``); ``label``: one
+        name (children by a value) or several (children by a tuple of values)."""
+        labels = (label,) if isinstance(label, str) else label
+        by = " and ".join(labels)
         self._duration = Histogram(
             f"{prefix}_duration_seconds",
-            f"Time {what} took, as their callers waited, by {label}.",
-            [label], buckets=LATENCY_BUCKETS, registry=registry,
+            f"Time {what} took, as their callers waited, by {by}.",
+            labels, buckets=LATENCY_BUCKETS, registry=registry,
         )  # fmt: skip
         self._errors = Counter(
             f"{prefix}_errors",
-            f"{what} that failed (unavailable, timed out or unexpected), by {label}.",
-            [label], registry=registry,
+            f"{what} that failed (unavailable, timed out or unexpected), by {by}.",
+            labels, registry=registry,
         )  # fmt: skip
-        self._children: dict[str, Timed] = {}
+        self._children: dict[str | tuple[str, ...], Timed] = {}
 
-    def __getitem__(self, value: str) -> Timed:
+    def __getitem__(self, value: str | tuple[str, ...]) -> Timed:
         timed = self._children.get(value)
         if timed is None:
-            timed = Timed(self._duration.labels(value), self._errors.labels(value))
+            values = (value,) if isinstance(value, str) else value
+            timed = Timed(self._duration.labels(*values), self._errors.labels(*values))
             self._children[value] = timed
         return timed
 
@@ -111,7 +127,10 @@ class PoolCollector(Collector):
 class DatabaseMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.queries = TimedFamily(
-            registry, prefix="db_query", label="operation", what="Postgres statements"
+            registry,
+            prefix="db_query",
+            label=("operation", "category"),
+            what="Postgres statements",
         )
         self.pools = PoolCollector()
         registry.register(self.pools)

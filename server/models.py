@@ -72,6 +72,7 @@ class NewTask:
     request_hash: bytes
     request_id: str | None
     max_attempts: int
+    trace_context: dict[str, str] | None = None  # W3C traceparent/tracestate of the call
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +130,7 @@ class Job:
     started_at: datetime
     run_after: datetime
     user_id: UUID | None = None
+    trace_context: dict[str, str] | None = None  # of the call that created the task
 
 
 class TaskEventType(StrEnum):

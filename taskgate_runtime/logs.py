@@ -3,7 +3,9 @@
 Each record carries the time, level, service name and message and, where
 they are bound (:data:`request_id`, :data:`user_id`, :data:`task_id`: the
 server binds them inside an RPC and inside a processor's run of a task), the
-request id, the user id and the task id. Extra fields
+request id, the user id and the task id; a line written inside a span (see
+:mod:`taskgate_runtime.telemetry`) also carries its ``trace_id`` and
+``span_id``. Extra fields
 given with ``logger.info(..., extra={"fields": {...}})`` are merged into the
 object (and win over the context's).
 
@@ -23,6 +25,8 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 from uuid import UUID
+
+from taskgate_runtime.telemetry import current_ids
 
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 """The request a line is about: a call's, or the one that created the task being run."""
@@ -61,6 +65,9 @@ class JsonFormatter(logging.Formatter):
         task = task_id.get()
         if task is not None:
             entry["task_id"] = str(task)
+        ids = current_ids()
+        if ids is not None:
+            entry["trace_id"], entry["span_id"] = ids
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
             entry.update(fields)

@@ -4,7 +4,9 @@ processor and the gateway alike.
 Each process builds its own :func:`process_registry` (never the global default
 one): the process, platform and garbage-collector collectors are on it from
 the start. :class:`MetricsServer` serves it on ``/metrics`` in the Prometheus
-text format; any other path is a plain 404. A port that is taken or an address
+text format, or in OpenMetrics (with the histograms' exemplars: the trace ids
+of sampled observations) when the scraper's ``Accept`` asks for
+``application/openmetrics-text``; any other path is a plain 404. A port that is taken or an address
 that is not this machine's fails start-up with :class:`MetricsListenError`.
 """
 
@@ -18,9 +20,8 @@ from prometheus_client import (
     GCCollector,
     PlatformCollector,
     ProcessCollector,
-    generate_latest,
 )
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.exposition import choose_encoder
 
 from taskgate_runtime.settings import parse_addr
 
@@ -44,8 +45,9 @@ def metrics_app(registry: CollectorRegistry) -> web.Application:
     """``GET /metrics``: the registry's exposition; anything else: aiohttp's plain 404."""
 
     async def serve(request: web.Request) -> web.Response:
-        response = web.Response(body=generate_latest(registry))
-        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        encode, content_type = choose_encoder(request.headers.get("Accept", ""))
+        response = web.Response(body=encode(registry))
+        response.headers["Content-Type"] = content_type
         return response
 
     app = web.Application()

@@ -1,15 +1,17 @@
 """The process main of every taskgate process (server, processor, gateway):
-settings from the environment, logging, and serving until SIGTERM or SIGINT."""
+settings from the environment, logging, tracing (when the ``OTEL_*`` variables
+ask for it, see :mod:`taskgate_runtime.telemetry`), and serving until SIGTERM
+or SIGINT; the spans still buffered are exported on the way out."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, Protocol, TypeVar
 
-from taskgate_runtime import logs
+from taskgate_runtime import logs, telemetry
 from taskgate_runtime.settings import ConfigError
 
 
@@ -38,12 +40,20 @@ def main(
     service: str,
     load: Callable[[], S],
     serve: Callable[[S], Coroutine[Any, Any, bool]],
+    traced: Iterable[str] = (),
 ) -> int:
-    """Exit status: 0 after a clean stop, 1 when ``serve`` could not start, 2 for bad settings."""
+    """Exit status: 0 after a clean stop, 1 when ``serve`` could not start, 2 for bad settings.
+
+    ``traced``: the libraries whose calls make spans (``telemetry.LIBRARIES``).
+    """
     try:
         settings = load()
     except ConfigError as exc:
         print(f"{service}: configuration error: {exc}", file=sys.stderr)
         return 2
     logs.configure(service=service, level=settings.log_level, fmt=settings.log_format)
-    return 0 if asyncio.run(serve(settings)) else 1
+    tracing = telemetry.configure(service=service, libraries=traced)
+    try:
+        return 0 if asyncio.run(serve(settings)) else 1
+    finally:
+        tracing.shutdown()

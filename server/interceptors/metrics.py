@@ -12,6 +12,12 @@ py-grpc-prometheus's own ``PromServerInterceptor`` is a sync interceptor that
   of request streams and of response streams (as the package counts them: a
   unary side is not a stream). A response stream counts what its generator
   yields; a servicer writing with ``context.write`` is not counted.
+- ``grpc_server_calls_in_flight{grpc_type, grpc_service, grpc_method}`` (ours): calls
+  begun and not yet ended, open streams included; every method served shows
+  from its first call on (``started - handled`` shows a method only once one of
+  its calls has ended).
+- ``grpc_server_handling_seconds`` observations made in a sampled trace carry
+  its trace id as an exemplar.
 
 The interceptor is the outermost, so ``grpc_code`` is the call's real final
 status, whoever set it: the error mapping, the auth check, the request reader,
@@ -31,10 +37,11 @@ from typing import Any, NamedTuple
 
 import grpc
 from google.protobuf import descriptor_pool
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Gauge
 from py_grpc_prometheus import grpc_utils, server_metrics
 
 from server.interceptors.wrap import Context, Handler, HandlerWrapper, final_code, wrap_handler
+from taskgate_runtime import telemetry
 
 
 class _CallDetails(NamedTuple):
@@ -59,24 +66,27 @@ def method_kind(method: str, handler: Handler) -> tuple[bool, bool]:
 class _MethodMetrics:
     """One method's label children, looked up once."""
 
-    __slots__ = ("_handled", "_labels", "_seconds", "_started", "_with_code")
+    __slots__ = ("_handled", "_in_flight", "_labels", "_seconds", "_started", "_with_code")
 
     def __init__(self, families: GrpcMetrics, labels: tuple[str, str, str]) -> None:
         self._labels = labels
         self._started = families.started.labels(*labels).inc
         self._seconds = families.seconds.labels(*labels).observe
+        self._in_flight = families.in_flight.labels(*labels)
         self._handled = families.handled
         self._with_code: dict[grpc.StatusCode, Any] = {}
 
     def started(self) -> None:
         self._started()
+        self._in_flight.inc()
 
     def handled(self, code: grpc.StatusCode, seconds: float) -> None:
+        self._in_flight.dec()
         child = self._with_code.get(code)
         if child is None:
             child = self._with_code[code] = self._handled.labels(*self._labels, code.name)
         child.inc()
-        self._seconds(seconds)
+        self._seconds(seconds, telemetry.exemplar())
 
 
 class _Measured:
@@ -109,6 +119,12 @@ class GrpcMetrics:
         self.received = families["grpc_server_stream_msg_received"]
         self.sent = families["grpc_server_stream_msg_sent"]
         self.handled = server_metrics.get_grpc_server_handled_counter(False, registry)
+        self.in_flight = Gauge(
+            "grpc_server_calls_in_flight",
+            "Calls begun and not yet ended (open streams included), by method.",
+            ["grpc_type", "grpc_service", "grpc_method"],
+            registry=registry,
+        )
 
 
 class MetricsInterceptor(HandlerWrapper):

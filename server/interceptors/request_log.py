@@ -95,12 +95,20 @@ class _Logged:
             call_context.deadline.set(asyncio.get_running_loop().time() + remaining)
         try:
             await self._context.send_initial_metadata(((REQUEST_ID_KEY, self._request_id),))
+        except asyncio.CancelledError:
+            self._over_before_it_began()
+            raise
         except Exception:
             if not call_is_over(self._context):
                 raise
-            # The caller's deadline passed (or it cancelled) before the call began:
-            # an ordinary client decision, not a server error. End it as cancelled.
+            self._over_before_it_began()
             raise asyncio.CancelledError from None
+
+    def _over_before_it_began(self) -> None:
+        """The caller's deadline passed (or it cancelled) before the call began: an
+        ordinary client decision, not a server error. The call ends as cancelled,
+        logged like every call the metrics count (``__aexit__`` does not run for it)."""
+        self._log(logging.INFO, final_code(self._context, asyncio.CancelledError()))
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, error: BaseException | None, tb: object

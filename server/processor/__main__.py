@@ -54,7 +54,12 @@ async def run(settings: ProcessorSettings) -> bool:
 
 
 def main() -> int:
-    return process.main(service="taskgate-processor", load=ProcessorSettings.from_env, serve=run)
+    return process.main(
+        service="taskgate-processor",
+        load=ProcessorSettings.from_env,
+        serve=run,
+        traced=("psycopg",),
+    )
 
 
 if __name__ == "__main__":

@@ -49,10 +49,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from uuid import UUID
 
+from opentelemetry import trace
+
 from server import context
 from server.errors import TaskgateError
 from server.metrics import TaskMetrics
 from server.models import Job, TaskStatus
+from server.processor import tracing
 from server.processor.workers import (
     Cancelled,
     Crashed,
@@ -67,6 +70,7 @@ from server.processor.workers import (
 )
 from server.storage.postgres.listener import Listener
 from server.storage.postgres.queue import Claimed, Ending, Output, QueueRepository
+from taskgate_runtime import telemetry
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +191,10 @@ class Processor:
         self._stir.set()
 
     async def _exchange_loop(self) -> None:
+        with telemetry.quiet():  # each task's spans are in its own trace (tracing.attempt)
+            await self._exchanges()
+
+    async def _exchanges(self) -> None:
         while True:
             self._stir.clear()
             endings, self._endings = self._endings, []
@@ -217,6 +225,7 @@ class Processor:
         """One round trip: ends ``endings``, claims up to ``asked`` tasks and launches them."""
         if asked:
             self._wanted = False  # until a claim comes back full, or news arrives
+        sent = time.time_ns()
         try:
             ended, claimed = await self._queue.finish([e for e, _ in endings], claim=asked)
         except TaskgateError as exc:
@@ -234,14 +243,14 @@ class Processor:
                 future.set_result(ending.job.task_id in ended)
         if asked and len(claimed) == asked:
             self._wanted = True  # there may be more
-        await self._start_all(claimed)
+        await self._start_all(claimed, (sent, time.time_ns()))
 
-    async def _start_all(self, claimed: list[Claimed]) -> None:
+    async def _start_all(self, claimed: list[Claimed], window: tuple[int, int]) -> None:
         for job in claimed:
             if self._stopping:  # shutdown began while it was claimed: hand it back
                 await self._release(job.job, {"task_id": str(job.job.task_id)})
             else:
-                self._launch(job)
+                self._launch(job, window)
 
     async def _idle_time(self) -> float:
         """How long to wait for a notification: until a backoff ends, or one poll interval."""
@@ -261,13 +270,16 @@ class Processor:
             return False
         return True
 
-    def _launch(self, claimed: Claimed) -> None:
+    def _launch(self, claimed: Claimed, window: tuple[int, int]) -> None:
+        """Runs the job in a task of its own; ``window``: when its claim was sent and answered."""
         job = claimed.job
         self._metrics.queue_wait.observe(
             max(0.0, (job.started_at - max(job.created_at, job.run_after)).total_seconds())
         )
         control = JobControl()
-        task = asyncio.create_task(self._execute(claimed, control), name=f"task-{job.task_id}")
+        task = asyncio.create_task(
+            self._execute(claimed, control, window), name=f"task-{job.task_id}"
+        )
         size = (job.input_width, job.input_height)
         self._running[job.task_id] = Running(job, control, task, is_light(job.filters, size))
         self._executing.add(task)
@@ -279,12 +291,13 @@ class Processor:
         entry = (ending, future)
         self._endings.append(entry)
         self._stir.set()
-        try:
-            return await future
-        except asyncio.CancelledError:
-            with contextlib.suppress(ValueError):
-                self._endings.remove(entry)  # not sent yet: never will be
-            raise
+        with tracing.finishing():
+            try:
+                return await future
+            except asyncio.CancelledError:
+                with contextlib.suppress(ValueError):
+                    self._endings.remove(entry)  # not sent yet: never will be
+                raise
 
     def _cancel_asked(self, payload: str) -> None:
         with contextlib.suppress(ValueError):
@@ -294,7 +307,14 @@ class Processor:
 
     # --- running one task --------------------------------------------------------------
 
-    async def _execute(self, claimed: Claimed, control: JobControl) -> None:
+    async def _execute(
+        self, claimed: Claimed, control: JobControl, window: tuple[int, int]
+    ) -> None:
+        job = claimed.job
+        with tracing.attempt(job, processor=self.id, claim_sent=window[0], claimed=window[1]):
+            await self._attempt(claimed, control)
+
+    async def _attempt(self, claimed: Claimed, control: JobControl) -> None:
         job = claimed.job
         context.bind_task(job.task_id, user=job.user_id, request=job.request_id)
         claimed_at = time.perf_counter()
@@ -368,7 +388,12 @@ class Processor:
                 size,
                 self._config.max_result_bytes,
             )
-            outcome = await self._pool.run(pipeline, control=control, on_progress=progress)
+            spans = tracing.FilterSpans(job)
+            spans.started()
+            outcome = await self._pool.run(
+                pipeline, control=control, on_progress=spans.reporting(progress)
+            )
+            spans.ended(outcome)
             return outcome, time.perf_counter() - started
 
     def _lose(self, job: Job) -> Callable[[], None]:
@@ -413,7 +438,7 @@ class Processor:
             await self._retry(job, reason, fields)
             return
         if ended:
-            self._metrics.processing_time.observe(seconds)
+            self._metrics.processing_time.observe(seconds, telemetry.exemplar())
             for step in job.filters:
                 self._metrics.filters_used.labels(step.name).inc()
             self._ended(job, TaskStatus.COMPLETED, fields)
@@ -422,12 +447,14 @@ class Processor:
         self, job: Job, status: TaskStatus, fields: dict[str, object], error: str | None = None
     ) -> None:
         self._metrics.finished.labels(status.value).inc()
+        tracing.outcome(trace.get_current_span(), status.value, error)
         log.info("task %s %s", job.task_id, status.value,
                  extra={"fields": {**fields, "status": status.value, "error": error}})  # fmt: skip
 
     async def _retry(self, job: Job, error: str, fields: dict[str, object]) -> None:
         log.error("task %s: attempt %d failed: %s", job.task_id, job.attempt, error,
                   extra={"fields": fields})  # fmt: skip
+        tracing.outcome(trace.get_current_span(), "retried", error)
         try:
             status = await self._queue.retry(job, error, delay=self._config.backoff(job.attempt))
         except TaskgateError as exc:
@@ -443,6 +470,7 @@ class Processor:
         try:
             if await self._queue.release(job) is not None:
                 self._metrics.retried.labels("released").inc()
+                tracing.outcome(trace.get_current_span(), "released")
                 log.info("task %s handed back", job.task_id, extra={"fields": fields})
         except TaskgateError as exc:
             log.warning("task %s: could not hand it back (%s); its lease will expire",
@@ -451,6 +479,10 @@ class Processor:
     # --- maintenance -------------------------------------------------------------------
 
     async def _every(self, interval: float, action: Callable[[], Awaitable[None]]) -> None:
+        with telemetry.quiet():
+            await self._repeat(interval, action)
+
+    async def _repeat(self, interval: float, action: Callable[[], Awaitable[None]]) -> None:
         while True:
             await asyncio.sleep(interval)
             try:
@@ -476,6 +508,7 @@ class Processor:
             backoff=self._config.retry_backoff, backoff_max=self._config.retry_backoff_max
         )
         for task in rescued:
+            tracing.lost(task)
             if task.status == TaskStatus.FAILED.value:
                 self._metrics.finished.labels(TaskStatus.FAILED.value).inc()
             else:

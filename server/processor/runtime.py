@@ -18,6 +18,7 @@ from server.metrics import TaskMetrics
 from server.metrics_storage import DatabaseMetrics
 from server.processor.config import ProcessorSettings
 from server.processor.processor import Processor, ProcessorConfig
+from server.processor.worker_metrics import WorkerCollector
 from server.processor.workers import WorkerPool
 from server.storage.postgres.database import Database, create_pool
 from server.storage.postgres.listener import Listener
@@ -75,9 +76,11 @@ class ProcessorRuntime:
         self.queue = QueueRepository(
             database=self.database, owner=processor_id(), lease=settings.task_lease
         )
+        workers = WorkerPool(size=settings.processor_workers)
+        metrics.registry.register(WorkerCollector(workers.pids))
         self.processor = Processor(
             queue=self.queue,
-            pool=WorkerPool(size=settings.processor_workers),
+            pool=workers,
             listener=listener,
             metrics=metrics,
             config=processor_config(settings),

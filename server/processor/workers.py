@@ -158,6 +158,10 @@ class Worker:
         self._reader = reader
         self._writer = writer
 
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
     @classmethod
     async def spawn(cls) -> Worker:
         ours, theirs = socket.socketpair()
@@ -358,6 +362,10 @@ class WorkerPool:
             else:  # died, or closed mid-job: its state is unknown
                 await asyncio.shield(worker.close(kill=True))
         return True
+
+    def pids(self) -> list[int]:
+        """The live workers' process ids (their CPU and memory are exported)."""
+        return [worker.pid for worker in (*self._idle, *self._busy)]
 
     async def close(self) -> None:
         """Stops every worker: idle ones cleanly, busy ones (abandoned jobs) at once."""

@@ -17,10 +17,19 @@ from uuid import UUID
 
 from server.errors import InvalidArgument
 from server.models import TaskEvent
+from server.request_rules import expect_declared, field_rule
 from server.services.task_events import TaskEvents
 from server.storage.postgres.events import EventRepository
+from taskgate.v1 import task_service_pb2
 
 PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX = 100, 1000
+# Declared in the protos (and stated in the OpenAPI document): checked here.
+for _request, _field in (
+    (task_service_pb2.ListTaskEventsRequest, "after"),
+    (task_service_pb2.ListTaskEventsRequest, "page_size"),
+    (task_service_pb2.WatchTaskEventsRequest, "after"),
+):
+    expect_declared(field_rule(_request, _field).minimum == 0, f"{_field} >= 0")
 
 
 class TaskFeed:

@@ -37,6 +37,7 @@ from server.services.rules import parse_uuid, string_violations
 from server.services.task_events import TaskEvents
 from server.storage.postgres.tasks import Cursor, StoredResult, TaskRepository
 from taskgate.v1 import task_service_pb2
+from taskgate_runtime import telemetry
 
 IDEMPOTENCY_KEY = field_rule(task_service_pb2.CreateTaskRequest, "idempotency_key")
 IDEMPOTENCY_KEY_MAX = declared(IDEMPOTENCY_KEY.max_len, "idempotency_key's max_len")
@@ -136,6 +137,7 @@ class TaskService:
             request_hash=fingerprint,
             request_id=context.request_id.get(),
             max_attempts=self._limits.max_attempts,
+            trace_context=telemetry.carrier() or None,
         )
         task = await self._tasks.insert(new)
         if task is not None:

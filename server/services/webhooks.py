@@ -14,12 +14,26 @@ from uuid import UUID
 
 from server.errors import FailedPrecondition, InvalidArgument, NotFound
 from server.models import TaskEventType
+from server.request_rules import expect_declared, field_rule
 from server.services.rules import parse_uuid
 from server.storage.postgres.webhooks import AttemptRecord, Endpoint, EndpointRepository
 from server.webhooks import signing
-from server.webhooks.guard import resolution_problem, url_problem
+from server.webhooks.guard import URL_MAX, resolution_problem, url_problem
+from taskgate.v1 import webhook_service_pb2 as pb
 
 PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX = 20, 100
+# What the protos declare (and the OpenAPI document states) is what is checked here.
+_URL = field_rule(pb.WebhookEndpoint, "url")
+expect_declared(_URL.max_len == URL_MAX, "WebhookEndpoint.url's max_len of 2048")
+for _request in (
+    pb.GetWebhookEndpointRequest,
+    pb.DeleteWebhookEndpointRequest,
+    pb.RotateWebhookEndpointSecretRequest,
+    pb.ListWebhookAttemptsRequest,
+):
+    expect_declared(field_rule(_request, "endpoint_id").uuid, "endpoint_id as a UUID")
+_ATTEMPTS_PAGE_SIZE = field_rule(pb.ListWebhookAttemptsRequest, "page_size")
+expect_declared(_ATTEMPTS_PAGE_SIZE.minimum == 0, "ListWebhookAttemptsRequest.page_size >= 0")
 RESOLVE_TIMEOUT = 2.0
 
 
@@ -58,6 +72,8 @@ class WebhookService:
     async def _check_url(self, url: str) -> None:
         rules = self._rules
         problem = url_problem(url, allow_http=rules.allow_http, allow_private=rules.allow_private)
+        if problem is None and _URL.pattern is not None and not _URL.pattern.fullmatch(url):
+            problem = _URL.pattern_description
         if problem is None:
             try:
                 async with asyncio.timeout(RESOLVE_TIMEOUT):

@@ -56,8 +56,17 @@ def test_the_compose_file_matches_the_compose_spec() -> None:
 def test_every_service_of_the_stack_is_there() -> None:
     assert set(services()) == {
         "postgres", "postgres-replica", "redis", "migrate", "certs", "server", "processor",
-        "gateway", "prometheus", "grafana",
+        "gateway", "prometheus", "grafana", "jaeger",
     }  # fmt: skip
+
+
+@pytest.mark.parametrize("service", APP_SERVICES)
+def test_each_app_service_exports_traces_to_jaeger(service: str) -> None:
+    environment = services()[service]["environment"]
+    assert environment["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4317"
+    assert environment["OTEL_TRACES_SAMPLER"].startswith("${OTEL_TRACES_SAMPLER:-parentbased_")
+    assert "4317" not in " ".join(services()["jaeger"].get("ports", []))  # not published
+    assert "--enable-feature=exemplar-storage" in services()["prometheus"]["command"]
 
 
 @pytest.mark.parametrize(("service", "module"), APP_SERVICES.items())

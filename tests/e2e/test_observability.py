@@ -169,7 +169,10 @@ async def test_each_process_exports_its_families_after_real_traffic(
     assert one(server, "login_failures_total", reason="wrong_password") == 3
     assert one(server, "rate_limit_refusals_total", limit="login_lockout") == 1
     assert one(server, "db_pool_connections_max", pool="api") == 4
-    assert one(server, "db_query_duration_seconds_count", operation="insert_task") == 1
+    assert (
+        one(server, "db_query_duration_seconds_count", operation="insert_task", category="insert")
+        == 1
+    )
     assert one(server, "db_query_errors_total", operation="insert_task") == 0
     assert one(server, "redis_command_duration_seconds_count", command="session_owner") >= 5
     assert one(server, "redis_command_errors_total", command="session_owner") == 0

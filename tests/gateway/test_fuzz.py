@@ -37,6 +37,12 @@ include-operation-id-regex = "^TaskService_(CreateTask|CancelTask2?|GetTaskResul
 checks.positive_data_acceptance.expected-statuses = [
   "2xx", "3xx", "400", "401", "403", "404", "409", "429", "5xx",
 ]
+
+[[operations]]
+include-operation-id-regex = "^WebhookService_CreateWebhookEndpoint$"
+checks.positive_data_acceptance.expected-statuses = [
+  "2xx", "3xx", "400", "401", "403", "404", "409", "429", "5xx",
+]
 """
 
 

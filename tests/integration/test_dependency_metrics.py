@@ -105,13 +105,20 @@ async def test_the_pool_gauges_follow_the_pool(settings: Settings) -> None:
         await waiting
         assert value(registry, "db_pool_requests_waiting", pool="api") == 0
         assert value(registry, "db_pool_connections_idle", pool="api") == 1
-        assert value(registry, "db_query_duration_seconds_count", operation="ping") >= 1
+        assert (
+            value(registry, "db_query_duration_seconds_count", operation="ping", category="select")
+            >= 1
+        )
 
 
 @pytest.mark.parametrize(
     ("dependency", "family", "label"),
     [
-        ("postgres", "db_query_errors_total", {"operation": "get_credentials"}),
+        (
+            "postgres",
+            "db_query_errors_total",
+            {"operation": "get_credentials", "category": "select"},
+        ),
         ("redis", "redis_command_errors_total", {"command": "counter_read"}),
     ],
 )
@@ -216,3 +223,24 @@ async def test_the_queue_gauges_follow_the_queue_while_the_processor_runs(
 
 
 __all__ = ["proxies"]  # the fixture, shared with the outage tests
+
+
+async def test_a_server_without_a_processor_samples_the_queue_gauges(settings: Settings) -> None:
+    """No processor anywhere: the queue still shows (and its alerts can fire)."""
+    alone = settings.model_copy(
+        update={"embedded_processor": False, "processor_stats_interval": 0.1}
+    )
+    async with serving(alone) as (app, client):
+        tasks = await task_user(client)
+        for seed in (1, 2, 3):
+            await tasks.create(image_bytes(seed=seed), [grayscale()])
+        registry = app.registry
+
+        async def backlog() -> bool:
+            return (
+                value(registry, "tasks_queue_depth") == 3
+                and value(registry, "tasks_running") == 0
+                and value(registry, "tasks_oldest_pending_age_seconds") > 0
+            )
+
+        await eventually(backlog)

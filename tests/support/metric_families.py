@@ -39,8 +39,8 @@ DB_FAMILIES: dict[str, set[str]] = {
     "db_pool_connections_in_use": {"pool"},
     "db_pool_connections_max": {"pool"},
     "db_pool_requests_waiting": {"pool"},
-    "db_query_duration_seconds_bucket": {"operation", "le"},
-    "db_query_errors_total": {"operation"},
+    "db_query_duration_seconds_bucket": {"operation", "category", "le"},
+    "db_query_errors_total": {"operation", "category"},
 }
 REPLICA_FAMILIES: dict[str, set[str]] = {
     "db_replica_lag_bytes": {"replica"},
@@ -52,6 +52,7 @@ SERVER_FAMILIES: dict[str, set[str]] = {
     "db_reads_total": {"target", "reason"},
     "grpc_server_started_total": GRPC,
     "grpc_server_handled_total": GRPC | {"grpc_code"},
+    "grpc_server_calls_in_flight": GRPC,
     "grpc_server_handling_seconds_bucket": GRPC | {"le"},
     "grpc_server_msg_received_total": GRPC,
     "grpc_server_msg_sent_total": GRPC,
@@ -69,6 +70,9 @@ PROCESSOR_FAMILIES: dict[str, set[str]] = {
     **TASK_FAMILIES,
     "filters_used_total": {"filter"},
     **WEBHOOK_FAMILIES,
+    "taskgate_processor_workers_cpu_seconds_total": set(),
+    "taskgate_processor_workers_resident_memory_bytes": set(),
+    "taskgate_processor_workers": set(),
     **DB_FAMILIES,
     **PROCESS_FAMILIES,
 }

@@ -31,6 +31,8 @@ class Process:
     popen: subprocess.Popen[bytes]
     log_path: Path
     metrics_port: int
+    module: str = ""
+    env: Mapping[str, str] = field(default_factory=dict)
 
     def log_lines(self) -> list[dict[str, Any]]:
         """Every JSON line it wrote to stderr so far (anything else fails the test)."""
@@ -54,11 +56,20 @@ class Stack:
 
 def _spawn(name: str, module: str, env: Mapping[str, str], log_dir: Path, metrics: int) -> Process:
     log_path = log_dir / f"{name}.log"
-    with log_path.open("wb") as log_file:
+    with log_path.open("ab") as log_file:
         popen = subprocess.Popen(
             [sys.executable, "-m", module], cwd=ROOT, env={**os.environ, **env}, stderr=log_file
         )
-    return Process(name, popen, log_path, metrics)
+    return Process(name, popen, log_path, metrics, module, env)
+
+
+def respawn(stack: Stack, process: Process) -> Process:
+    """``process`` started again (after it was killed), in its place in ``stack``."""
+    again = _spawn(process.name, process.module, process.env, process.log_path.parent,
+                   process.metrics_port)  # fmt: skip
+    stack.processes[stack.processes.index(process)] = again
+    setattr(stack, process.name, again)
+    return again
 
 
 async def _answers(url: str) -> bool:

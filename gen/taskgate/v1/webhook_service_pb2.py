@@ -24,12 +24,13 @@ _sym_db = _symbol_database.Default()
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
+from taskgate.v1 import rules_pb2 as taskgate_dot_v1_dot_rules__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from taskgate.v1 import task_service_pb2 as taskgate_dot_v1_dot_task__service__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!taskgate/v1/webhook_service.proto\x12\x0btaskgate.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1etaskgate/v1/task_service.proto\"\xc1\x03\n\x0fWebhookEndpoint\x12\x19\n\x0b\x65ndpoint_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x11\n\x03url\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x35\n\x0b\x65vent_types\x18\x03 \x03(\x0e\x32\x1a.taskgate.v1.TaskEventTypeB\x04\xe2\x41\x01\x01\x12\x36\n\x05state\x18\x04 \x01(\x0e\x32!.taskgate.v1.WebhookEndpointStateB\x04\xe2\x41\x01\x03\x12\x1d\n\x0f\x64isabled_reason\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x36\n\x0c\x64isable_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12<\n\x12\x66\x61iling_since_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x45\n\x1bprevious_secret_expire_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\xc7\x01\n\x0eWebhookAttempt\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\x03\x12\x12\n\nwebhook_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\x12.\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bhttp_status\x18\x05 \x01(\x05\x12*\n\x07latency\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\r\n\x05\x65rror\x18\x07 \x01(\t\"T\n\x1c\x43reateWebhookEndpointRequest\x12\x34\n\x08\x65ndpoint\x18\x01 \x01(\x0b\x32\x1c.taskgate.v1.WebhookEndpointB\x04\xe2\x41\x01\x02\"_\n\x1d\x43reateWebhookEndpointResponse\x12.\n\x08\x65ndpoint\x18\x01 \x01(\x0b\x32\x1c.taskgate.v1.WebhookEndpoint\x12\x0e\n\x06secret\x18\x02 \x01(\t\"6\n\x19GetWebhookEndpointRequest\x12\x19\n\x0b\x65ndpoint_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"L\n\x1aGetWebhookEndpointResponse\x12.\n\x08\x65ndpoint\x18\x01 \x01(\x0b\x32\x1c.taskgate.v1.WebhookEndpoint\"\x1d\n\x1bListWebhookEndpointsRequest\"O\n\x1cListWebhookEndpointsResponse\x12/\n\tendpoints\x18\x01 \x03(\x0b\x32\x1c.taskgate.v1.WebhookEndpoint\"9\n\x1c\x44\x65leteWebhookEndpointRequest\x12\x19\n\x0b\x65ndpoint_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x1f\n\x1d\x44\x65leteWebhookEndpointResponse\"?\n\"RotateWebhookEndpointSecretRequest\x12\x19\n\x0b\x65ndpoint_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"e\n#RotateWebhookEndpointSecretResponse\x12.\n\x08\x65ndpoint\x18\x01 \x01(\x0b\x32\x1c.taskgate.v1.WebhookEndpoint\x12\x0e\n\x06secret\x18\x02 \x01(\t\"P\n\x1aListWebhookAttemptsRequest\x12\x19\n\x0b\x65ndpoint_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\tpage_size\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x01\"L\n\x1bListWebhookAttemptsResponse\x12-\n\x08\x61ttempts\x18\x01 \x03(\x0b\x32\x1b.taskgate.v1.WebhookAttempt*\x87\x01\n\x14WebhookEndpointState\x12&\n\"WEBHOOK_ENDPOINT_STATE_UNSPECIFIED\x10\x00\x12\"\n\x1eWEBHOOK_ENDPOINT_STATE_ENABLED\x10\x01\x12#\n\x1fWEBHOOK_ENDPOINT_STATE_DISABLED\x10\x02\x32\xc5\x07\n\x0eWebhookService\x12\x96\x01\n\x15\x43reateWebhookEndpoint\x12).taskgate.v1.CreateWebhookEndpointRequest\x1a*.taskgate.v1.CreateWebhookEndpointResponse\"&\x82\xd3\xe4\x93\x02 \"\x14/v1/webhookEndpoints:\x08\x65ndpoint\x12\x91\x01\n\x12GetWebhookEndpoint\x12&.taskgate.v1.GetWebhookEndpointRequest\x1a\'.taskgate.v1.GetWebhookEndpointResponse\"*\x82\xd3\xe4\x93\x02$\x12\"/v1/webhookEndpoints/{endpoint_id}\x12\x89\x01\n\x14ListWebhookEndpoints\x12(.taskgate.v1.ListWebhookEndpointsRequest\x1a).taskgate.v1.ListWebhookEndpointsResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/v1/webhookEndpoints\x12\x9a\x01\n\x15\x44\x65leteWebhookEndpoint\x12).taskgate.v1.DeleteWebhookEndpointRequest\x1a*.taskgate.v1.DeleteWebhookEndpointResponse\"*\x82\xd3\xe4\x93\x02$*\"/v1/webhookEndpoints/{endpoint_id}\x12\xbc\x01\n\x1bRotateWebhookEndpointSecret\x12/.taskgate.v1.RotateWebhookEndpointSecretRequest\x1a\x30.taskgate.v1.RotateWebhookEndpointSecretResponse\":\x82\xd3\xe4\x93\x02\x34\"//v1/webhookEndpoints/{endpoint_id}:rotateSecret:\x01*\x12\x9d\x01\n\x13ListWebhookAttempts\x12\'.taskgate.v1.ListWebhookAttemptsRequest\x1a(.taskgate.v1.ListWebhookAttemptsResponse\"3\x82\xd3\xe4\x93\x02-\x12+/v1/webhookEndpoints/{endpoint_id}/attemptsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!taskgate/v1/webhook_service.proto\x12\x0btaskgate.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x17taskgate/v1/rules.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1etaskgate/v1/task_service.proto\"\xd8\x04\n\x0fWebhookEndpoint\x12\x19\n\x0b\x65ndpoint_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\xa1\x01\n\x03url\x18\x02 \x01(\tB\x93\x01\xe2\x41\x01\x02\xe2\xe0\x18\x8a\x01 \x80\x10*<^[Hh][Tt][Tt][Pp][Ss]?://[^/?#@\\s]+(/[^#\\s]*)?([?][^#\\s]*)?$2Gmust be an http(s) URL with a host, no user or password and no fragment\x12;\n\x0b\x65vent_types\x18\x03 \x03(\x0e\x32\x1a.taskgate.v1.TaskEventTypeB\n\xe2\x41\x01\x01\xe2\xe0\x18\x02`\x01\x12\x36\n\x05state\x18\x04 \x01(\x0e\x32!.taskgate.v1.WebhookEndpointStateB\x04\xe2\x41\x01\x03\x12\x1d\n\x0f\x64isabled_reason\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x36\n\x0c\x64isable_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12<\n\x12\x66\x61iling_since_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x45\n\x1bprevious_secret_expire_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\xc7\x01\n\x0eWebhookAttempt\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\x03\x12\x12\n\nwebhook_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\x12.\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bhttp_status\x18\x05 \x01(\x05\x12*\n\x07latency\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\r\n\x05\x65rror\x18\x07 \x01(\t\"T\n\x1c\x43reateWebhookEndpointRequest\x12\x34\n\x08\x65ndpoint\x18\x01 \x01(\x0b\x32\x1c.taskgate.v1.WebhookEndpointB\x04\xe2\x41\x01\x02\"_\n\x1d\x43reateWebhookEndpointResponse\x12.\n\x08\x65ndpoint\x18\x01 \x01(\x0b\x32\x1c.taskgate.v1.WebhookEndpoint\x12\x0e\n\x06secret\x18\x02 \x01(\t\"<\n\x19GetWebhookEndpointRequest\x12\x1f\n\x0b\x65ndpoint_id\x18\x01 \x01(\tB\n\xe2\x41\x01\x02\xe2\xe0\x18\x02\x08\x01\"L\n\x1aGetWebhookEndpointResponse\x12.\n\x08\x65ndpoint\x18\x01 \x01(\x0b\x32\x1c.taskgate.v1.WebhookEndpoint\"\x1d\n\x1bListWebhookEndpointsRequest\"O\n\x1cListWebhookEndpointsResponse\x12/\n\tendpoints\x18\x01 \x03(\x0b\x32\x1c.taskgate.v1.WebhookEndpoint\"?\n\x1c\x44\x65leteWebhookEndpointRequest\x12\x1f\n\x0b\x65ndpoint_id\x18\x01 \x01(\tB\n\xe2\x41\x01\x02\xe2\xe0\x18\x02\x08\x01\"\x1f\n\x1d\x44\x65leteWebhookEndpointResponse\"E\n\"RotateWebhookEndpointSecretRequest\x12\x1f\n\x0b\x65ndpoint_id\x18\x01 \x01(\tB\n\xe2\x41\x01\x02\xe2\xe0\x18\x02\x08\x01\"e\n#RotateWebhookEndpointSecretResponse\x12.\n\x08\x65ndpoint\x18\x01 \x01(\x0b\x32\x1c.taskgate.v1.WebhookEndpoint\x12\x0e\n\x06secret\x18\x02 \x01(\t\"c\n\x1aListWebhookAttemptsRequest\x12\x1f\n\x0b\x65ndpoint_id\x18\x01 \x01(\tB\n\xe2\x41\x01\x02\xe2\xe0\x18\x02\x08\x01\x12$\n\tpage_size\x18\x02 \x01(\x05\x42\x11\xe2\x41\x01\x01\xe2\xe0\x18\t9\x00\x00\x00\x00\x00\x00\x00\x00\"L\n\x1bListWebhookAttemptsResponse\x12-\n\x08\x61ttempts\x18\x01 \x03(\x0b\x32\x1b.taskgate.v1.WebhookAttempt*\x87\x01\n\x14WebhookEndpointState\x12&\n\"WEBHOOK_ENDPOINT_STATE_UNSPECIFIED\x10\x00\x12\"\n\x1eWEBHOOK_ENDPOINT_STATE_ENABLED\x10\x01\x12#\n\x1fWEBHOOK_ENDPOINT_STATE_DISABLED\x10\x02\x32\xe8\x07\n\x0eWebhookService\x12\x9d\x01\n\x15\x43reateWebhookEndpoint\x12).taskgate.v1.CreateWebhookEndpointRequest\x1a*.taskgate.v1.CreateWebhookEndpointResponse\"-\xe2\xe0\x18\x03\x12\x01\t\x82\xd3\xe4\x93\x02 \"\x14/v1/webhookEndpoints:\x08\x65ndpoint\x12\x98\x01\n\x12GetWebhookEndpoint\x12&.taskgate.v1.GetWebhookEndpointRequest\x1a\'.taskgate.v1.GetWebhookEndpointResponse\"1\xe2\xe0\x18\x03\x12\x01\x05\x82\xd3\xe4\x93\x02$\x12\"/v1/webhookEndpoints/{endpoint_id}\x12\x89\x01\n\x14ListWebhookEndpoints\x12(.taskgate.v1.ListWebhookEndpointsRequest\x1a).taskgate.v1.ListWebhookEndpointsResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/v1/webhookEndpoints\x12\xa1\x01\n\x15\x44\x65leteWebhookEndpoint\x12).taskgate.v1.DeleteWebhookEndpointRequest\x1a*.taskgate.v1.DeleteWebhookEndpointResponse\"1\xe2\xe0\x18\x03\x12\x01\x05\x82\xd3\xe4\x93\x02$*\"/v1/webhookEndpoints/{endpoint_id}\x12\xc3\x01\n\x1bRotateWebhookEndpointSecret\x12/.taskgate.v1.RotateWebhookEndpointSecretRequest\x1a\x30.taskgate.v1.RotateWebhookEndpointSecretResponse\"A\xe2\xe0\x18\x03\x12\x01\x05\x82\xd3\xe4\x93\x02\x34\"//v1/webhookEndpoints/{endpoint_id}:rotateSecret:\x01*\x12\xa4\x01\n\x13ListWebhookAttempts\x12\'.taskgate.v1.ListWebhookAttemptsRequest\x1a(.taskgate.v1.ListWebhookAttemptsResponse\":\xe2\xe0\x18\x03\x12\x01\x05\x82\xd3\xe4\x93\x02-\x12+/v1/webhookEndpoints/{endpoint_id}/attemptsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,9 +40,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WEBHOOKENDPOINT'].fields_by_name['endpoint_id']._loaded_options = None
   _globals['_WEBHOOKENDPOINT'].fields_by_name['endpoint_id']._serialized_options = b'\342A\001\003'
   _globals['_WEBHOOKENDPOINT'].fields_by_name['url']._loaded_options = None
-  _globals['_WEBHOOKENDPOINT'].fields_by_name['url']._serialized_options = b'\342A\001\002'
+  _globals['_WEBHOOKENDPOINT'].fields_by_name['url']._serialized_options = b'\342A\001\002\342\340\030\212\001 \200\020*<^[Hh][Tt][Tt][Pp][Ss]?://[^/?#@\\s]+(/[^#\\s]*)?([?][^#\\s]*)?$2Gmust be an http(s) URL with a host, no user or password and no fragment'
   _globals['_WEBHOOKENDPOINT'].fields_by_name['event_types']._loaded_options = None
-  _globals['_WEBHOOKENDPOINT'].fields_by_name['event_types']._serialized_options = b'\342A\001\001'
+  _globals['_WEBHOOKENDPOINT'].fields_by_name['event_types']._serialized_options = b'\342A\001\001\342\340\030\002`\001'
   _globals['_WEBHOOKENDPOINT'].fields_by_name['state']._loaded_options = None
   _globals['_WEBHOOKENDPOINT'].fields_by_name['state']._serialized_options = b'\342A\001\003'
   _globals['_WEBHOOKENDPOINT'].fields_by_name['disabled_reason']._loaded_options = None
@@ -57,57 +58,57 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATEWEBHOOKENDPOINTREQUEST'].fields_by_name['endpoint']._loaded_options = None
   _globals['_CREATEWEBHOOKENDPOINTREQUEST'].fields_by_name['endpoint']._serialized_options = b'\342A\001\002'
   _globals['_GETWEBHOOKENDPOINTREQUEST'].fields_by_name['endpoint_id']._loaded_options = None
-  _globals['_GETWEBHOOKENDPOINTREQUEST'].fields_by_name['endpoint_id']._serialized_options = b'\342A\001\002'
+  _globals['_GETWEBHOOKENDPOINTREQUEST'].fields_by_name['endpoint_id']._serialized_options = b'\342A\001\002\342\340\030\002\010\001'
   _globals['_DELETEWEBHOOKENDPOINTREQUEST'].fields_by_name['endpoint_id']._loaded_options = None
-  _globals['_DELETEWEBHOOKENDPOINTREQUEST'].fields_by_name['endpoint_id']._serialized_options = b'\342A\001\002'
+  _globals['_DELETEWEBHOOKENDPOINTREQUEST'].fields_by_name['endpoint_id']._serialized_options = b'\342A\001\002\342\340\030\002\010\001'
   _globals['_ROTATEWEBHOOKENDPOINTSECRETREQUEST'].fields_by_name['endpoint_id']._loaded_options = None
-  _globals['_ROTATEWEBHOOKENDPOINTSECRETREQUEST'].fields_by_name['endpoint_id']._serialized_options = b'\342A\001\002'
+  _globals['_ROTATEWEBHOOKENDPOINTSECRETREQUEST'].fields_by_name['endpoint_id']._serialized_options = b'\342A\001\002\342\340\030\002\010\001'
   _globals['_LISTWEBHOOKATTEMPTSREQUEST'].fields_by_name['endpoint_id']._loaded_options = None
-  _globals['_LISTWEBHOOKATTEMPTSREQUEST'].fields_by_name['endpoint_id']._serialized_options = b'\342A\001\002'
+  _globals['_LISTWEBHOOKATTEMPTSREQUEST'].fields_by_name['endpoint_id']._serialized_options = b'\342A\001\002\342\340\030\002\010\001'
   _globals['_LISTWEBHOOKATTEMPTSREQUEST'].fields_by_name['page_size']._loaded_options = None
-  _globals['_LISTWEBHOOKATTEMPTSREQUEST'].fields_by_name['page_size']._serialized_options = b'\342A\001\001'
+  _globals['_LISTWEBHOOKATTEMPTSREQUEST'].fields_by_name['page_size']._serialized_options = b'\342A\001\001\342\340\030\t9\000\000\000\000\000\000\000\000'
   _globals['_WEBHOOKSERVICE'].methods_by_name['CreateWebhookEndpoint']._loaded_options = None
-  _globals['_WEBHOOKSERVICE'].methods_by_name['CreateWebhookEndpoint']._serialized_options = b'\202\323\344\223\002 \"\024/v1/webhookEndpoints:\010endpoint'
+  _globals['_WEBHOOKSERVICE'].methods_by_name['CreateWebhookEndpoint']._serialized_options = b'\342\340\030\003\022\001\t\202\323\344\223\002 \"\024/v1/webhookEndpoints:\010endpoint'
   _globals['_WEBHOOKSERVICE'].methods_by_name['GetWebhookEndpoint']._loaded_options = None
-  _globals['_WEBHOOKSERVICE'].methods_by_name['GetWebhookEndpoint']._serialized_options = b'\202\323\344\223\002$\022\"/v1/webhookEndpoints/{endpoint_id}'
+  _globals['_WEBHOOKSERVICE'].methods_by_name['GetWebhookEndpoint']._serialized_options = b'\342\340\030\003\022\001\005\202\323\344\223\002$\022\"/v1/webhookEndpoints/{endpoint_id}'
   _globals['_WEBHOOKSERVICE'].methods_by_name['ListWebhookEndpoints']._loaded_options = None
   _globals['_WEBHOOKSERVICE'].methods_by_name['ListWebhookEndpoints']._serialized_options = b'\202\323\344\223\002\026\022\024/v1/webhookEndpoints'
   _globals['_WEBHOOKSERVICE'].methods_by_name['DeleteWebhookEndpoint']._loaded_options = None
-  _globals['_WEBHOOKSERVICE'].methods_by_name['DeleteWebhookEndpoint']._serialized_options = b'\202\323\344\223\002$*\"/v1/webhookEndpoints/{endpoint_id}'
+  _globals['_WEBHOOKSERVICE'].methods_by_name['DeleteWebhookEndpoint']._serialized_options = b'\342\340\030\003\022\001\005\202\323\344\223\002$*\"/v1/webhookEndpoints/{endpoint_id}'
   _globals['_WEBHOOKSERVICE'].methods_by_name['RotateWebhookEndpointSecret']._loaded_options = None
-  _globals['_WEBHOOKSERVICE'].methods_by_name['RotateWebhookEndpointSecret']._serialized_options = b'\202\323\344\223\0024\"//v1/webhookEndpoints/{endpoint_id}:rotateSecret:\001*'
+  _globals['_WEBHOOKSERVICE'].methods_by_name['RotateWebhookEndpointSecret']._serialized_options = b'\342\340\030\003\022\001\005\202\323\344\223\0024\"//v1/webhookEndpoints/{endpoint_id}:rotateSecret:\001*'
   _globals['_WEBHOOKSERVICE'].methods_by_name['ListWebhookAttempts']._loaded_options = None
-  _globals['_WEBHOOKSERVICE'].methods_by_name['ListWebhookAttempts']._serialized_options = b'\202\323\344\223\002-\022+/v1/webhookEndpoints/{endpoint_id}/attempts'
-  _globals['_WEBHOOKENDPOINTSTATE']._serialized_start=1714
-  _globals['_WEBHOOKENDPOINTSTATE']._serialized_end=1849
-  _globals['_WEBHOOKENDPOINT']._serialized_start=211
-  _globals['_WEBHOOKENDPOINT']._serialized_end=660
-  _globals['_WEBHOOKATTEMPT']._serialized_start=663
-  _globals['_WEBHOOKATTEMPT']._serialized_end=862
-  _globals['_CREATEWEBHOOKENDPOINTREQUEST']._serialized_start=864
-  _globals['_CREATEWEBHOOKENDPOINTREQUEST']._serialized_end=948
-  _globals['_CREATEWEBHOOKENDPOINTRESPONSE']._serialized_start=950
-  _globals['_CREATEWEBHOOKENDPOINTRESPONSE']._serialized_end=1045
-  _globals['_GETWEBHOOKENDPOINTREQUEST']._serialized_start=1047
-  _globals['_GETWEBHOOKENDPOINTREQUEST']._serialized_end=1101
-  _globals['_GETWEBHOOKENDPOINTRESPONSE']._serialized_start=1103
-  _globals['_GETWEBHOOKENDPOINTRESPONSE']._serialized_end=1179
-  _globals['_LISTWEBHOOKENDPOINTSREQUEST']._serialized_start=1181
-  _globals['_LISTWEBHOOKENDPOINTSREQUEST']._serialized_end=1210
-  _globals['_LISTWEBHOOKENDPOINTSRESPONSE']._serialized_start=1212
-  _globals['_LISTWEBHOOKENDPOINTSRESPONSE']._serialized_end=1291
-  _globals['_DELETEWEBHOOKENDPOINTREQUEST']._serialized_start=1293
-  _globals['_DELETEWEBHOOKENDPOINTREQUEST']._serialized_end=1350
-  _globals['_DELETEWEBHOOKENDPOINTRESPONSE']._serialized_start=1352
-  _globals['_DELETEWEBHOOKENDPOINTRESPONSE']._serialized_end=1383
-  _globals['_ROTATEWEBHOOKENDPOINTSECRETREQUEST']._serialized_start=1385
-  _globals['_ROTATEWEBHOOKENDPOINTSECRETREQUEST']._serialized_end=1448
-  _globals['_ROTATEWEBHOOKENDPOINTSECRETRESPONSE']._serialized_start=1450
-  _globals['_ROTATEWEBHOOKENDPOINTSECRETRESPONSE']._serialized_end=1551
-  _globals['_LISTWEBHOOKATTEMPTSREQUEST']._serialized_start=1553
-  _globals['_LISTWEBHOOKATTEMPTSREQUEST']._serialized_end=1633
-  _globals['_LISTWEBHOOKATTEMPTSRESPONSE']._serialized_start=1635
-  _globals['_LISTWEBHOOKATTEMPTSRESPONSE']._serialized_end=1711
-  _globals['_WEBHOOKSERVICE']._serialized_start=1852
-  _globals['_WEBHOOKSERVICE']._serialized_end=2817
+  _globals['_WEBHOOKSERVICE'].methods_by_name['ListWebhookAttempts']._serialized_options = b'\342\340\030\003\022\001\005\202\323\344\223\002-\022+/v1/webhookEndpoints/{endpoint_id}/attempts'
+  _globals['_WEBHOOKENDPOINTSTATE']._serialized_start=1927
+  _globals['_WEBHOOKENDPOINTSTATE']._serialized_end=2062
+  _globals['_WEBHOOKENDPOINT']._serialized_start=236
+  _globals['_WEBHOOKENDPOINT']._serialized_end=836
+  _globals['_WEBHOOKATTEMPT']._serialized_start=839
+  _globals['_WEBHOOKATTEMPT']._serialized_end=1038
+  _globals['_CREATEWEBHOOKENDPOINTREQUEST']._serialized_start=1040
+  _globals['_CREATEWEBHOOKENDPOINTREQUEST']._serialized_end=1124
+  _globals['_CREATEWEBHOOKENDPOINTRESPONSE']._serialized_start=1126
+  _globals['_CREATEWEBHOOKENDPOINTRESPONSE']._serialized_end=1221
+  _globals['_GETWEBHOOKENDPOINTREQUEST']._serialized_start=1223
+  _globals['_GETWEBHOOKENDPOINTREQUEST']._serialized_end=1283
+  _globals['_GETWEBHOOKENDPOINTRESPONSE']._serialized_start=1285
+  _globals['_GETWEBHOOKENDPOINTRESPONSE']._serialized_end=1361
+  _globals['_LISTWEBHOOKENDPOINTSREQUEST']._serialized_start=1363
+  _globals['_LISTWEBHOOKENDPOINTSREQUEST']._serialized_end=1392
+  _globals['_LISTWEBHOOKENDPOINTSRESPONSE']._serialized_start=1394
+  _globals['_LISTWEBHOOKENDPOINTSRESPONSE']._serialized_end=1473
+  _globals['_DELETEWEBHOOKENDPOINTREQUEST']._serialized_start=1475
+  _globals['_DELETEWEBHOOKENDPOINTREQUEST']._serialized_end=1538
+  _globals['_DELETEWEBHOOKENDPOINTRESPONSE']._serialized_start=1540
+  _globals['_DELETEWEBHOOKENDPOINTRESPONSE']._serialized_end=1571
+  _globals['_ROTATEWEBHOOKENDPOINTSECRETREQUEST']._serialized_start=1573
+  _globals['_ROTATEWEBHOOKENDPOINTSECRETREQUEST']._serialized_end=1642
+  _globals['_ROTATEWEBHOOKENDPOINTSECRETRESPONSE']._serialized_start=1644
+  _globals['_ROTATEWEBHOOKENDPOINTSECRETRESPONSE']._serialized_end=1745
+  _globals['_LISTWEBHOOKATTEMPTSREQUEST']._serialized_start=1747
+  _globals['_LISTWEBHOOKATTEMPTSREQUEST']._serialized_end=1846
+  _globals['_LISTWEBHOOKATTEMPTSRESPONSE']._serialized_start=1848
+  _globals['_LISTWEBHOOKATTEMPTSRESPONSE']._serialized_end=1924
+  _globals['_WEBHOOKSERVICE']._serialized_start=2065
+  _globals['_WEBHOOKSERVICE']._serialized_end=3065
 # @@protoc_insertion_point(module_scope)

@@ -22,9 +22,11 @@ from psycopg.rows import kwargs_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from server.context import time_budget
+from server.errors import DeadlineExceeded
 from server.metrics_storage import DatabaseMetrics
 from server.storage.errors import StorageUnavailable, UniqueViolation, timed_out
-from server.storage.postgres.queries import QUERIES
+from server.storage.postgres.queries import QUERIES, category
+from taskgate_runtime import telemetry
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -58,10 +60,16 @@ def create_pool(
         open=False,
         timeout=timeout,
         reconnect_timeout=reconnect_timeout,
-        check=AsyncConnectionPool.check_connection if check_on_checkout else None,
+        check=_check_quietly if check_on_checkout else None,
         name=name,
         kwargs={"autocommit": True, "connect_timeout": max(1, math.ceil(timeout))},
     )
+
+
+async def _check_quietly(conn: AsyncConnection[Any]) -> None:
+    """psycopg_pool's check on checkout (an empty statement), making no span of its own."""
+    with telemetry.quiet():
+        await AsyncConnectionPool.check_connection(conn)
 
 
 @asynccontextmanager
@@ -179,12 +187,12 @@ class Database:
         """Runs ``statement`` under its time budget, timed as ``operation``."""
         if self._metrics is None:
             return await self._within_budget(statement, extra_time)
-        timed = self._metrics.queries[operation]
+        timed = self._metrics.queries[operation, category(operation)]
         started = time.perf_counter()
         try:
             return await self._within_budget(statement, extra_time)
-        except UniqueViolation:
-            raise  # an answer, not an error
+        except (UniqueViolation, DeadlineExceeded):
+            raise  # an answer, or the caller's own deadline: not the store's fault
         except Exception:
             timed.failed()
             raise

@@ -66,12 +66,12 @@ WITH inserted AS (
     INSERT INTO tasks (
         user_id, filters, output_format, idempotency_key, request_hash, request_id,
         input_image, input_content_type, input_width, input_height, input_size_bytes,
-        max_attempts
+        max_attempts, trace_context
     )
     VALUES (
         %(user_id)s, %(filters)s, %(output_format)s, %(idempotency_key)s, %(request_hash)s,
         %(request_id)s, %(image)s, %(content_type)s, %(width)s, %(height)s, %(size_bytes)s,
-        %(max_attempts)s
+        %(max_attempts)s, %(trace_context)s
     )
     ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING {task_columns}, {task_snapshot} AS snapshot
@@ -167,7 +167,8 @@ WITH due AS (
     FROM due
     WHERE id = due_id
     RETURNING id, attempts, filters, output_format, input_width, input_height, request_id,
-              created_at, started_at, run_after, user_id, {task_snapshot} AS snapshot
+              created_at, started_at, run_after, user_id, trace_context,
+              {task_snapshot} AS snapshot
 ), recorded AS (
     INSERT INTO task_attempts (task_id, attempt, processor_id, started_at)
     SELECT id, attempts, %(owner)s, started_at FROM claimed
@@ -181,7 +182,7 @@ WITH due AS (
     FROM claimed
 )
 SELECT id AS task_id, attempts AS attempt, filters, output_format, input_width, input_height,
-       request_id, created_at, started_at, run_after, user_id
+       request_id, created_at, started_at, run_after, user_id, trace_context
 FROM claimed CROSS JOIN noted
 ORDER BY run_after, created_at;
 
@@ -312,7 +313,7 @@ RETURNING id, cancel_requested;
 -- up. The lost attempt is recorded as such, and the change as task.retried or
 -- task.failed.
 WITH expired AS (
-    SELECT id AS expired_id
+    SELECT id AS expired_id, lease_owner AS lost_owner
     FROM tasks
     WHERE status = 'running' AND lease_expires_at < now()
     ORDER BY lease_expires_at
@@ -334,7 +335,8 @@ WITH expired AS (
         updated_at = now()
     FROM expired
     WHERE id = expired_id
-    RETURNING id, attempts, status, user_id, request_id, {task_snapshot} AS snapshot
+    RETURNING id, attempts, status, user_id, request_id, trace_context, started_at, lost_owner,
+              {task_snapshot} AS snapshot
 ), closed AS (
     UPDATE task_attempts
     SET ended_at = now(), outcome = 'lost', error = 'the lease expired'
@@ -347,7 +349,9 @@ WITH expired AS (
            snapshot
     FROM rescued ORDER BY id
 )
-SELECT id AS task_id, status, user_id, request_id FROM rescued;
+SELECT id AS task_id, status, user_id, request_id, attempts AS attempt, trace_context,
+       started_at, lost_owner
+FROM rescued;
 
 -- name: prune_images
 -- Deletes the image bytes of tasks that ended more than the retention ago.

@@ -40,6 +40,10 @@ class Rescued:
     status: str
     user_id: UUID
     request_id: str | None
+    attempt: int  # the one that was lost
+    trace_context: dict[str, str] | None
+    started_at: datetime | None  # when the lost attempt began
+    lost_owner: str | None  # the processor that held it
 
 
 @dataclass(frozen=True, slots=True)

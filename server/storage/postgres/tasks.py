@@ -13,6 +13,7 @@ from psycopg.types.json import Jsonb
 from server.imaging.filters import FilterStep
 from server.models import ImageMeta, NewTask, Task, TaskStatus
 from server.storage.postgres.database import Database
+from server.storage.postgres.queue import QueueStats
 from server.storage.postgres.replicas import ReadRouter
 
 
@@ -89,6 +90,12 @@ class TaskRepository:
         self._db = database
         self._reads = reads or ReadRouter(primary=database)
 
+    async def queue_stats(self) -> QueueStats:
+        """Pending and running tasks, and the oldest pending one's age (the queue gauges)."""
+        stats = await self._db.fetch_one("queue_stats", {}, QueueStats)
+        assert stats is not None  # an aggregate always returns a row
+        return stats
+
     async def insert(self, task: NewTask) -> Task | None:
         """The new task; None when the user already has a task with its idempotency key."""
         created = await self._db.fetch_one(
@@ -100,6 +107,7 @@ class TaskRepository:
                 "idempotency_key": task.idempotency_key,
                 "request_hash": task.request_hash,
                 "request_id": task.request_id,
+                "trace_context": None if task.trace_context is None else Jsonb(task.trace_context),
                 "image": task.image,
                 "content_type": task.input.content_type,
                 "width": task.input.width,

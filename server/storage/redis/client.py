@@ -13,6 +13,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from server.context import time_budget
+from server.errors import DeadlineExceeded
 from server.metrics_storage import Timed
 from server.storage.errors import StorageUnavailable, timed_out
 
@@ -56,6 +57,8 @@ async def redis_call(limit: float, timed: Timed | None = None) -> AsyncIterator[
     try:
         async with _translated(limit):
             yield
+    except DeadlineExceeded:
+        raise  # the caller's own deadline passed: not the store's fault
     except Exception:
         timed.failed()
         raise

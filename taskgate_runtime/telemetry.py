@@ -1,0 +1,211 @@
+"""OpenTelemetry tracing for every taskgate process, configured by the standard
+``OTEL_*`` variables.
+
+- Off unless an OTLP endpoint is set (``OTEL_EXPORTER_OTLP_ENDPOINT`` or
+  ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``), or when ``OTEL_SDK_DISABLED=true``
+  or ``OTEL_TRACES_EXPORTER=none``. Off means no tracer provider, no
+  instrumentation and no interceptor: nothing is exported and nothing slows down.
+- On: a batch span processor exporting over OTLP/gRPC (the exporter reads
+  ``OTEL_EXPORTER_OTLP_*`` itself: endpoint, headers, certificate, timeout),
+  the service name from ``OTEL_SERVICE_NAME`` (else the process's own), and
+  sampling from ``OTEL_TRACES_SAMPLER``/``_ARG``. Without them it is
+  ``parentbased_traceidratio`` at 0.01: a trace a client started (its
+  ``traceparent`` says sampled) is followed whole, and 1 % of the others.
+- Instrumented: the libraries a process names (``psycopg``, ``redis``), by
+  OpenTelemetry's own instrumentations (database spans in the stable
+  conventions). The server's calls get their span from its own interceptor
+  (``server.interceptors.tracing``: the instrumentation's aio server
+  interceptor cannot serve coroutine stream handlers), the gateway's requests
+  from its own middleware (``gateway.tracing``: the aiohttp-server
+  instrumentation does its attribute work before the sampler decides, for
+  every request), and the gateway sends its HTTP span's :func:`carrier` as the
+  call's metadata (the grpc instrumentation's aio client interceptors put every
+  call on grpc.aio's slower intercepted-call path). ``make bench-tracing``
+  measured both. HTTP and database
+  spans follow the current (stable) semantic conventions; no SQL parameter is
+  recorded, only the statement text.
+- A task's trace: :func:`carrier` is the W3C ``traceparent``/``tracestate``
+  of the current span, stored with the task when it is created;
+  :func:`context_of` turns it back into a parent for the processor's spans.
+- Logs and metrics: :func:`current_ids` gives the ids a log line carries,
+  :func:`exemplar` the trace id a histogram observation carries.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+DEFAULT_ROOT_RATIO = 0.01
+LIBRARIES = ("psycopg", "redis")
+
+_propagator = TraceContextTextMapPropagator()
+_state: dict[str, Any] = {"provider": None}
+
+
+def wanted(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether the ``OTEL_*`` variables ask for traces to be exported."""
+    env = os.environ if environ is None else environ
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    if env.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() in ("none", ""):
+        return False
+    return bool(
+        env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
+        or env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
+    )
+
+
+def enabled() -> bool:
+    """Whether :func:`configure` set tracing up in this process."""
+    return _state["provider"] is not None
+
+
+def _sampler(env: Mapping[str, str]) -> Any:
+    from opentelemetry.sdk.trace import sampling
+
+    if env.get("OTEL_TRACES_SAMPLER", "").strip():
+        return sampling._get_from_env_or_default()  # the SDK's own reading of the variables
+    ratio = DEFAULT_ROOT_RATIO
+    if raw := env.get("OTEL_TRACES_SAMPLER_ARG", "").strip():
+        ratio = min(1.0, max(0.0, float(raw)))
+    return sampling.ParentBased(sampling.TraceIdRatioBased(ratio))
+
+
+@dataclass
+class Telemetry:
+    """What :func:`configure` set up; ``shutdown`` flushes the spans still buffered."""
+
+    active: bool
+
+    def shutdown(self) -> None:
+        provider = _state["provider"]
+        if provider is not None:
+            provider.shutdown()
+            _state["provider"] = None
+
+
+def configure(*, service: str, libraries: Iterable[str] = ()) -> Telemetry:
+    """Sets tracing up for this process when :func:`wanted`; a no-op otherwise."""
+    if not wanted() or enabled():
+        return Telemetry(active=enabled())
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "database")
+    # Resource.create reads OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME; a name set wins.
+    named = os.environ.get("OTEL_SERVICE_NAME", "").strip()
+    resource = Resource.create({} if named else {SERVICE_NAME: service})
+    provider = TracerProvider(resource=resource, sampler=_sampler(os.environ))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+    _state["provider"] = provider
+    _instrument(set(libraries))
+    return Telemetry(active=True)
+
+
+def _instrument(libraries: set[str]) -> None:
+    unknown = libraries - set(LIBRARIES)
+    if unknown:
+        raise ValueError(f"no instrumentation for {sorted(unknown)}")
+    if "psycopg" in libraries:
+        from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
+
+        PsycopgInstrumentor().instrument()
+    if "redis" in libraries:
+        from opentelemetry.instrumentation.redis import RedisInstrumentor
+
+        RedisInstrumentor().instrument()
+
+
+def quiet() -> AbstractContextManager[None]:
+    """No spans from the instrumented libraries inside: for background loops (health
+    probes, a processor's claims and heartbeats) that would make a trace every second."""
+    from opentelemetry.instrumentation.utils import suppress_instrumentation
+
+    return suppress_instrumentation()
+
+
+def name_http_span(*, method: str, route: str, known: bool) -> None:
+    """Names the current HTTP server span ``{method} {route}`` (the semantic conventions'
+    name): the gateway has one catch-all aiohttp route, the template is its own."""
+    span = trace.get_current_span()
+    if not span.is_recording():
+        return
+    if known:
+        span.update_name(f"{method} {route}")
+        span.set_attribute("http.route", route)
+    else:
+        span.update_name(method)
+
+
+def within(span: trace.Span, parent: otel_context.Context | None = None) -> otel_context.Context:
+    """A context with ``span`` current; when it records nothing (not sampled), with the
+    libraries' instrumentation suppressed too. Their spans below an unsampled one
+    would be dropped anyway (parent-based sampling), and skipping them saves
+    each SQL statement and Redis command the instrumentation's work."""
+    ctx = trace.set_span_in_context(span, parent)
+    if span.is_recording():
+        return ctx
+    from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
+
+    return otel_context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True, ctx)
+
+
+def carrier() -> dict[str, str]:
+    """The current span's W3C trace context (``traceparent``, ``tracestate``); {} without one."""
+    if not trace.get_current_span().get_span_context().is_valid:
+        return {}
+    headers: dict[str, str] = {}
+    _propagator.inject(headers)
+    return headers
+
+
+def context_of(headers: Mapping[str, str] | None) -> otel_context.Context | None:
+    """The context ``headers`` (a stored :func:`carrier`) name, as a parent; None for {}."""
+    if not headers:
+        return None
+    return _propagator.extract(dict(headers))
+
+
+def current_ids() -> tuple[str, str] | None:
+    """``(trace_id, span_id)`` in hex of the current span, None outside one."""
+    span_context = trace.get_current_span().get_span_context()
+    if not span_context.is_valid:
+        return None
+    return (
+        trace.format_trace_id(span_context.trace_id),
+        trace.format_span_id(span_context.span_id),
+    )
+
+
+def exemplar() -> dict[str, str] | None:
+    """The exemplar labels of an observation made in a sampled span: its trace and span ids."""
+    span_context = trace.get_current_span().get_span_context()
+    if not span_context.is_valid or not span_context.trace_flags.sampled:
+        return None
+    return {
+        "trace_id": trace.format_trace_id(span_context.trace_id),
+        "span_id": trace.format_span_id(span_context.span_id),
+    }
+
+
+def links_of(contexts: Sequence[otel_context.Context | None]) -> list[trace.Link]:
+    """Span links to the spans current in ``contexts``."""
+    links = []
+    for ctx in contexts:
+        if ctx is None:
+            continue
+        span_context = trace.get_current_span(ctx).get_span_context()
+        if span_context.is_valid:
+            links.append(trace.Link(span_context))
+    return links

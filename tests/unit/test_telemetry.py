@@ -1,0 +1,78 @@
+"""The OTEL_* variables decide whether a process traces, and how it samples."""
+
+from __future__ import annotations
+
+import pytest
+from opentelemetry.sdk.trace import sampling
+
+from taskgate_runtime import logs, telemetry
+
+JAEGER = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://jaeger:4317"}
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({}, False),  # no endpoint: nothing exported, nothing set up
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://jaeger:4317"}, True),
+        ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://jaeger:4317"}, True),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": " "}, False),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://jaeger:4317", "OTEL_SDK_DISABLED": "true"}, False),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://jaeger:4317", "OTEL_SDK_DISABLED": "false"}, True),
+        (
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://jaeger:4317", "OTEL_TRACES_EXPORTER": "none"},
+            False,
+        ),
+    ],
+)
+def test_tracing_is_wanted_only_with_an_endpoint_and_not_disabled(
+    environ: dict[str, str], expected: bool
+) -> None:
+    assert telemetry.wanted(environ) is expected
+
+
+def test_the_default_sampler_follows_the_parent_and_keeps_one_root_in_a_hundred() -> None:
+    sampler = telemetry._sampler({})
+    assert isinstance(sampler, sampling.ParentBased)
+    assert "TraceIdRatioBased{0.01}" in sampler.get_description()  # type: ignore[no-untyped-call]
+
+
+def test_the_ratio_argument_alone_changes_the_default_ratio() -> None:
+    sampler = telemetry._sampler({"OTEL_TRACES_SAMPLER_ARG": "1.0"})
+    assert "TraceIdRatioBased{1.0}" in sampler.get_description()
+
+
+def test_a_named_sampler_is_the_sdks_reading(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_on")
+    sampler = telemetry._sampler({"OTEL_TRACES_SAMPLER": "always_on"})
+    assert sampler is sampling.ALWAYS_ON
+
+
+def test_outside_a_span_there_are_no_ids_and_no_exemplar() -> None:
+    assert telemetry.current_ids() is None
+    assert telemetry.exemplar() is None
+    assert telemetry.carrier() == {}
+    assert telemetry.context_of({}) is None
+    assert not telemetry.enabled()
+
+
+def test_a_log_line_inside_a_span_carries_its_ids_next_to_the_request_id() -> None:
+    import json
+    import logging
+
+    from opentelemetry.sdk.trace import TracerProvider
+
+    tracer = TracerProvider().get_tracer("test")  # not the global provider
+    formatter = logs.JsonFormatter("test")
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "hello", (), None)
+    token = logs.request_id.set("req-1")
+    try:
+        assert "trace_id" not in json.loads(formatter.format(record))
+        with tracer.start_as_current_span("work") as span:
+            line = json.loads(formatter.format(record))
+            ids = span.get_span_context()
+    finally:
+        logs.request_id.reset(token)
+    assert line["trace_id"] == f"{ids.trace_id:032x}"
+    assert line["span_id"] == f"{ids.span_id:016x}"
+    assert line["request_id"] == "req-1"
