@@ -12,6 +12,95 @@ SET client_min_messages = warning;
 SET row_security = off;
 
 --
+-- Name: taskgate_add_to_queue(uuid, bigint, bigint, bigint); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.taskgate_add_to_queue(queue_user uuid, pending_delta bigint, running_delta bigint, claimed_delta bigint) RETURNS void
+    LANGUAGE sql
+    AS $$
+    UPDATE user_queues
+    SET pending = pending + pending_delta,
+        running = running + running_delta,
+        claimed = claimed + claimed_delta
+    WHERE user_id = queue_user
+      AND (pending_delta <> 0 OR running_delta <> 0 OR claimed_delta <> 0);
+$$;
+
+
+--
+-- Name: taskgate_count_queue(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.taskgate_count_queue() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    change record;
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        FOR change IN
+            SELECT user_id, count(*) FILTER (WHERE status = 'pending') AS pending,
+                   count(*) FILTER (WHERE status = 'running') AS running, 0 AS claimed
+            FROM new_rows GROUP BY user_id ORDER BY user_id
+        LOOP
+            PERFORM taskgate_add_to_queue(change.user_id, change.pending, change.running, 0);
+        END LOOP;
+    ELSIF TG_OP = 'UPDATE' THEN
+        FOR change IN
+            SELECT n.user_id,
+                   sum((n.status = 'pending')::int - (o.status = 'pending')::int) AS pending,
+                   sum((n.status = 'running')::int - (o.status = 'running')::int) AS running,
+                   count(*) FILTER (WHERE o.status = 'pending' AND n.status = 'running') AS claimed
+            FROM new_rows AS n JOIN old_rows AS o ON o.id = n.id
+            WHERE n.status IS DISTINCT FROM o.status
+            GROUP BY n.user_id ORDER BY n.user_id
+        LOOP
+            PERFORM taskgate_add_to_queue(change.user_id, change.pending, change.running,
+                                          change.claimed);
+        END LOOP;
+    ELSE
+        FOR change IN
+            SELECT user_id, count(*) FILTER (WHERE status = 'pending') AS pending,
+                   count(*) FILTER (WHERE status = 'running') AS running
+            FROM old_rows GROUP BY user_id ORDER BY user_id
+        LOOP
+            PERFORM taskgate_add_to_queue(change.user_id, -change.pending, -change.running, 0);
+        END LOOP;
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+
+--
+-- Name: FUNCTION taskgate_count_queue(); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.taskgate_count_queue() IS 'Keeps user_queues.pending, running and claimed in step with tasks, once per statement, rows locked in user_id order.';
+
+
+--
+-- Name: taskgate_create_user_queue(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.taskgate_create_user_queue() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    INSERT INTO user_queues (user_id) VALUES (NEW.id);
+    RETURN NULL;
+END;
+$$;
+
+
+--
+-- Name: FUNCTION taskgate_create_user_queue(); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.taskgate_create_user_queue() IS 'Every user gets a user_queues row.';
+
+
+--
 -- Name: taskgate_notify_pending_task(); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -102,6 +191,44 @@ COMMENT ON COLUMN public.task_attempts.outcome IS 'running; completed, failed or
 
 
 --
+-- Name: task_claims; Type: SEQUENCE; Schema: public; Owner: -
+--
+
+CREATE SEQUENCE public.task_claims
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+
+--
+-- Name: SEQUENCE task_claims; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON SEQUENCE public.task_claims IS 'One value per claimed task: the global count of claims.';
+
+
+--
+-- Name: task_queue_turns; Type: SEQUENCE; Schema: public; Owner: -
+--
+
+CREATE SEQUENCE public.task_queue_turns
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+
+--
+-- Name: SEQUENCE task_queue_turns; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON SEQUENCE public.task_queue_turns IS 'Hands out user_queues.turn: a user served later gets a larger one.';
+
+
+--
 -- Name: tasks; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -138,12 +265,16 @@ CREATE TABLE public.tasks (
     request_hash bytea,
     request_id text,
     images_pruned_at timestamp with time zone,
+    priority smallint DEFAULT 0 NOT NULL,
+    claims_mark bigint DEFAULT 0 NOT NULL,
+    user_claims_mark bigint DEFAULT 0 NOT NULL,
     CONSTRAINT tasks_attempts_check CHECK ((attempts >= 0)),
     CONSTRAINT tasks_filters_array_check CHECK ((jsonb_typeof(filters) = 'array'::text)),
     CONSTRAINT tasks_idempotency_key_hash_check CHECK (((idempotency_key IS NULL) OR (request_hash IS NOT NULL))),
     CONSTRAINT tasks_input_kept_while_open_check CHECK (((status <> ALL (ARRAY['pending'::text, 'running'::text])) OR (input_image IS NOT NULL))),
     CONSTRAINT tasks_max_attempts_check CHECK ((max_attempts > 0)),
     CONSTRAINT tasks_output_format_check CHECK ((output_format = ANY (ARRAY['png'::text, 'jpeg'::text, 'webp'::text]))),
+    CONSTRAINT tasks_priority_check CHECK (((priority >= '-10'::integer) AND (priority <= 10))),
     CONSTRAINT tasks_progress_check CHECK (((progress >= 0) AND (progress <= jsonb_array_length(filters)))),
     CONSTRAINT tasks_running_has_lease_check CHECK (((status <> 'running'::text) OR ((lease_owner IS NOT NULL) AND (lease_expires_at IS NOT NULL)))),
     CONSTRAINT tasks_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'running'::text, 'completed'::text, 'failed'::text, 'cancelled'::text])))
@@ -249,6 +380,84 @@ COMMENT ON COLUMN public.tasks.images_pruned_at IS 'When input_image and result_
 
 
 --
+-- Name: COLUMN tasks.priority; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.tasks.priority IS 'Orders the user''s own pending tasks: higher first (-10..10, default 0); never other users'' tasks.';
+
+
+--
+-- Name: COLUMN tasks.claims_mark; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.tasks.claims_mark IS 'Claims made (task_claims) when the task was created: with user_claims_mark, how many other users'' tasks started while it waited.';
+
+
+--
+-- Name: COLUMN tasks.user_claims_mark; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.tasks.user_claims_mark IS 'user_queues.claimed of its user when the task was created.';
+
+
+--
+-- Name: user_limits; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.user_limits (
+    user_id uuid NOT NULL,
+    max_pending integer,
+    max_running integer,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT user_limits_max_pending_check CHECK ((max_pending >= 0)),
+    CONSTRAINT user_limits_max_running_check CHECK ((max_running >= 0))
+);
+
+
+--
+-- Name: TABLE user_limits; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.user_limits IS 'Per-user overrides of TASKGATE_USER_MAX_PENDING and TASKGATE_USER_MAX_RUNNING; NULL keeps the setting, 0 means no limit.';
+
+
+--
+-- Name: user_queues; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.user_queues (
+    user_id uuid NOT NULL,
+    pending integer DEFAULT 0 NOT NULL,
+    running integer DEFAULT 0 NOT NULL,
+    claimed bigint DEFAULT 0 NOT NULL,
+    turn bigint DEFAULT 0 NOT NULL,
+    CONSTRAINT user_queues_pending_check CHECK ((pending >= 0)),
+    CONSTRAINT user_queues_running_check CHECK ((running >= 0))
+);
+
+
+--
+-- Name: TABLE user_queues; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.user_queues IS 'One row per user: their pending and running tasks (kept by triggers on tasks) and their turn in the fair claim. Claims lock the rows of the users they serve.';
+
+
+--
+-- Name: COLUMN user_queues.claimed; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.user_queues.claimed IS 'Tasks of the user ever claimed (pending -> running).';
+
+
+--
+-- Name: COLUMN user_queues.turn; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.user_queues.turn IS 'When the user was last served (task_queue_turns): the smallest goes next; 0 for a user never served.';
+
+
+--
 -- Name: users; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -300,6 +509,22 @@ ALTER TABLE ONLY public.tasks
 
 
 --
+-- Name: user_limits user_limits_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.user_limits
+    ADD CONSTRAINT user_limits_pkey PRIMARY KEY (user_id);
+
+
+--
+-- Name: user_queues user_queues_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.user_queues
+    ADD CONSTRAINT user_queues_pkey PRIMARY KEY (user_id);
+
+
+--
 -- Name: users users_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -330,6 +555,13 @@ CREATE INDEX tasks_lease_expiry_idx ON public.tasks USING btree (lease_expires_a
 
 
 --
+-- Name: tasks_pending_created_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX tasks_pending_created_idx ON public.tasks USING btree (created_at, id) WHERE (status = 'pending'::text);
+
+
+--
 -- Name: tasks_prunable_idx; Type: INDEX; Schema: public; Owner: -
 --
 
@@ -348,6 +580,41 @@ CREATE INDEX tasks_user_created_idx ON public.tasks USING btree (user_id, create
 --
 
 CREATE UNIQUE INDEX tasks_user_idempotency_key ON public.tasks USING btree (user_id, idempotency_key) WHERE (idempotency_key IS NOT NULL);
+
+
+--
+-- Name: tasks_user_queue_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX tasks_user_queue_idx ON public.tasks USING btree (user_id, priority DESC, created_at, id) WHERE (status = 'pending'::text);
+
+
+--
+-- Name: user_queues_turn_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX user_queues_turn_idx ON public.user_queues USING btree (turn) WHERE (pending > 0);
+
+
+--
+-- Name: tasks tasks_count_queue_delete; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER tasks_count_queue_delete AFTER DELETE ON public.tasks REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION public.taskgate_count_queue();
+
+
+--
+-- Name: tasks tasks_count_queue_insert; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER tasks_count_queue_insert AFTER INSERT ON public.tasks REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION public.taskgate_count_queue();
+
+
+--
+-- Name: tasks tasks_count_queue_update; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER tasks_count_queue_update AFTER UPDATE ON public.tasks REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION public.taskgate_count_queue();
 
 
 --
@@ -372,6 +639,13 @@ CREATE TRIGGER tasks_notify_pending_update AFTER UPDATE ON public.tasks FOR EACH
 
 
 --
+-- Name: users users_create_queue; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER users_create_queue AFTER INSERT ON public.users FOR EACH ROW EXECUTE FUNCTION public.taskgate_create_user_queue();
+
+
+--
 -- Name: task_attempts task_attempts_task_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -388,6 +662,22 @@ ALTER TABLE ONLY public.tasks
 
 
 --
+-- Name: user_limits user_limits_user_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.user_limits
+    ADD CONSTRAINT user_limits_user_id_fkey FOREIGN KEY (user_id) REFERENCES public.users(id) ON DELETE CASCADE;
+
+
+--
+-- Name: user_queues user_queues_user_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.user_queues
+    ADD CONSTRAINT user_queues_user_id_fkey FOREIGN KEY (user_id) REFERENCES public.users(id) ON DELETE CASCADE;
+
+
+--
 -- PostgreSQL database dump complete
 --
 
@@ -401,4 +691,5 @@ INSERT INTO public.schema_migrations (version) VALUES
     ('20261122000001'),
     ('20261122000002'),
     ('20261122000003'),
-    ('20261122000004');
+    ('20261122000004'),
+    ('20261203000001');

@@ -153,13 +153,14 @@ class App:
         self.listener.subscribe(TASK_EVENTS_CHANNEL, events.changed)
         self.listener.on_reconnect(events.wake_all)
         self.tasks = TaskService(
-            tasks=TaskRepository(database=database),
+            tasks=TaskRepository(database=database, fair=settings.queue_fairness),
             events=events,
             limits=TaskLimits(
                 max_image_bytes=settings.max_image_bytes,
                 max_pixels=settings.max_image_pixels,
                 max_attempts=settings.task_max_attempts,
                 watch_poll_interval=settings.watch_poll_interval,
+                max_pending=settings.user_max_pending,
             ),
             metrics=self.task_metrics,
         )

@@ -163,6 +163,9 @@ class Settings:
     processor_db_pool_size: int = 0
     processor_metrics_addr: str = "127.0.0.1:9465"
     processor_stats_interval: float = 5.0
+    queue_fairness: bool = True
+    user_max_pending: int = 10_000
+    user_max_running: int = 0
 
     @property
     def processor_pool_size(self) -> int:
@@ -239,6 +242,9 @@ class Settings:
             processor_db_pool_size=env.cast("PROCESSOR_DB_POOL_SIZE", "0", _non_negative_int),
             processor_metrics_addr=env.get("PROCESSOR_METRICS_ADDR", "127.0.0.1:9465"),
             processor_stats_interval=env.positive("PROCESSOR_STATS_INTERVAL", "5s", parse_duration),
+            queue_fairness=env.cast("QUEUE_FAIRNESS", "true", parse_bool),
+            user_max_pending=env.cast("USER_MAX_PENDING", "10000", _non_negative_int),
+            user_max_running=env.cast("USER_MAX_RUNNING", "0", _non_negative_int),
             **_limits_from(env),
         )
         settings.validate()

@@ -8,7 +8,7 @@
     ├── NotFound                    NOT_FOUND
     ├── AlreadyExists               ALREADY_EXISTS
     ├── FailedPrecondition          FAILED_PRECONDITION
-    ├── ResourceExhausted           RESOURCE_EXHAUSTED, with a retry delay
+    ├── ResourceExhausted           RESOURCE_EXHAUSTED, with a retry delay (and quota violations)
     ├── MessageTooLarge             RESOURCE_EXHAUSTED (a request past its method's limit)
     ├── Unavailable                 UNAVAILABLE (Postgres or Redis unreachable)
     ├── DeadlineExceeded            DEADLINE_EXCEEDED (the caller's deadline came first)
@@ -30,6 +30,14 @@ class FieldViolation:
     """One bad field of a request: its path (``filters[2].blur.radius``) and why."""
 
     field: str
+    description: str
+
+
+@dataclass(frozen=True)
+class QuotaViolation:
+    """One quota a request ran into (a google.rpc.QuotaFailure violation)."""
+
+    subject: str
     description: str
 
 
@@ -74,9 +82,12 @@ class FailedPrecondition(TaskgateError):
 class ResourceExhausted(TaskgateError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
-    def __init__(self, message: str, *, retry_after: float) -> None:
+    def __init__(
+        self, message: str, *, retry_after: float, quota: tuple[QuotaViolation, ...] = ()
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.quota = quota
 
 
 class MessageTooLarge(TaskgateError):

@@ -72,6 +72,7 @@ class NewTask:
     request_hash: bytes
     request_id: str | None
     max_attempts: int
+    priority: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,11 +92,14 @@ class Task:
     max_attempts: int
     progress: int
     cancel_requested: bool
+    priority: int
     created_at: datetime
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
     images_pruned_at: datetime | None
+    # While PENDING, when asked for: an estimate of the tasks that start before it.
+    queue_position: int | None = None
 
     def duration(self, now: datetime) -> timedelta | None:
         """How long it has run: up to ``now`` while RUNNING, up to its end once ended."""
@@ -129,3 +133,4 @@ class Job:
     started_at: datetime
     run_after: datetime
     user_id: UUID | None = None
+    overtaken: int | None = None  # other users' tasks started while it waited (first attempt)

@@ -2,7 +2,7 @@
 
 A :class:`~server.errors.TaskgateError` becomes its status code and message,
 with google.rpc details where they help (BadRequest field violations,
-RetryInfo). Anything else is a bug: the client gets INTERNAL with a generic
+RetryInfo, QuotaFailure). Anything else is a bug: the client gets INTERNAL with a generic
 message, and the traceback goes to the log.
 """
 
@@ -39,6 +39,16 @@ def status_details(error: TaskgateError) -> list[any_pb2.Any]:
         )
         details.append(_pack(bad_request))
     elif isinstance(error, ResourceExhausted):
+        if error.quota:
+            quota = error_details_pb2.QuotaFailure(
+                violations=[
+                    error_details_pb2.QuotaFailure.Violation(
+                        subject=v.subject, description=v.description
+                    )
+                    for v in error.quota
+                ]
+            )
+            details.append(_pack(quota))
         delay = duration_pb2.Duration()
         delay.FromNanoseconds(int(error.retry_after * 1e9))
         details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))

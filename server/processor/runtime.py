@@ -64,7 +64,11 @@ class ProcessorRuntime:
             db_metrics.pools.add("processor", self.pool)
         self.database = Database(pool=self.pool, timeout=settings.db_timeout, metrics=db_metrics)
         self.queue = QueueRepository(
-            database=self.database, owner=processor_id(), lease=settings.task_lease
+            database=self.database,
+            owner=processor_id(),
+            lease=settings.task_lease,
+            fair=settings.queue_fairness,
+            max_running=settings.user_max_running,
         )
         self.processor = Processor(
             queue=self.queue,

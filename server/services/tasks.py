@@ -1,10 +1,12 @@
 """Submitting, reading, listing, cancelling and watching tasks.
 
 Everything a submission must satisfy is checked here before it is stored:
-the image (format, bytes, pixels from the header, a full decode) and the
+the image (format, bytes, pixels from the header, a full decode), the
 pipeline (1-20 filters, each parameter in range, and no step producing more
-pixels than allowed), with one field violation per bad field. Another user's
-task is NOT_FOUND, as if it did not exist.
+pixels than allowed) and the priority, with one field violation per bad field.
+A user with their limit of pending tasks is refused (RESOURCE_EXHAUSTED with
+the quota and when to retry). Another user's task is NOT_FOUND, as if it did
+not exist.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import asyncio
 import hashlib
 import json
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from uuid import UUID
 
@@ -24,6 +26,8 @@ from server.errors import (
     FieldViolation,
     InvalidArgument,
     NotFound,
+    QuotaViolation,
+    ResourceExhausted,
 )
 from server.imaging.filters import CATALOGUE, FilterSpec, FilterStep
 from server.imaging.images import probe
@@ -33,11 +37,12 @@ from server.models import OUTPUT_FORMATS, ImageMeta, NewTask, Task, TaskResult, 
 from server.services import page_tokens
 from server.services.rules import parse_uuid
 from server.services.task_events import TaskEvents
-from server.storage.postgres.tasks import Cursor, TaskRepository
+from server.storage.postgres.tasks import Cursor, Inserted, TaskRepository
 
 IDEMPOTENCY_KEY_MAX = 128
 _UNBOUNDED = (2**31 - 1, 2**31 - 1)  # an image every crop fits in
 PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX = 20, 100
+PRIORITY_MIN, PRIORITY_MAX = -10, 10
 
 
 def utcnow() -> datetime:
@@ -50,6 +55,8 @@ class TaskLimits:
     max_pixels: int
     max_attempts: int
     watch_poll_interval: float
+    max_pending: int = 0  # each user's pending tasks (0: no limit; user_limits overrides)
+    pending_retry_after: float = 5.0  # what a refusal at max_pending suggests
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +67,7 @@ class Submission:
     filters: Sequence[FilterStep]
     output_format: str
     idempotency_key: str
+    priority: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,11 +92,24 @@ def output_format_violations(output_format: str) -> list[FieldViolation]:
     return []
 
 
+def priority_violations(priority: int) -> list[FieldViolation]:
+    if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+        return [
+            FieldViolation(
+                "priority", f"must be from {PRIORITY_MIN} to {PRIORITY_MAX} (higher runs first)"
+            )
+        ]
+    return []
+
+
 def request_hash(submission: Submission) -> bytes:
     """The fingerprint that tells a retried submission from another one with the same key."""
     digest = hashlib.sha256()
     steps = [step.to_json() for step in submission.filters]
-    digest.update(json.dumps([steps, submission.output_format or "png"], sort_keys=True).encode())
+    fields: list[object] = [steps, submission.output_format or "png"]
+    if submission.priority:  # left out at the default: keys stored before priorities still match
+        fields.append(submission.priority)
+    digest.update(json.dumps(fields, sort_keys=True).encode())
     digest.update(submission.image)
     return digest.digest()
 
@@ -127,21 +148,40 @@ class TaskService:
             request_hash=fingerprint,
             request_id=context.request_id.get(),
             max_attempts=self._limits.max_attempts,
+            priority=submission.priority,
         )
-        task = await self._tasks.insert(new)
-        if task is not None:
-            context.task_id.set(task.id)
+        inserted = await self._tasks.insert(new, max_pending=self._limits.max_pending)
+        if inserted is None:
+            raise NotFound("the user no longer exists")
+        if inserted.task is not None:
+            context.task_id.set(inserted.task.id)
             self._metrics.created.inc()
-            return task
-        assert key is not None  # only a repeated key inserts nothing
-        earlier = await self._earlier(caller, key, fingerprint)
-        context.task_id.set(earlier.id)
-        return earlier
+            return inserted.task
+        if key is not None and (earlier := await self._earlier(caller, key, fingerprint)):
+            context.task_id.set(earlier.id)
+            return earlier
+        raise self._refused(caller, inserted)
 
-    async def _earlier(self, caller: UUID, key: str, fingerprint: bytes) -> Task:
+    def _refused(self, caller: UUID, inserted: Inserted) -> ResourceExhausted:
+        self._metrics.refused.labels("max_pending").inc()
+        limit = inserted.max_pending
+        return ResourceExhausted(
+            f"you have {inserted.queued} tasks waiting, the most allowed is {limit}; "
+            "submit more once some have started",
+            retry_after=self._limits.pending_retry_after,
+            quota=(
+                QuotaViolation(
+                    f"user:{caller}", f"at most {limit} pending tasks per user (max_pending)"
+                ),
+            ),
+        )
+
+    async def _earlier(self, caller: UUID, key: str, fingerprint: bytes) -> Task | None:
+        """The task made earlier with this key; None if there is none (the insert was
+        refused by the pending limit)."""
         keyed = await self._tasks.get_by_idempotency_key(caller, key)
-        if keyed is None:  # pragma: no cover - the user was deleted in between
-            raise NotFound("the task of this idempotency_key is gone")
+        if keyed is None:
+            return None
         if keyed.request_hash != fingerprint:
             raise AlreadyExists(
                 "idempotency_key was already used for a different submission "
@@ -153,6 +193,7 @@ class TaskService:
         """The input image's metadata, or INVALID_ARGUMENT with every bad field."""
         violations = output_format_violations(submission.output_format)
         violations += idempotency_key_violations(submission.idempotency_key)
+        violations += priority_violations(submission.priority)
         info = None
         try:
             # Decoding the whole image proves it is one; it is bounded by the
@@ -179,7 +220,13 @@ class TaskService:
         return ImageMeta(info.content_type, info.width, info.height, info.size_bytes)
 
     async def get(self, caller: UUID, task_id: str) -> Task:
-        return await self._get(caller, _task_id(task_id), task_id)
+        """The task; while PENDING with its estimated ``queue_position``."""
+        task = await self._get(caller, _task_id(task_id), task_id)
+        if task.status is TaskStatus.PENDING:
+            position = await self._tasks.position(caller, task.id)
+            if position is not None:  # else it started in between
+                task = replace(task, queue_position=position)
+        return task
 
     async def _get(self, caller: UUID, task_id: UUID, given: str) -> Task:
         task = await self._tasks.get(caller, task_id)

@@ -29,7 +29,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1etaskgate/v1/task_service.proto\x12\x0btaskgate.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/httpbody.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa2\x08\n\x06\x46ilter\x12\x32\n\tgrayscale\x18\x01 \x01(\x0b\x32\x1d.taskgate.v1.Filter.GrayscaleH\x00\x12(\n\x04\x62lur\x18\x02 \x01(\x0b\x32\x18.taskgate.v1.Filter.BlurH\x00\x12.\n\x07sharpen\x18\x03 \x01(\x0b\x32\x1b.taskgate.v1.Filter.SharpenH\x00\x12,\n\x06resize\x18\x04 \x01(\x0b\x32\x1a.taskgate.v1.Filter.ResizeH\x00\x12,\n\x06rotate\x18\x05 \x01(\x0b\x32\x1a.taskgate.v1.Filter.RotateH\x00\x12(\n\x04\x66lip\x18\x06 \x01(\x0b\x32\x18.taskgate.v1.Filter.FlipH\x00\x12(\n\x04\x63rop\x18\x07 \x01(\x0b\x32\x18.taskgate.v1.Filter.CropH\x00\x12\x34\n\nbrightness\x18\x08 \x01(\x0b\x32\x1e.taskgate.v1.Filter.BrightnessH\x00\x12\x30\n\x08\x63ontrast\x18\t \x01(\x0b\x32\x1c.taskgate.v1.Filter.ContrastH\x00\x12,\n\x06invert\x18\n \x01(\x0b\x32\x1a.taskgate.v1.Filter.InvertH\x00\x12\x35\n\x0b\x65\x64ge_detect\x18\x0b \x01(\x0b\x32\x1e.taskgate.v1.Filter.EdgeDetectH\x00\x12\x32\n\tthumbnail\x18\x0c \x01(\x0b\x32\x1d.taskgate.v1.Filter.ThumbnailH\x00\x1a\x0b\n\tGrayscale\x1a\x16\n\x04\x42lur\x12\x0e\n\x06radius\x18\x01 \x01(\x01\x1a\t\n\x07Sharpen\x1a\'\n\x06Resize\x12\r\n\x05width\x18\x01 \x01(\x05\x12\x0e\n\x06height\x18\x02 \x01(\x05\x1a)\n\x06Rotate\x12\x0f\n\x07\x64\x65grees\x18\x01 \x01(\x01\x12\x0e\n\x06\x65xpand\x18\x02 \x01(\x08\x1a\x97\x01\n\x04\x46lip\x12\x35\n\tdirection\x18\x01 \x01(\x0e\x32\".taskgate.v1.Filter.Flip.Direction\"X\n\tDirection\x12\x19\n\x15\x44IRECTION_UNSPECIFIED\x10\x00\x12\x18\n\x14\x44IRECTION_HORIZONTAL\x10\x01\x12\x16\n\x12\x44IRECTION_VERTICAL\x10\x02\x1a@\n\x04\x43rop\x12\x0c\n\x04left\x18\x01 \x01(\x05\x12\x0b\n\x03top\x18\x02 \x01(\x05\x12\r\n\x05right\x18\x03 \x01(\x05\x12\x0e\n\x06\x62ottom\x18\x04 \x01(\x05\x1a\x1c\n\nBrightness\x12\x0e\n\x06\x66\x61\x63tor\x18\x01 \x01(\x01\x1a\x1a\n\x08\x43ontrast\x12\x0e\n\x06\x66\x61\x63tor\x18\x01 \x01(\x01\x1a\x08\n\x06Invert\x1a\x0c\n\nEdgeDetect\x1a\x1d\n\tThumbnail\x12\x10\n\x08max_side\x18\x01 \x01(\x05\x42\x08\n\x06\x66ilter\"T\n\tImageInfo\x12\x14\n\x0c\x63ontent_type\x18\x01 \x01(\t\x12\r\n\x05width\x18\x02 \x01(\x05\x12\x0e\n\x06height\x18\x03 \x01(\x05\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\"\x99\x05\n\x04Task\x12\x15\n\x07task_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12-\n\x06status\x18\x02 \x01(\x0e\x32\x17.taskgate.v1.TaskStatusB\x04\xe2\x41\x01\x03\x12*\n\x07\x66ilters\x18\x03 \x03(\x0b\x32\x13.taskgate.v1.FilterB\x04\xe2\x41\x01\x05\x12\x35\n\routput_format\x18\x04 \x01(\x0e\x32\x18.taskgate.v1.ImageFormatB\x04\xe2\x41\x01\x05\x12\x1d\n\x0fidempotency_key\x18\x05 \x01(\tB\x04\xe2\x41\x01\x05\x12+\n\x05input\x18\x06 \x01(\x0b\x32\x16.taskgate.v1.ImageInfoB\x04\xe2\x41\x01\x03\x12,\n\x06result\x18\x07 \x01(\x0b\x32\x16.taskgate.v1.ImageInfoB\x04\xe2\x41\x01\x03\x12\x13\n\x05\x65rror\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08\x61ttempts\x18\t \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x1e\n\x10\x63\x61ncel_requested\x18\n \x01(\x08\x42\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\nstart_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x32\n\x08\x65nd_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x31\n\x08\x64uration\x18\x0f \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x03\x12\x16\n\x08progress\x18\x10 \x01(\x05\x42\x04\xe2\x41\x01\x03\"\x14\n\x12ListFiltersRequest\"B\n\x0f\x46ilterParameter\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\"h\n\x11\x46ilterDescription\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x30\n\nparameters\x18\x03 \x03(\x0b\x32\x1c.taskgate.v1.FilterParameter\"F\n\x13ListFiltersResponse\x12/\n\x07\x66ilters\x18\x01 \x03(\x0b\x32\x1e.taskgate.v1.FilterDescription\"\xaa\x01\n\x11\x43reateTaskRequest\x12\x13\n\x05image\x18\x01 \x01(\x0c\x42\x04\xe2\x41\x01\x02\x12*\n\x07\x66ilters\x18\x02 \x03(\x0b\x32\x13.taskgate.v1.FilterB\x04\xe2\x41\x01\x02\x12\x35\n\routput_format\x18\x03 \x01(\x0e\x32\x18.taskgate.v1.ImageFormatB\x04\xe2\x41\x01\x01\x12\x1d\n\x0fidempotency_key\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\"5\n\x12\x43reateTaskResponse\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.taskgate.v1.Task\"\'\n\x0eGetTaskRequest\x12\x15\n\x07task_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"2\n\x0fGetTaskResponse\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.taskgate.v1.Task\"-\n\x14GetTaskResultRequest\x12\x15\n\x07task_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"t\n\x10ListTasksRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12-\n\x06status\x18\x03 \x01(\x0e\x32\x17.taskgate.v1.TaskStatusB\x04\xe2\x41\x01\x01\"N\n\x11ListTasksResponse\x12 \n\x05tasks\x18\x01 \x03(\x0b\x32\x11.taskgate.v1.Task\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"*\n\x11\x43\x61ncelTaskRequest\x12\x15\n\x07task_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"5\n\x12\x43\x61ncelTaskResponse\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.taskgate.v1.Task\")\n\x10WatchTaskRequest\x12\x15\n\x07task_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"4\n\x11WatchTaskResponse\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.taskgate.v1.Task*\xa9\x01\n\nTaskStatus\x12\x1b\n\x17TASK_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13TASK_STATUS_PENDING\x10\x01\x12\x17\n\x13TASK_STATUS_RUNNING\x10\x02\x12\x19\n\x15TASK_STATUS_COMPLETED\x10\x03\x12\x16\n\x12TASK_STATUS_FAILED\x10\x04\x12\x19\n\x15TASK_STATUS_CANCELLED\x10\x05*o\n\x0bImageFormat\x12\x1c\n\x18IMAGE_FORMAT_UNSPECIFIED\x10\x00\x12\x14\n\x10IMAGE_FORMAT_PNG\x10\x01\x12\x15\n\x11IMAGE_FORMAT_JPEG\x10\x02\x12\x15\n\x11IMAGE_FORMAT_WEBP\x10\x03\x32\x88\x06\n\x0bTaskService\x12\x65\n\x0bListFilters\x12\x1f.taskgate.v1.ListFiltersRequest\x1a .taskgate.v1.ListFiltersResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\x0b/v1/filters\x12\x63\n\nCreateTask\x12\x1e.taskgate.v1.CreateTaskRequest\x1a\x1f.taskgate.v1.CreateTaskResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\"\t/v1/tasks:\x01*\x12\x61\n\x07GetTask\x12\x1b.taskgate.v1.GetTaskRequest\x1a\x1c.taskgate.v1.GetTaskResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/tasks/{task_id}\x12l\n\rGetTaskResult\x12!.taskgate.v1.GetTaskResultRequest\x1a\x14.google.api.HttpBody\"\"\x82\xd3\xe4\x93\x02\x1c\x12\x1a/v1/tasks/{task_id}/result\x12]\n\tListTasks\x12\x1d.taskgate.v1.ListTasksRequest\x1a\x1e.taskgate.v1.ListTasksResponse\"\x11\x82\xd3\xe4\x93\x02\x0b\x12\t/v1/tasks\x12\x8b\x01\n\nCancelTask\x12\x1e.taskgate.v1.CancelTaskRequest\x1a\x1f.taskgate.v1.CancelTaskResponse\"<\x82\xd3\xe4\x93\x02\x36\"\x1a/v1/tasks/{task_id}:cancel:\x01*Z\x15*\x13/v1/tasks/{task_id}\x12o\n\tWatchTask\x12\x1d.taskgate.v1.WatchTaskRequest\x1a\x1e.taskgate.v1.WatchTaskResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/tasks/{task_id}:watch0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1etaskgate/v1/task_service.proto\x12\x0btaskgate.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/httpbody.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa2\x08\n\x06\x46ilter\x12\x32\n\tgrayscale\x18\x01 \x01(\x0b\x32\x1d.taskgate.v1.Filter.GrayscaleH\x00\x12(\n\x04\x62lur\x18\x02 \x01(\x0b\x32\x18.taskgate.v1.Filter.BlurH\x00\x12.\n\x07sharpen\x18\x03 \x01(\x0b\x32\x1b.taskgate.v1.Filter.SharpenH\x00\x12,\n\x06resize\x18\x04 \x01(\x0b\x32\x1a.taskgate.v1.Filter.ResizeH\x00\x12,\n\x06rotate\x18\x05 \x01(\x0b\x32\x1a.taskgate.v1.Filter.RotateH\x00\x12(\n\x04\x66lip\x18\x06 \x01(\x0b\x32\x18.taskgate.v1.Filter.FlipH\x00\x12(\n\x04\x63rop\x18\x07 \x01(\x0b\x32\x18.taskgate.v1.Filter.CropH\x00\x12\x34\n\nbrightness\x18\x08 \x01(\x0b\x32\x1e.taskgate.v1.Filter.BrightnessH\x00\x12\x30\n\x08\x63ontrast\x18\t \x01(\x0b\x32\x1c.taskgate.v1.Filter.ContrastH\x00\x12,\n\x06invert\x18\n \x01(\x0b\x32\x1a.taskgate.v1.Filter.InvertH\x00\x12\x35\n\x0b\x65\x64ge_detect\x18\x0b \x01(\x0b\x32\x1e.taskgate.v1.Filter.EdgeDetectH\x00\x12\x32\n\tthumbnail\x18\x0c \x01(\x0b\x32\x1d.taskgate.v1.Filter.ThumbnailH\x00\x1a\x0b\n\tGrayscale\x1a\x16\n\x04\x42lur\x12\x0e\n\x06radius\x18\x01 \x01(\x01\x1a\t\n\x07Sharpen\x1a\'\n\x06Resize\x12\r\n\x05width\x18\x01 \x01(\x05\x12\x0e\n\x06height\x18\x02 \x01(\x05\x1a)\n\x06Rotate\x12\x0f\n\x07\x64\x65grees\x18\x01 \x01(\x01\x12\x0e\n\x06\x65xpand\x18\x02 \x01(\x08\x1a\x97\x01\n\x04\x46lip\x12\x35\n\tdirection\x18\x01 \x01(\x0e\x32\".taskgate.v1.Filter.Flip.Direction\"X\n\tDirection\x12\x19\n\x15\x44IRECTION_UNSPECIFIED\x10\x00\x12\x18\n\x14\x44IRECTION_HORIZONTAL\x10\x01\x12\x16\n\x12\x44IRECTION_VERTICAL\x10\x02\x1a@\n\x04\x43rop\x12\x0c\n\x04left\x18\x01 \x01(\x05\x12\x0b\n\x03top\x18\x02 \x01(\x05\x12\r\n\x05right\x18\x03 \x01(\x05\x12\x0e\n\x06\x62ottom\x18\x04 \x01(\x05\x1a\x1c\n\nBrightness\x12\x0e\n\x06\x66\x61\x63tor\x18\x01 \x01(\x01\x1a\x1a\n\x08\x43ontrast\x12\x0e\n\x06\x66\x61\x63tor\x18\x01 \x01(\x01\x1a\x08\n\x06Invert\x1a\x0c\n\nEdgeDetect\x1a\x1d\n\tThumbnail\x12\x10\n\x08max_side\x18\x01 \x01(\x05\x42\x08\n\x06\x66ilter\"T\n\tImageInfo\x12\x14\n\x0c\x63ontent_type\x18\x01 \x01(\t\x12\r\n\x05width\x18\x02 \x01(\x05\x12\x0e\n\x06height\x18\x03 \x01(\x05\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\"\xe7\x05\n\x04Task\x12\x15\n\x07task_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12-\n\x06status\x18\x02 \x01(\x0e\x32\x17.taskgate.v1.TaskStatusB\x04\xe2\x41\x01\x03\x12*\n\x07\x66ilters\x18\x03 \x03(\x0b\x32\x13.taskgate.v1.FilterB\x04\xe2\x41\x01\x05\x12\x35\n\routput_format\x18\x04 \x01(\x0e\x32\x18.taskgate.v1.ImageFormatB\x04\xe2\x41\x01\x05\x12\x1d\n\x0fidempotency_key\x18\x05 \x01(\tB\x04\xe2\x41\x01\x05\x12+\n\x05input\x18\x06 \x01(\x0b\x32\x16.taskgate.v1.ImageInfoB\x04\xe2\x41\x01\x03\x12,\n\x06result\x18\x07 \x01(\x0b\x32\x16.taskgate.v1.ImageInfoB\x04\xe2\x41\x01\x03\x12\x13\n\x05\x65rror\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08\x61ttempts\x18\t \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x1e\n\x10\x63\x61ncel_requested\x18\n \x01(\x08\x42\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\nstart_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x32\n\x08\x65nd_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x31\n\x08\x64uration\x18\x0f \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x03\x12\x16\n\x08progress\x18\x10 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x16\n\x08priority\x18\x11 \x01(\x05\x42\x04\xe2\x41\x01\x05\x12!\n\x0equeue_position\x18\x12 \x01(\x05\x42\x04\xe2\x41\x01\x03H\x00\x88\x01\x01\x42\x11\n\x0f_queue_position\"\x14\n\x12ListFiltersRequest\"B\n\x0f\x46ilterParameter\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\"h\n\x11\x46ilterDescription\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x30\n\nparameters\x18\x03 \x03(\x0b\x32\x1c.taskgate.v1.FilterParameter\"F\n\x13ListFiltersResponse\x12/\n\x07\x66ilters\x18\x01 \x03(\x0b\x32\x1e.taskgate.v1.FilterDescription\"\xc2\x01\n\x11\x43reateTaskRequest\x12\x13\n\x05image\x18\x01 \x01(\x0c\x42\x04\xe2\x41\x01\x02\x12*\n\x07\x66ilters\x18\x02 \x03(\x0b\x32\x13.taskgate.v1.FilterB\x04\xe2\x41\x01\x02\x12\x35\n\routput_format\x18\x03 \x01(\x0e\x32\x18.taskgate.v1.ImageFormatB\x04\xe2\x41\x01\x01\x12\x1d\n\x0fidempotency_key\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\x12\x16\n\x08priority\x18\x05 \x01(\x05\x42\x04\xe2\x41\x01\x01\"5\n\x12\x43reateTaskResponse\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.taskgate.v1.Task\"\'\n\x0eGetTaskRequest\x12\x15\n\x07task_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"2\n\x0fGetTaskResponse\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.taskgate.v1.Task\"-\n\x14GetTaskResultRequest\x12\x15\n\x07task_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"t\n\x10ListTasksRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12-\n\x06status\x18\x03 \x01(\x0e\x32\x17.taskgate.v1.TaskStatusB\x04\xe2\x41\x01\x01\"N\n\x11ListTasksResponse\x12 \n\x05tasks\x18\x01 \x03(\x0b\x32\x11.taskgate.v1.Task\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"*\n\x11\x43\x61ncelTaskRequest\x12\x15\n\x07task_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"5\n\x12\x43\x61ncelTaskResponse\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.taskgate.v1.Task\")\n\x10WatchTaskRequest\x12\x15\n\x07task_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"4\n\x11WatchTaskResponse\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.taskgate.v1.Task*\xa9\x01\n\nTaskStatus\x12\x1b\n\x17TASK_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13TASK_STATUS_PENDING\x10\x01\x12\x17\n\x13TASK_STATUS_RUNNING\x10\x02\x12\x19\n\x15TASK_STATUS_COMPLETED\x10\x03\x12\x16\n\x12TASK_STATUS_FAILED\x10\x04\x12\x19\n\x15TASK_STATUS_CANCELLED\x10\x05*o\n\x0bImageFormat\x12\x1c\n\x18IMAGE_FORMAT_UNSPECIFIED\x10\x00\x12\x14\n\x10IMAGE_FORMAT_PNG\x10\x01\x12\x15\n\x11IMAGE_FORMAT_JPEG\x10\x02\x12\x15\n\x11IMAGE_FORMAT_WEBP\x10\x03\x32\x88\x06\n\x0bTaskService\x12\x65\n\x0bListFilters\x12\x1f.taskgate.v1.ListFiltersRequest\x1a .taskgate.v1.ListFiltersResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\x0b/v1/filters\x12\x63\n\nCreateTask\x12\x1e.taskgate.v1.CreateTaskRequest\x1a\x1f.taskgate.v1.CreateTaskResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\"\t/v1/tasks:\x01*\x12\x61\n\x07GetTask\x12\x1b.taskgate.v1.GetTaskRequest\x1a\x1c.taskgate.v1.GetTaskResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/tasks/{task_id}\x12l\n\rGetTaskResult\x12!.taskgate.v1.GetTaskResultRequest\x1a\x14.google.api.HttpBody\"\"\x82\xd3\xe4\x93\x02\x1c\x12\x1a/v1/tasks/{task_id}/result\x12]\n\tListTasks\x12\x1d.taskgate.v1.ListTasksRequest\x1a\x1e.taskgate.v1.ListTasksResponse\"\x11\x82\xd3\xe4\x93\x02\x0b\x12\t/v1/tasks\x12\x8b\x01\n\nCancelTask\x12\x1e.taskgate.v1.CancelTaskRequest\x1a\x1f.taskgate.v1.CancelTaskResponse\"<\x82\xd3\xe4\x93\x02\x36\"\x1a/v1/tasks/{task_id}:cancel:\x01*Z\x15*\x13/v1/tasks/{task_id}\x12o\n\tWatchTask\x12\x1d.taskgate.v1.WatchTaskRequest\x1a\x1e.taskgate.v1.WatchTaskResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/tasks/{task_id}:watch0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -68,6 +68,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TASK'].fields_by_name['duration']._serialized_options = b'\342A\001\003'
   _globals['_TASK'].fields_by_name['progress']._loaded_options = None
   _globals['_TASK'].fields_by_name['progress']._serialized_options = b'\342A\001\003'
+  _globals['_TASK'].fields_by_name['priority']._loaded_options = None
+  _globals['_TASK'].fields_by_name['priority']._serialized_options = b'\342A\001\005'
+  _globals['_TASK'].fields_by_name['queue_position']._loaded_options = None
+  _globals['_TASK'].fields_by_name['queue_position']._serialized_options = b'\342A\001\003'
   _globals['_CREATETASKREQUEST'].fields_by_name['image']._loaded_options = None
   _globals['_CREATETASKREQUEST'].fields_by_name['image']._serialized_options = b'\342A\001\002'
   _globals['_CREATETASKREQUEST'].fields_by_name['filters']._loaded_options = None
@@ -76,6 +80,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATETASKREQUEST'].fields_by_name['output_format']._serialized_options = b'\342A\001\001'
   _globals['_CREATETASKREQUEST'].fields_by_name['idempotency_key']._loaded_options = None
   _globals['_CREATETASKREQUEST'].fields_by_name['idempotency_key']._serialized_options = b'\342A\001\001'
+  _globals['_CREATETASKREQUEST'].fields_by_name['priority']._loaded_options = None
+  _globals['_CREATETASKREQUEST'].fields_by_name['priority']._serialized_options = b'\342A\001\001'
   _globals['_GETTASKREQUEST'].fields_by_name['task_id']._loaded_options = None
   _globals['_GETTASKREQUEST'].fields_by_name['task_id']._serialized_options = b'\342A\001\002'
   _globals['_GETTASKRESULTREQUEST'].fields_by_name['task_id']._loaded_options = None
@@ -104,10 +110,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TASKSERVICE'].methods_by_name['CancelTask']._serialized_options = b'\202\323\344\223\0026\"\032/v1/tasks/{task_id}:cancel:\001*Z\025*\023/v1/tasks/{task_id}'
   _globals['_TASKSERVICE'].methods_by_name['WatchTask']._loaded_options = None
   _globals['_TASKSERVICE'].methods_by_name['WatchTask']._serialized_options = b'\202\323\344\223\002\033\022\031/v1/tasks/{task_id}:watch'
-  _globals['_TASKSTATUS']._serialized_start=3048
-  _globals['_TASKSTATUS']._serialized_end=3217
-  _globals['_IMAGEFORMAT']._serialized_start=3219
-  _globals['_IMAGEFORMAT']._serialized_end=3330
+  _globals['_TASKSTATUS']._serialized_start=3150
+  _globals['_TASKSTATUS']._serialized_end=3319
+  _globals['_IMAGEFORMAT']._serialized_start=3321
+  _globals['_IMAGEFORMAT']._serialized_end=3432
   _globals['_FILTER']._serialized_start=203
   _globals['_FILTER']._serialized_end=1261
   _globals['_FILTER_GRAYSCALE']._serialized_start=788
@@ -139,37 +145,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_IMAGEINFO']._serialized_start=1263
   _globals['_IMAGEINFO']._serialized_end=1347
   _globals['_TASK']._serialized_start=1350
-  _globals['_TASK']._serialized_end=2015
-  _globals['_LISTFILTERSREQUEST']._serialized_start=2017
-  _globals['_LISTFILTERSREQUEST']._serialized_end=2037
-  _globals['_FILTERPARAMETER']._serialized_start=2039
-  _globals['_FILTERPARAMETER']._serialized_end=2105
-  _globals['_FILTERDESCRIPTION']._serialized_start=2107
-  _globals['_FILTERDESCRIPTION']._serialized_end=2211
-  _globals['_LISTFILTERSRESPONSE']._serialized_start=2213
-  _globals['_LISTFILTERSRESPONSE']._serialized_end=2283
-  _globals['_CREATETASKREQUEST']._serialized_start=2286
-  _globals['_CREATETASKREQUEST']._serialized_end=2456
-  _globals['_CREATETASKRESPONSE']._serialized_start=2458
-  _globals['_CREATETASKRESPONSE']._serialized_end=2511
-  _globals['_GETTASKREQUEST']._serialized_start=2513
-  _globals['_GETTASKREQUEST']._serialized_end=2552
-  _globals['_GETTASKRESPONSE']._serialized_start=2554
-  _globals['_GETTASKRESPONSE']._serialized_end=2604
-  _globals['_GETTASKRESULTREQUEST']._serialized_start=2606
-  _globals['_GETTASKRESULTREQUEST']._serialized_end=2651
-  _globals['_LISTTASKSREQUEST']._serialized_start=2653
-  _globals['_LISTTASKSREQUEST']._serialized_end=2769
-  _globals['_LISTTASKSRESPONSE']._serialized_start=2771
-  _globals['_LISTTASKSRESPONSE']._serialized_end=2849
-  _globals['_CANCELTASKREQUEST']._serialized_start=2851
-  _globals['_CANCELTASKREQUEST']._serialized_end=2893
-  _globals['_CANCELTASKRESPONSE']._serialized_start=2895
-  _globals['_CANCELTASKRESPONSE']._serialized_end=2948
-  _globals['_WATCHTASKREQUEST']._serialized_start=2950
-  _globals['_WATCHTASKREQUEST']._serialized_end=2991
-  _globals['_WATCHTASKRESPONSE']._serialized_start=2993
-  _globals['_WATCHTASKRESPONSE']._serialized_end=3045
-  _globals['_TASKSERVICE']._serialized_start=3333
-  _globals['_TASKSERVICE']._serialized_end=4109
+  _globals['_TASK']._serialized_end=2093
+  _globals['_LISTFILTERSREQUEST']._serialized_start=2095
+  _globals['_LISTFILTERSREQUEST']._serialized_end=2115
+  _globals['_FILTERPARAMETER']._serialized_start=2117
+  _globals['_FILTERPARAMETER']._serialized_end=2183
+  _globals['_FILTERDESCRIPTION']._serialized_start=2185
+  _globals['_FILTERDESCRIPTION']._serialized_end=2289
+  _globals['_LISTFILTERSRESPONSE']._serialized_start=2291
+  _globals['_LISTFILTERSRESPONSE']._serialized_end=2361
+  _globals['_CREATETASKREQUEST']._serialized_start=2364
+  _globals['_CREATETASKREQUEST']._serialized_end=2558
+  _globals['_CREATETASKRESPONSE']._serialized_start=2560
+  _globals['_CREATETASKRESPONSE']._serialized_end=2613
+  _globals['_GETTASKREQUEST']._serialized_start=2615
+  _globals['_GETTASKREQUEST']._serialized_end=2654
+  _globals['_GETTASKRESPONSE']._serialized_start=2656
+  _globals['_GETTASKRESPONSE']._serialized_end=2706
+  _globals['_GETTASKRESULTREQUEST']._serialized_start=2708
+  _globals['_GETTASKRESULTREQUEST']._serialized_end=2753
+  _globals['_LISTTASKSREQUEST']._serialized_start=2755
+  _globals['_LISTTASKSREQUEST']._serialized_end=2871
+  _globals['_LISTTASKSRESPONSE']._serialized_start=2873
+  _globals['_LISTTASKSRESPONSE']._serialized_end=2951
+  _globals['_CANCELTASKREQUEST']._serialized_start=2953
+  _globals['_CANCELTASKREQUEST']._serialized_end=2995
+  _globals['_CANCELTASKRESPONSE']._serialized_start=2997
+  _globals['_CANCELTASKRESPONSE']._serialized_end=3050
+  _globals['_WATCHTASKREQUEST']._serialized_start=3052
+  _globals['_WATCHTASKREQUEST']._serialized_end=3093
+  _globals['_WATCHTASKRESPONSE']._serialized_start=3095
+  _globals['_WATCHTASKRESPONSE']._serialized_end=3147
+  _globals['_TASKSERVICE']._serialized_start=3435
+  _globals['_TASKSERVICE']._serialized_end=4211
 # @@protoc_insertion_point(module_scope)

@@ -33,24 +33,39 @@ SELECT 1;
 id, user_id, status, filters, output_format, idempotency_key,
 input_content_type, input_width, input_height, input_size_bytes,
 result_content_type, result_width, result_height, result_size_bytes,
-error, attempts, max_attempts, progress, cancel_requested,
+error, attempts, max_attempts, progress, cancel_requested, priority,
 created_at, updated_at, started_at, finished_at, images_pruned_at
 
 -- name: insert_task
--- A repeated idempotency key inserts nothing (and returns no row); a
--- concurrent insert with the same key waits for the first to commit.
-INSERT INTO tasks (
-    user_id, filters, output_format, idempotency_key, request_hash, request_id,
-    input_image, input_content_type, input_width, input_height, input_size_bytes,
-    max_attempts
+-- A repeated idempotency key inserts nothing; a concurrent insert with the
+-- same key waits for the first to commit. Neither does a user with
+-- max_pending tasks pending (0: no limit; user_limits overrides the
+-- setting): the user's queue row is locked first, so two submissions at the
+-- edge cannot both pass. Always one row: the task's columns (NULL when
+-- nothing was inserted), the pending count before it and the limit; no row
+-- when the user is gone.
+WITH gate AS (
+    SELECT q.pending, q.claimed, coalesce(l.max_pending, %(max_pending)s) AS max_pending
+    FROM user_queues AS q LEFT JOIN user_limits AS l ON l.user_id = q.user_id
+    WHERE q.user_id = %(user_id)s
+    FOR UPDATE OF q
+), inserted AS (
+    INSERT INTO tasks (
+        user_id, filters, output_format, idempotency_key, request_hash, request_id,
+        input_image, input_content_type, input_width, input_height, input_size_bytes,
+        max_attempts, priority, claims_mark, user_claims_mark
+    )
+    SELECT
+        %(user_id)s, %(filters)s, %(output_format)s, %(idempotency_key)s, %(request_hash)s,
+        %(request_id)s, %(image)s, %(content_type)s, %(width)s, %(height)s, %(size_bytes)s,
+        %(max_attempts)s, %(priority)s, (SELECT last_value FROM task_claims), gate.claimed
+    FROM gate
+    WHERE gate.max_pending = 0 OR gate.pending < gate.max_pending
+    ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING {task_columns}
 )
-VALUES (
-    %(user_id)s, %(filters)s, %(output_format)s, %(idempotency_key)s, %(request_hash)s,
-    %(request_id)s, %(image)s, %(content_type)s, %(width)s, %(height)s, %(size_bytes)s,
-    %(max_attempts)s
-)
-ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-RETURNING {task_columns};
+SELECT inserted.*, gate.pending AS queued, gate.max_pending
+FROM gate LEFT JOIN inserted ON true;
 
 -- name: get_task_by_idempotency_key
 SELECT {task_columns}, request_hash
@@ -95,14 +110,102 @@ RETURNING {task_columns};
 -- on (lease_owner, attempts, status = 'running'): only the holder of the
 -- current attempt's lease can record progress or finish it.
 
--- name: claim_tasks
--- Claims up to %(limit)s due tasks, oldest first, skipping rows other
--- processors hold; counts the attempt and records it in the same statement.
+-- name: claim_tasks_fair
+-- Claims up to %(limit)s due tasks in turns across users (round-robin): the
+-- users with pending work are walked by turn, the one served longest ago
+-- first (user_queues_turn_idx), skipping those at their running limit and
+-- those whose queue row another claim holds; each gives the head of its
+-- queue (tasks_user_queue_idx: priority, then oldest first), a fair share of
+-- the batch at most. Everyone's first task comes before anyone's second.
+-- The users served get new turns in the order they were served. The attempt
+-- is counted and recorded in the same statement. Cost: the users walked
+-- (at most %(limit)s with due work) and their heads, whatever the backlog.
+WITH turns AS (
+    SELECT q.user_id, q.turn, q.claimed,
+           CASE WHEN coalesce(l.max_running, %(max_running)s) = 0 THEN %(limit)s
+                ELSE least(%(limit)s, coalesce(l.max_running, %(max_running)s) - q.running)
+           END AS room
+    FROM user_queues AS q LEFT JOIN user_limits AS l ON l.user_id = q.user_id
+    WHERE q.pending > 0
+      AND (coalesce(l.max_running, %(max_running)s) = 0
+           OR q.running < coalesce(l.max_running, %(max_running)s))
+      AND EXISTS (SELECT FROM tasks AS t
+                  WHERE t.user_id = q.user_id AND t.status = 'pending' AND t.run_after <= now())
+    ORDER BY q.turn
+    LIMIT %(limit)s
+    FOR UPDATE OF q SKIP LOCKED
+), share AS (
+    SELECT ceil(%(limit)s::numeric / greatest(count(*), 1))::int AS per_user FROM turns
+), heads AS (
+    SELECT turns.user_id, turns.turn, turns.claimed, head.id, head.priority, head.created_at
+    FROM turns CROSS JOIN share CROSS JOIN LATERAL (
+        SELECT t.id, t.priority, t.created_at
+        FROM tasks AS t
+        WHERE t.user_id = turns.user_id AND t.status = 'pending' AND t.run_after <= now()
+        ORDER BY t.priority DESC, t.created_at, t.id
+        LIMIT least(turns.room, share.per_user)
+        FOR UPDATE OF t SKIP LOCKED
+    ) AS head
+), ranked AS (
+    SELECT heads.*,
+           row_number() OVER (PARTITION BY user_id ORDER BY priority DESC, created_at, id) AS rank
+    FROM heads
+), picked AS (
+    SELECT ranked.*, row_number() OVER (ORDER BY rank, turn, user_id) AS position
+    FROM ranked
+    ORDER BY rank, turn, user_id
+    LIMIT %(limit)s
+), served AS (
+    UPDATE user_queues AS q
+    SET turn = next.turn
+    FROM (SELECT user_id, nextval('task_queue_turns') AS turn
+          FROM (SELECT user_id, max(position) AS last FROM picked
+                GROUP BY user_id ORDER BY last) AS users_served) AS next
+    WHERE q.user_id = next.user_id
+), claimed AS (
+    UPDATE tasks
+    SET status = 'running',
+        attempts = attempts + 1,
+        progress = 0,
+        lease_owner = %(owner)s,
+        lease_expires_at = now() + make_interval(secs => %(lease)s),
+        heartbeat_at = now(),
+        started_at = now(),
+        updated_at = now()
+    FROM picked
+    WHERE tasks.id = picked.id
+    RETURNING tasks.id, tasks.attempts, tasks.filters, tasks.output_format, tasks.input_width,
+              tasks.input_height, tasks.request_id, tasks.created_at, tasks.started_at,
+              tasks.run_after, tasks.user_id, tasks.claims_mark, tasks.user_claims_mark,
+              nextval('task_claims') AS claim_number,
+              picked.position, picked.claimed + picked.rank - 1 AS own_claims
+), recorded AS (
+    INSERT INTO task_attempts (task_id, attempt, processor_id, started_at)
+    SELECT id, attempts, %(owner)s, started_at FROM claimed
+), noted AS (
+    -- For claimed_inputs, later in the same transaction.
+    SELECT set_config('taskgate.claimed', coalesce(array_agg(id)::text, '{}'), true)
+    FROM claimed
+)
+SELECT id AS task_id, attempts AS attempt, filters, output_format, input_width, input_height,
+       request_id, created_at, started_at, run_after, user_id,
+       -- Other users' tasks claimed since it was created: every claim since
+       -- then, less its own user's (approximate within one batch).
+       CASE WHEN attempts = 1
+            THEN greatest(0, claim_number - claims_mark - 1 - (own_claims - user_claims_mark))
+       END AS overtaken
+FROM claimed CROSS JOIN noted
+ORDER BY position;
+
+-- name: claim_tasks_fifo
+-- Fairness off: up to %(limit)s due tasks, oldest first across everyone
+-- (tasks_pending_created_idx; a rescued task keeps its place); priorities
+-- and running limits are not applied.
 WITH due AS (
     SELECT id AS due_id
     FROM tasks
     WHERE status = 'pending' AND run_after <= now()
-    ORDER BY run_after, created_at
+    ORDER BY created_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ), claimed AS (
@@ -117,8 +220,10 @@ WITH due AS (
         updated_at = now()
     FROM due
     WHERE id = due_id
-    RETURNING id, attempts, filters, output_format, input_width, input_height, request_id,
-              created_at, started_at, run_after, user_id
+    RETURNING tasks.id, tasks.attempts, tasks.filters, tasks.output_format, tasks.input_width,
+              tasks.input_height, tasks.request_id, tasks.created_at, tasks.started_at,
+              tasks.run_after, tasks.user_id, tasks.claims_mark, tasks.user_claims_mark,
+              nextval('task_claims') AS claim_number
 ), recorded AS (
     INSERT INTO task_attempts (task_id, attempt, processor_id, started_at)
     SELECT id, attempts, %(owner)s, started_at FROM claimed
@@ -128,9 +233,16 @@ WITH due AS (
     FROM claimed
 )
 SELECT id AS task_id, attempts AS attempt, filters, output_format, input_width, input_height,
-       request_id, created_at, started_at, run_after, user_id
+       request_id, created_at, started_at, run_after, user_id,
+       -- Other users' tasks claimed since it was created: every claim since
+       -- then, less its own user's (approximate within one batch).
+       CASE WHEN attempts = 1
+            THEN greatest(0, claim_number - claims_mark - 1 - (queue.claimed - user_claims_mark))
+       END AS overtaken
 FROM claimed CROSS JOIN noted
-ORDER BY run_after, created_at;
+     CROSS JOIN LATERAL (SELECT q.claimed FROM user_queues AS q
+                         WHERE q.user_id = claimed.user_id) AS queue
+ORDER BY created_at, id;
 
 -- name: next_run_after
 -- When the next pending task that is not due yet becomes due (a retry waiting
@@ -296,10 +408,45 @@ FROM old
 WHERE id = old_id;
 
 -- name: queue_stats
--- Served by tasks_claimable_idx (pending) and tasks_lease_expiry_idx (running).
+-- Served by tasks_claimable_idx (pending), tasks_lease_expiry_idx (running),
+-- tasks_pending_created_idx (oldest) and user_queues_turn_idx (users).
 SELECT
     (SELECT count(*) FROM tasks WHERE status = 'pending') AS pending,
     (SELECT count(*) FROM tasks WHERE status = 'running') AS running,
     coalesce(extract(epoch FROM now() - (SELECT min(created_at) FROM tasks
                                          WHERE status = 'pending')), 0)::float8
-        AS oldest_pending_seconds;
+        AS oldest_pending_seconds,
+    (SELECT count(*) FROM user_queues WHERE pending > 0) AS users_pending,
+    (SELECT coalesce(max(pending), 0) FROM user_queues WHERE pending > 0) AS largest_backlog;
+
+-- name: queue_position_fair
+-- An estimate of how many tasks start before a pending one, if no more
+-- arrive: its user's tasks ahead of it (r: higher priority, or as high and
+-- older), and from every other user with pending work as many as the turns
+-- before this one's: r, one more when that user's turn comes first, never
+-- more than they have pending. Running limits and retry backoffs are left
+-- out. Cost: the user's own pending tasks and the users with pending work.
+WITH me AS (
+    SELECT t.user_id, t.priority, t.created_at, t.id, q.turn
+    FROM tasks AS t JOIN user_queues AS q ON q.user_id = t.user_id
+    WHERE t.id = %(id)s AND t.user_id = %(user_id)s AND t.status = 'pending'
+), own AS (
+    SELECT count(*) AS ahead
+    FROM tasks AS t, me
+    WHERE t.user_id = me.user_id AND t.status = 'pending'
+      AND (t.priority > me.priority
+           OR (t.priority = me.priority AND (t.created_at, t.id) < (me.created_at, me.id)))
+)
+SELECT (own.ahead + coalesce((
+           SELECT sum(least(q.pending, own.ahead + (q.turn < me.turn)::int))
+           FROM user_queues AS q
+           WHERE q.pending > 0 AND q.user_id <> me.user_id), 0))::bigint AS position
+FROM me, own;
+
+-- name: queue_position_fifo
+-- Fairness off: the pending tasks older than this one, everyone's.
+SELECT count(*) AS position
+FROM tasks AS t,
+     (SELECT created_at, id FROM tasks
+      WHERE id = %(id)s AND user_id = %(user_id)s AND status = 'pending') AS me
+WHERE t.status = 'pending' AND (t.created_at, t.id) < (me.created_at, me.id);

@@ -15,6 +15,10 @@ from server.models import ImageMeta, NewTask, Task, TaskStatus
 from server.storage.postgres.database import Database
 
 
+def _position(*, position: int) -> int:
+    return position
+
+
 def task_from_row(
     *,
     id: UUID,
@@ -58,6 +62,25 @@ def _keyed_task(*, request_hash: bytes, **columns: Any) -> KeyedTask:
 
 
 @dataclass(frozen=True, slots=True)
+class Inserted:
+    """What an insert did: the new task (None: a repeated idempotency key, or the user's
+    pending limit reached), the user's pending tasks before it, and their limit (0: none)."""
+
+    task: Task | None
+    queued: int
+    max_pending: int
+
+    @property
+    def full(self) -> bool:
+        return self.max_pending > 0 and self.queued >= self.max_pending
+
+
+def _inserted(*, queued: int, max_pending: int, **columns: Any) -> Inserted:
+    task = None if columns["id"] is None else task_from_row(**columns)
+    return Inserted(task, queued, max_pending)
+
+
+@dataclass(frozen=True, slots=True)
 class StoredResult:
     status: str
     result_content_type: str | None
@@ -74,11 +97,15 @@ class Cursor:
 
 
 class TaskRepository:
-    def __init__(self, *, database: Database) -> None:
+    def __init__(self, *, database: Database, fair: bool = True) -> None:
+        """``fair``: positions are estimated for the fair claim (else oldest first)."""
         self._db = database
+        self._position = "queue_position_fair" if fair else "queue_position_fifo"
 
-    async def insert(self, task: NewTask) -> Task | None:
-        """The new task; None when the user already has a task with its idempotency key."""
+    async def insert(self, task: NewTask, *, max_pending: int) -> Inserted | None:
+        """Inserts the task unless its idempotency key was used or the user has
+        ``max_pending`` tasks pending (0: no limit; user_limits overrides it); None
+        when the user is gone."""
         return await self._db.fetch_one(
             "insert_task",
             {
@@ -94,9 +121,18 @@ class TaskRepository:
                 "height": task.input.height,
                 "size_bytes": task.input.size_bytes,
                 "max_attempts": task.max_attempts,
+                "priority": task.priority,
+                "max_pending": max_pending,
             },
-            task_from_row,
+            _inserted,
         )
+
+    async def position(self, user_id: UUID, task_id: UUID) -> int | None:
+        """An estimate of the tasks that start before this pending one; None if not pending."""
+        value: int | None = await self._db.fetch_one(
+            self._position, {"id": task_id, "user_id": user_id}, _position
+        )
+        return value
 
     async def get_by_idempotency_key(self, user_id: UUID, key: str) -> KeyedTask | None:
         return await self._db.fetch_one(
