@@ -593,7 +593,7 @@ CREATE INDEX tasks_user_queue_idx ON public.tasks USING btree (user_id, priority
 -- Name: user_queues_turn_idx; Type: INDEX; Schema: public; Owner: -
 --
 
-CREATE INDEX user_queues_turn_idx ON public.user_queues USING btree (turn) WHERE (pending > 0);
+CREATE INDEX user_queues_turn_idx ON public.user_queues USING btree (turn, user_id) WHERE (pending > 0);
 
 
 --

@@ -40,9 +40,10 @@ CREATE TABLE user_queues (
     CONSTRAINT user_queues_running_check CHECK (running >= 0)
 );
 
--- The claim walks the users with pending work, the one served longest ago first.
+-- The claim walks the users with pending work, the one served longest ago
+-- first (ties by user id).
 CREATE INDEX user_queues_turn_idx
-    ON user_queues (turn)
+    ON user_queues (turn, user_id)
     WHERE pending > 0;
 
 COMMENT ON TABLE user_queues IS 'One row per user: their pending and running tasks (kept by triggers on tasks) and their turn in the fair claim. Claims lock the rows of the users they serve.';

@@ -131,7 +131,7 @@ WITH turns AS (
            OR q.running < coalesce(l.max_running, %(max_running)s))
       AND EXISTS (SELECT FROM tasks AS t
                   WHERE t.user_id = q.user_id AND t.status = 'pending' AND t.run_after <= now())
-    ORDER BY q.turn
+    ORDER BY q.turn, q.user_id
     LIMIT %(limit)s
     FOR UPDATE OF q SKIP LOCKED
 ), share AS (
@@ -423,9 +423,11 @@ SELECT
 -- An estimate of how many tasks start before a pending one, if no more
 -- arrive: its user's tasks ahead of it (r: higher priority, or as high and
 -- older), and from every other user with pending work as many as the turns
--- before this one's: r, one more when that user's turn comes first, never
--- more than they have pending. Running limits and retry backoffs are left
--- out. Cost: the user's own pending tasks and the users with pending work.
+-- before this one's: r, one more when that user's turn comes first (ties
+-- by user id, as the claim breaks them), never more than they have pending.
+-- Exact for one processor and no new arrivals; running limits, retry
+-- backoffs and the tasks a claim holds are left out. Cost: the user's own
+-- pending tasks and the users with pending work.
 WITH me AS (
     SELECT t.user_id, t.priority, t.created_at, t.id, q.turn
     FROM tasks AS t JOIN user_queues AS q ON q.user_id = t.user_id
@@ -438,7 +440,8 @@ WITH me AS (
            OR (t.priority = me.priority AND (t.created_at, t.id) < (me.created_at, me.id)))
 )
 SELECT (own.ahead + coalesce((
-           SELECT sum(least(q.pending, own.ahead + (q.turn < me.turn)::int))
+           SELECT sum(least(q.pending,
+                            own.ahead + ((q.turn, q.user_id) < (me.turn, me.user_id))::int))
            FROM user_queues AS q
            WHERE q.pending > 0 AND q.user_id <> me.user_id), 0))::bigint AS position
 FROM me, own;
