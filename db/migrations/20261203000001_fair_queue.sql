@@ -26,6 +26,8 @@ CREATE INDEX tasks_pending_created_idx
 
 CREATE SEQUENCE task_queue_turns;
 CREATE SEQUENCE task_claims;
+-- Called once: last_value (what a new task notes) is then the last claim's number.
+SELECT setval('task_claims', 1);
 
 COMMENT ON SEQUENCE task_queue_turns IS 'Hands out user_queues.turn: a user served later gets a larger one.';
 COMMENT ON SEQUENCE task_claims IS 'One value per claimed task: the global count of claims.';
