@@ -127,6 +127,7 @@ class TaskEnv(BenchEnv):
             "TASKGATE_ARGON2_TIME_COST": "1",
             "TASKGATE_ARGON2_MEMORY_KIB": "8192",
             "TASKGATE_ARGON2_PARALLELISM": "1",
+            **self.extra_env,
         }
 
     def start_server(self) -> None:
@@ -184,6 +185,8 @@ def _task_params(batch: TaskBatch, request_id: str) -> dict[str, Any]:
         "height": batch.info.height,
         "size_bytes": batch.info.size_bytes,
         "max_attempts": batch.max_attempts,
+        "priority": 0,
+        "max_pending": 0,  # the bench's backlogs are not limited
     }
 
 

@@ -125,14 +125,18 @@ $$;
 CREATE FUNCTION taskgate_add_to_queue(
     queue_user uuid, pending_delta bigint, running_delta bigint, claimed_delta bigint
 ) RETURNS void
-    LANGUAGE sql
+    LANGUAGE plpgsql
 AS $$
-    UPDATE user_queues
-    SET pending = pending + pending_delta,
-        running = running + running_delta,
-        claimed = claimed + claimed_delta
-    WHERE user_id = queue_user
-      AND (pending_delta <> 0 OR running_delta <> 0 OR claimed_delta <> 0);
+BEGIN
+    -- plpgsql: its plan is cached for the session (a SQL function's is not).
+    IF pending_delta <> 0 OR running_delta <> 0 OR claimed_delta <> 0 THEN
+        UPDATE user_queues
+        SET pending = pending + pending_delta,
+            running = running + running_delta,
+            claimed = claimed + claimed_delta
+        WHERE user_id = queue_user;
+    END IF;
+END;
 $$;
 
 CREATE TRIGGER tasks_count_queue_insert
