@@ -17,6 +17,10 @@ In one run, each in a fresh database on the same Postgres (dropped at the end):
 4. **procrastinate**: ``--backlog`` no-op jobs deferred at once, drained by a
    procrastinate worker of the same concurrency (bench.tasks' machinery).
 
+Steps 1-3 run on a fresh processor and database per scenario; ``--rounds``
+repeats 2 and 3 alternating their order (on, off, off, on, ...), and the
+figures pool the rounds (rates: their mean).
+
 Aims: B's p99 with fairness under the idle p99 + 50 ms; the drain rate with
 fairness at least 95 % of without, and at least 1.5x procrastinate's.
 Exit status 0 when everything ran and every task completed (aims met or not).
@@ -28,6 +32,7 @@ import argparse
 import asyncio
 import os
 import secrets
+import statistics
 import sys
 import time
 from dataclasses import dataclass, field
@@ -73,6 +78,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--arrivals", type=int, default=50, help="user B's tasks, one at a time (50)")
     add("--spacing", type=float, default=0.02, help="seconds between B's tasks (0.02)")
     add("--busy", type=int, default=200, help="A's tasks started before B begins (200)")
+    add("--rounds", type=int, default=2, help="rounds, alternating fairness on and off (2)")
     add("--concurrency", type=int, default=cpus, help=f"processor concurrency ({cpus})")
     add("--workers", type=int, default=cpus, help=f"worker processes ({cpus})")
     add("--log-level", default="warning", help="taskgate's TASKGATE_LOG_LEVEL (warning)")
@@ -83,7 +89,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     add("--redis-url", default=os.environ.get("TASKGATE_REDIS_URL", DEFAULT_REDIS_URL))
     args = parser.parse_args(argv)
-    for name in ("backlog", "arrivals", "spacing", "busy", "concurrency", "workers"):
+    for name in ("backlog", "arrivals", "spacing", "busy", "rounds", "concurrency", "workers"):
         if getattr(args, name) <= 0:
             parser.error(f"--{name} must be greater than 0")
     if args.busy >= args.backlog:
@@ -93,17 +99,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 @dataclass
 class Scenario:
-    """One processor's run: B's waits, and the drain of everything."""
+    """One mode's runs: B's waits, idle and behind the backlog, and drain rates."""
 
     name: str
     idle: list[float] = field(default_factory=list)
     waits: list[float] = field(default_factory=list)
-    drained: int = 0
-    span: float = 0.0
+    rates: list[float] = field(default_factory=list)
 
     @property
     def rate(self) -> float:
-        return self.drained / self.span
+        return statistics.fmean(self.rates)
 
 
 @dataclass
@@ -166,14 +171,14 @@ async def until_busy(conn: Conn, env: TaskEnv, label: str, started: int) -> None
     raise BenchError(f"{label}: the processor did not start {started} tasks within 60s")
 
 
-async def run_scenario(ctx: Context, name: str, fair: bool) -> Scenario:
+async def run_scenario(ctx: Context, result: Scenario, fair: bool, number: int) -> None:
     args = ctx.args
-    env = ctx.task_env(name, fair)
+    name = result.name
+    env = ctx.task_env(f"{name}{number}", fair)
     await asyncio.to_thread(env.migrate)
     env.start_processor()
     image = tiny_png()
     info = validated(image, TINY_FILTERS)
-    result = Scenario(name)
     async with await connect(env.database_url) as conn:
         a = TaskBatch(await insert_user(conn, "bench_a"), image, info, TINY_FILTERS)
         b = TaskBatch(await insert_user(conn, "bench_b"), image, info, TINY_FILTERS)
@@ -181,28 +186,28 @@ async def run_scenario(ctx: Context, name: str, fair: bool) -> Scenario:
         await wait_ended(conn, env, "warmup", 4 * args.concurrency)
         await arrive(conn, b, "idle", args.arrivals, args.spacing)
         await wait_ended(conn, env, "idle", args.arrivals)
-        result.idle = await create_to_start(conn, "idle")
+        result.idle += await create_to_start(conn, "idle")
         await insert_tasks(conn, a, args.backlog, "backlog")
         await until_busy(conn, env, "backlog", args.busy)
         await arrive(conn, b, "arrivals", args.arrivals, args.spacing)
         await wait_ended(conn, env, "arrivals", args.arrivals)
         await wait_ended(conn, env, "backlog", args.backlog)
-        result.waits = await create_to_start(conn, "arrivals")
+        waits = await create_to_start(conn, "arrivals")
         row = await one(
             conn,
             "SELECT count(*) FILTER (WHERE status = 'completed' AND attempts = 1) AS ok, "
             "extract(epoch FROM max(finished_at) - min(started_at))::float8 AS span "
             "FROM tasks WHERE request_id IN ('backlog', 'arrivals')",
         )
-    if row["ok"] != args.backlog + args.arrivals or len(result.waits) != args.arrivals:
+    if row["ok"] != args.backlog + args.arrivals or len(waits) != args.arrivals:
         raise BenchError(f"{name}: {row['ok']} of {args.backlog + args.arrivals} completed")
-    result.drained, result.span = row["ok"], row["span"]
+    result.waits += waits
+    result.rates.append(row["ok"] / row["span"])
     print(
-        f"  {name}: B's create->start p50 {ms(percentile(result.waits, 50))}, "
-        f"p99 {ms(percentile(result.waits, 99))}; drain {result.rate:,.0f} tasks/s",
+        f"  round {number} {name}: B's create->start p50 {ms(percentile(waits, 50))}, "
+        f"p99 {ms(percentile(waits, 99))}; drain {result.rates[-1]:,.0f} tasks/s",
         flush=True,
     )
-    return result
 
 
 async def procrastinate_rate(ctx: Context) -> float:
@@ -223,8 +228,9 @@ async def procrastinate_rate(ctx: Context) -> float:
 def report(args: argparse.Namespace, fair: Scenario, fifo: Scenario, theirs: float) -> None:
     print()
     print(
-        f"FAIRNESS  user A: {args.backlog} tasks at once; once {args.busy} have started, user B "
-        f"submits {args.arrivals}, one every {args.spacing * 1000:.0f} ms (8x8 PNG, [grayscale])"
+        f"FAIRNESS  {args.rounds} round(s); user A: {args.backlog} tasks at once; once "
+        f"{args.busy} have started, user B submits {args.arrivals}, one every "
+        f"{args.spacing * 1000:.0f} ms (8x8 PNG, [grayscale])"
     )
     print(
         f"   `python -m server.processor`, concurrency {args.concurrency}, {args.workers} "
@@ -244,9 +250,10 @@ def report(args: argparse.Namespace, fair: Scenario, fifo: Scenario, theirs: flo
             )
         )
     print(
-        f"   drain rate (A's and B's, first start -> last end): fairness on "
-        f"{fair.rate:,.0f}/s, off {fifo.rate:,.0f}/s; procrastinate {theirs:,.0f} jobs/s "
-        f"({args.backlog} no-op jobs at once)"
+        f"   drain rate (A's and B's, first start -> last end; mean of {args.rounds} rounds): "
+        f"fairness on {fair.rate:,.0f}/s ({', '.join(f'{r:,.0f}' for r in fair.rates)}), "
+        f"off {fifo.rate:,.0f}/s ({', '.join(f'{r:,.0f}' for r in fifo.rates)}); "
+        f"procrastinate {theirs:,.0f} jobs/s ({args.backlog} no-op jobs at once)"
     )
     p99, aim = percentile(fair.waits, 99), percentile(idle, 99) + P99_MARGIN
     vs_fifo, vs_theirs = fair.rate / fifo.rate, fair.rate / theirs
@@ -273,9 +280,12 @@ async def bench(ctx: Context) -> None:
         flush=True,
     )
     started = time.perf_counter()
+    fair, fifo = Scenario("fair"), Scenario("fifo")
     try:
-        fair = await run_scenario(ctx, "fair", fair=True)
-        fifo = await run_scenario(ctx, "fifo", fair=False)
+        for number in range(1, ctx.args.rounds + 1):
+            order = [(fair, True), (fifo, False)]
+            for scenario, on in order if number % 2 else order[::-1]:
+                await run_scenario(ctx, scenario, on, number)
         theirs = await procrastinate_rate(ctx)
     finally:
         problems = await asyncio.to_thread(ctx.close_all)

@@ -16,14 +16,19 @@ SET row_security = off;
 --
 
 CREATE FUNCTION public.taskgate_add_to_queue(queue_user uuid, pending_delta bigint, running_delta bigint, claimed_delta bigint) RETURNS void
-    LANGUAGE sql
+    LANGUAGE plpgsql
     AS $$
-    UPDATE user_queues
-    SET pending = pending + pending_delta,
-        running = running + running_delta,
-        claimed = claimed + claimed_delta
-    WHERE user_id = queue_user
-      AND (pending_delta <> 0 OR running_delta <> 0 OR claimed_delta <> 0);
+BEGIN
+    -- plpgsql: its plan is cached for the session (a SQL function's is not).
+    IF pending_delta <> 0 OR running_delta <> 0 OR claimed_delta <> 0 THEN
+        UPDATE user_queues
+        SET pending = pending + pending_delta,
+            running = running + running_delta,
+            claimed = claimed + claimed_delta,
+            active = pending + pending_delta > 0
+        WHERE user_id = queue_user;
+    END IF;
+END;
 $$;
 
 
@@ -431,6 +436,8 @@ CREATE TABLE public.user_queues (
     running integer DEFAULT 0 NOT NULL,
     claimed bigint DEFAULT 0 NOT NULL,
     turn bigint DEFAULT 0 NOT NULL,
+    active boolean DEFAULT false NOT NULL,
+    CONSTRAINT user_queues_active_check CHECK ((active = (pending > 0))),
     CONSTRAINT user_queues_pending_check CHECK ((pending >= 0)),
     CONSTRAINT user_queues_running_check CHECK ((running >= 0))
 );
@@ -455,6 +462,13 @@ COMMENT ON COLUMN public.user_queues.claimed IS 'Tasks of the user ever claimed 
 --
 
 COMMENT ON COLUMN public.user_queues.turn IS 'When the user was last served (task_queue_turns): the smallest goes next; 0 for a user never served.';
+
+
+--
+-- Name: COLUMN user_queues.active; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.user_queues.active IS 'pending > 0, as a column of its own: the turn index covers only active users, and a count that changes without crossing zero is a HOT update (no index touched).';
 
 
 --
@@ -593,7 +607,7 @@ CREATE INDEX tasks_user_queue_idx ON public.tasks USING btree (user_id, priority
 -- Name: user_queues_turn_idx; Type: INDEX; Schema: public; Owner: -
 --
 
-CREATE INDEX user_queues_turn_idx ON public.user_queues USING btree (turn, user_id) WHERE (pending > 0);
+CREATE INDEX user_queues_turn_idx ON public.user_queues USING btree (turn, user_id) WHERE active;
 
 
 --

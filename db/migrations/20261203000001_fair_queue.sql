@@ -38,18 +38,21 @@ CREATE TABLE user_queues (
     running integer NOT NULL DEFAULT 0,
     claimed bigint  NOT NULL DEFAULT 0,
     turn    bigint  NOT NULL DEFAULT 0,
+    active  boolean NOT NULL DEFAULT false,
     CONSTRAINT user_queues_pending_check CHECK (pending >= 0),
-    CONSTRAINT user_queues_running_check CHECK (running >= 0)
+    CONSTRAINT user_queues_running_check CHECK (running >= 0),
+    CONSTRAINT user_queues_active_check CHECK (active = (pending > 0))
 );
 
 -- The claim walks the users with pending work, the one served longest ago
 -- first (ties by user id).
 CREATE INDEX user_queues_turn_idx
     ON user_queues (turn, user_id)
-    WHERE pending > 0;
+    WHERE active;
 
 COMMENT ON TABLE user_queues IS 'One row per user: their pending and running tasks (kept by triggers on tasks) and their turn in the fair claim. Claims lock the rows of the users they serve.';
 COMMENT ON COLUMN user_queues.claimed IS 'Tasks of the user ever claimed (pending -> running).';
+COMMENT ON COLUMN user_queues.active IS 'pending > 0, as a column of its own: the turn index covers only active users, and a count that changes without crossing zero is a HOT update (no index touched).';
 COMMENT ON COLUMN user_queues.turn IS 'When the user was last served (task_queue_turns): the smallest goes next; 0 for a user never served.';
 
 CREATE TABLE user_limits (
@@ -133,7 +136,8 @@ BEGIN
         UPDATE user_queues
         SET pending = pending + pending_delta,
             running = running + running_delta,
-            claimed = claimed + claimed_delta
+            claimed = claimed + claimed_delta,
+            active = pending + pending_delta > 0
         WHERE user_id = queue_user;
     END IF;
 END;
@@ -159,10 +163,11 @@ CREATE TRIGGER tasks_count_queue_delete
 
 COMMENT ON FUNCTION taskgate_count_queue() IS 'Keeps user_queues.pending, running and claimed in step with tasks, once per statement, rows locked in user_id order.';
 
-INSERT INTO user_queues (user_id, pending, running)
+INSERT INTO user_queues (user_id, pending, running, active)
 SELECT users.id,
        count(tasks.id) FILTER (WHERE tasks.status = 'pending'),
-       count(tasks.id) FILTER (WHERE tasks.status = 'running')
+       count(tasks.id) FILTER (WHERE tasks.status = 'running'),
+       count(tasks.id) FILTER (WHERE tasks.status = 'pending') > 0
 FROM users LEFT JOIN tasks ON tasks.user_id = users.id
 GROUP BY users.id;
 

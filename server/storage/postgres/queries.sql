@@ -117,7 +117,8 @@ RETURNING {task_columns};
 -- those whose queue row another claim holds; each gives the head of its
 -- queue (tasks_user_queue_idx: priority, then oldest first), a fair share of
 -- the batch at most. Everyone's first task comes before anyone's second.
--- The users served get new turns in the order they were served. The attempt
+-- The users served get new turns in the order they were served (unless one
+-- user alone has pending work). The attempt
 -- is counted and recorded in the same statement. Cost: the users walked
 -- (at most %(limit)s with due work) and their heads, whatever the backlog.
 WITH turns AS (
@@ -126,11 +127,15 @@ WITH turns AS (
                 ELSE least(%(limit)s, coalesce(l.max_running, %(max_running)s) - q.running)
            END AS room
     FROM user_queues AS q LEFT JOIN user_limits AS l ON l.user_id = q.user_id
-    WHERE q.pending > 0
+    WHERE q.active
       AND (coalesce(l.max_running, %(max_running)s) = 0
            OR q.running < coalesce(l.max_running, %(max_running)s))
-      AND EXISTS (SELECT FROM tasks AS t
-                  WHERE t.user_id = q.user_id AND t.status = 'pending' AND t.run_after <= now())
+      -- A due task, looked up per user in tasks_user_queue_idx (a scalar
+      -- subquery with LIMIT: never turned into a join over the whole backlog).
+      AND (SELECT true FROM tasks AS t
+           WHERE t.user_id = q.user_id AND t.status = 'pending' AND t.run_after <= now()
+           ORDER BY t.priority DESC, t.created_at, t.id
+           LIMIT 1)
     ORDER BY q.turn, q.user_id
     LIMIT %(limit)s
     FOR UPDATE OF q SKIP LOCKED
@@ -162,6 +167,9 @@ WITH turns AS (
           FROM (SELECT user_id, max(position) AS last FROM picked
                 GROUP BY user_id ORDER BY last) AS users_served) AS next
     WHERE q.user_id = next.user_id
+      -- Turns order users: alone in the queue, a user keeps theirs (no new
+      -- row version, no turn index entry per claim).
+      AND (SELECT count(*) FROM (SELECT FROM user_queues WHERE active LIMIT 2) AS two) > 1
 ), claimed AS (
     UPDATE tasks
     SET status = 'running',
@@ -416,8 +424,8 @@ SELECT
     coalesce(extract(epoch FROM now() - (SELECT min(created_at) FROM tasks
                                          WHERE status = 'pending')), 0)::float8
         AS oldest_pending_seconds,
-    (SELECT count(*) FROM user_queues WHERE pending > 0) AS users_pending,
-    (SELECT coalesce(max(pending), 0) FROM user_queues WHERE pending > 0) AS largest_backlog;
+    (SELECT count(*) FROM user_queues WHERE active) AS users_pending,
+    (SELECT coalesce(max(pending), 0) FROM user_queues WHERE active) AS largest_backlog;
 
 -- name: queue_position_fair
 -- An estimate of how many tasks start before a pending one, if no more
@@ -443,7 +451,7 @@ SELECT (own.ahead + coalesce((
            SELECT sum(least(q.pending,
                             own.ahead + ((q.turn, q.user_id) < (me.turn, me.user_id))::int))
            FROM user_queues AS q
-           WHERE q.pending > 0 AND q.user_id <> me.user_id), 0))::bigint AS position
+           WHERE q.active AND q.user_id <> me.user_id), 0))::bigint AS position
 FROM me, own;
 
 -- name: queue_position_fifo
