@@ -180,13 +180,13 @@ WITH turns AS (
         heartbeat_at = now(),
         started_at = now(),
         updated_at = now()
-    FROM picked
-    WHERE tasks.id = picked.id
+    -- = ANY(ARRAY(...)): primary key lookups, whatever the plan guesses of the
+    -- batch's size (a join could hash the whole table in a generic plan).
+    WHERE tasks.id = ANY(ARRAY(SELECT id FROM picked))
     RETURNING tasks.id, tasks.attempts, tasks.filters, tasks.output_format, tasks.input_width,
               tasks.input_height, tasks.request_id, tasks.created_at, tasks.started_at,
               tasks.run_after, tasks.user_id, tasks.claims_mark, tasks.user_claims_mark,
-              nextval('task_claims') AS claim_number,
-              picked.position, picked.claimed + picked.rank - 1 AS own_claims
+              nextval('task_claims') AS claim_number
 ), recorded AS (
     INSERT INTO task_attempts (task_id, attempt, processor_id, started_at)
     SELECT id, attempts, %(owner)s, started_at FROM claimed
@@ -203,6 +203,8 @@ SELECT id AS task_id, attempts AS attempt, filters, output_format, input_width, 
             THEN greatest(0, claim_number - claims_mark - 1 - (own_claims - user_claims_mark))
        END AS overtaken
 FROM claimed CROSS JOIN noted
+     JOIN (SELECT id AS picked_id, position, claimed + rank - 1 AS own_claims FROM picked) AS p
+       ON p.picked_id = claimed.id
 ORDER BY position;
 
 -- name: claim_tasks_fifo
@@ -226,8 +228,7 @@ WITH due AS (
         heartbeat_at = now(),
         started_at = now(),
         updated_at = now()
-    FROM due
-    WHERE id = due_id
+    WHERE id = ANY(ARRAY(SELECT due_id FROM due))
     RETURNING tasks.id, tasks.attempts, tasks.filters, tasks.output_format, tasks.input_width,
               tasks.input_height, tasks.request_id, tasks.created_at, tasks.started_at,
               tasks.run_after, tasks.user_id, tasks.claims_mark, tasks.user_claims_mark,
