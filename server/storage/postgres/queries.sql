@@ -167,9 +167,11 @@ WITH turns AS (
           FROM (SELECT user_id, max(position) AS last FROM picked
                 GROUP BY user_id ORDER BY last) AS users_served) AS next
     WHERE q.user_id = next.user_id
+      AND q.user_id = ANY(ARRAY(SELECT user_id FROM picked))  -- by primary key
       -- Turns order users: alone in the queue, a user keeps theirs (no new
       -- row version, no turn index entry per claim).
-      AND (SELECT count(*) FROM (SELECT FROM user_queues WHERE active LIMIT 2) AS two) > 1
+      AND (SELECT count(*) FROM (SELECT FROM user_queues WHERE active
+                                 ORDER BY turn, user_id LIMIT 2) AS two) > 1
 ), claimed AS (
     UPDATE tasks
     SET status = 'running',
