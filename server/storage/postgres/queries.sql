@@ -115,8 +115,8 @@ RETURNING {task_columns};
 -- users with pending work are walked by turn, the one served longest ago
 -- first (user_queues_turn_idx), skipping those at their running limit and
 -- those whose queue row another claim holds; each gives the head of its
--- queue (tasks_user_queue_idx: priority, then oldest first), a fair share of
--- the batch at most. Everyone's first task comes before anyone's second.
+-- queue (tasks_user_queue_idx: priority, then oldest first), up to what could
+-- fill the batch. Everyone's first task comes before anyone's second.
 -- The users served get new turns in the order they were served (unless one
 -- user alone has pending work). The attempt
 -- is counted and recorded in the same statement. Cost: the users walked
@@ -140,7 +140,9 @@ WITH turns AS (
     LIMIT %(limit)s
     FOR UPDATE OF q SKIP LOCKED
 ), share AS (
-    SELECT ceil(%(limit)s::numeric / greatest(count(*), 1))::int AS per_user FROM turns
+    -- Enough from each user to fill the batch when the others have one task
+    -- each; the picks below keep the rounds.
+    SELECT %(limit)s - greatest(count(*), 1) + 1 AS per_user FROM turns
 ), heads AS (
     SELECT turns.user_id, turns.turn, turns.claimed, head.id, head.priority, head.created_at
     FROM turns CROSS JOIN share CROSS JOIN LATERAL (
