@@ -29,7 +29,7 @@ CREATE SEQUENCE task_claims;
 -- Called once: last_value (what a new task notes) is then the last claim's number.
 SELECT setval('task_claims', 1);
 
-COMMENT ON SEQUENCE task_queue_turns IS 'Hands out user_queues.turn: a user served later gets a larger one.';
+COMMENT ON SEQUENCE task_queue_turns IS 'One value per claim that rotates users: user_queues.turn is 1000 times it plus the order served.';
 COMMENT ON SEQUENCE task_claims IS 'One value per claimed task: the global count of claims.';
 
 CREATE TABLE user_queues (
@@ -82,35 +82,52 @@ CREATE TRIGGER users_create_queue
 
 COMMENT ON FUNCTION taskgate_create_user_queue() IS 'Every user gets a user_queues row.';
 
--- Keeps user_queues.pending, running and claimed: once per statement, the
--- users' rows updated in user_id order (so that two statements never wait
--- for each other's rows in opposite orders).
+-- Keeps user_queues.pending, running and claimed, and gives the users a
+-- claim served new turns: once per statement, the users' rows updated in
+-- user_id order (so that two statements never wait for each other's rows in
+-- opposite orders).
 CREATE FUNCTION taskgate_count_queue() RETURNS trigger
     LANGUAGE plpgsql
 AS $$
 DECLARE
     change record;
+    base bigint;
 BEGIN
     IF TG_OP = 'INSERT' THEN
         FOR change IN
             SELECT user_id, count(*) FILTER (WHERE status = 'pending') AS pending,
-                   count(*) FILTER (WHERE status = 'running') AS running, 0 AS claimed
+                   count(*) FILTER (WHERE status = 'running') AS running
             FROM new_rows GROUP BY user_id ORDER BY user_id
         LOOP
-            PERFORM taskgate_add_to_queue(change.user_id, change.pending, change.running, 0);
+            PERFORM taskgate_add_to_queue(change.user_id, change.pending, change.running, 0, NULL);
         END LOOP;
     ELSIF TG_OP = 'UPDATE' THEN
+        -- A claim: its users go to the back, in the order it served them (the
+        -- fewest tasks first, then the older turn, then the user id: the order
+        -- of their last tasks in the batch). A user alone keeps their turn.
+        IF EXISTS (SELECT FROM new_rows AS n JOIN old_rows AS o ON o.id = n.id
+                   WHERE o.status = 'pending' AND n.status = 'running')
+           AND (SELECT count(*) FROM (SELECT FROM user_queues WHERE active
+                                      ORDER BY turn, user_id LIMIT 2) AS two) > 1 THEN
+            base := nextval('task_queue_turns') * 1000;
+        END IF;
         FOR change IN
-            SELECT n.user_id,
-                   sum((n.status = 'pending')::int - (o.status = 'pending')::int) AS pending,
-                   sum((n.status = 'running')::int - (o.status = 'running')::int) AS running,
-                   count(*) FILTER (WHERE o.status = 'pending' AND n.status = 'running') AS claimed
-            FROM new_rows AS n JOIN old_rows AS o ON o.id = n.id
-            WHERE n.status IS DISTINCT FROM o.status
-            GROUP BY n.user_id ORDER BY n.user_id
+            SELECT d.*, CASE WHEN d.claimed > 0 THEN
+                   base + row_number() OVER (PARTITION BY d.claimed > 0
+                                             ORDER BY d.claimed, q.turn, d.user_id) END AS turn
+            FROM (SELECT n.user_id,
+                         sum((n.status = 'pending')::int - (o.status = 'pending')::int) AS pending,
+                         sum((n.status = 'running')::int - (o.status = 'running')::int) AS running,
+                         count(*) FILTER (WHERE o.status = 'pending' AND n.status = 'running')
+                             AS claimed
+                  FROM new_rows AS n JOIN old_rows AS o ON o.id = n.id
+                  WHERE n.status IS DISTINCT FROM o.status
+                  GROUP BY n.user_id) AS d
+            JOIN user_queues AS q ON q.user_id = d.user_id
+            ORDER BY d.user_id
         LOOP
             PERFORM taskgate_add_to_queue(change.user_id, change.pending, change.running,
-                                          change.claimed);
+                                          change.claimed, change.turn);
         END LOOP;
     ELSE
         FOR change IN
@@ -118,7 +135,8 @@ BEGIN
                    count(*) FILTER (WHERE status = 'running') AS running
             FROM old_rows GROUP BY user_id ORDER BY user_id
         LOOP
-            PERFORM taskgate_add_to_queue(change.user_id, -change.pending, -change.running, 0);
+            PERFORM taskgate_add_to_queue(change.user_id, -change.pending, -change.running, 0,
+                                          NULL);
         END LOOP;
     END IF;
     RETURN NULL;
@@ -126,18 +144,20 @@ END;
 $$;
 
 CREATE FUNCTION taskgate_add_to_queue(
-    queue_user uuid, pending_delta bigint, running_delta bigint, claimed_delta bigint
+    queue_user uuid, pending_delta bigint, running_delta bigint, claimed_delta bigint,
+    new_turn bigint
 ) RETURNS void
     LANGUAGE plpgsql
 AS $$
 BEGIN
     -- plpgsql: its plan is cached for the session (a SQL function's is not).
-    IF pending_delta <> 0 OR running_delta <> 0 OR claimed_delta <> 0 THEN
+    IF pending_delta <> 0 OR running_delta <> 0 OR claimed_delta <> 0 OR new_turn IS NOT NULL THEN
         UPDATE user_queues
         SET pending = pending + pending_delta,
             running = running + running_delta,
             claimed = claimed + claimed_delta,
-            active = pending + pending_delta > 0
+            active = pending + pending_delta > 0,
+            turn = coalesce(new_turn, turn)
         WHERE user_id = queue_user;
     END IF;
 END;
@@ -161,7 +181,7 @@ CREATE TRIGGER tasks_count_queue_delete
     FOR EACH STATEMENT
     EXECUTE FUNCTION taskgate_count_queue();
 
-COMMENT ON FUNCTION taskgate_count_queue() IS 'Keeps user_queues.pending, running and claimed in step with tasks, once per statement, rows locked in user_id order.';
+COMMENT ON FUNCTION taskgate_count_queue() IS 'Keeps user_queues.pending, running and claimed in step with tasks and moves the users a claim served to the back (turn), once per statement, rows locked in user_id order.';
 
 INSERT INTO user_queues (user_id, pending, running, active)
 SELECT users.id,
@@ -176,7 +196,7 @@ DROP TRIGGER IF EXISTS tasks_count_queue_delete ON tasks;
 DROP TRIGGER IF EXISTS tasks_count_queue_update ON tasks;
 DROP TRIGGER IF EXISTS tasks_count_queue_insert ON tasks;
 DROP FUNCTION IF EXISTS taskgate_count_queue();
-DROP FUNCTION IF EXISTS taskgate_add_to_queue(uuid, bigint, bigint, bigint);
+DROP FUNCTION IF EXISTS taskgate_add_to_queue(uuid, bigint, bigint, bigint, bigint);
 DROP TRIGGER IF EXISTS users_create_queue ON users;
 DROP FUNCTION IF EXISTS taskgate_create_user_queue();
 DROP TABLE IF EXISTS user_limits;

@@ -118,7 +118,8 @@ RETURNING {task_columns};
 -- queue (tasks_user_queue_idx: priority, then oldest first), up to what could
 -- fill the batch. Everyone's first task comes before anyone's second.
 -- The users served get new turns in the order they were served (unless one
--- user alone has pending work). The attempt
+-- user alone has pending work), by the trigger that counts the claim: an
+-- UPDATE of user_queues in this statement made it much slower. The attempt
 -- is counted and recorded in the same statement. Cost: the users walked
 -- (at most %(limit)s with due work) and their heads, whatever the backlog.
 WITH turns AS (
@@ -162,18 +163,6 @@ WITH turns AS (
     FROM ranked
     ORDER BY rank, turn, user_id
     LIMIT %(limit)s
-), served AS (
-    UPDATE user_queues AS q
-    SET turn = next.turn
-    FROM (SELECT user_id, nextval('task_queue_turns') AS turn
-          FROM (SELECT user_id, max(position) AS last FROM picked
-                GROUP BY user_id ORDER BY last) AS users_served) AS next
-    WHERE q.user_id = next.user_id
-      AND q.user_id = ANY(ARRAY(SELECT user_id FROM picked))  -- by primary key
-      -- Turns order users: alone in the queue, a user keeps theirs (no new
-      -- row version, no turn index entry per claim).
-      AND (SELECT count(*) FROM (SELECT FROM user_queues WHERE active
-                                 ORDER BY turn, user_id LIMIT 2) AS two) > 1
 ), claimed AS (
     UPDATE tasks
     SET status = 'running',
