@@ -59,6 +59,12 @@ class ProcessorRuntime:
             # No round trip to check each connection: a statement on a broken one
             # fails, and its task is retried once its lease expires.
             check_on_checkout=False,
+            # Plan each statement once per connection. The processor's statements
+            # are written for a generic plan (bench-claim-plan: the claims' generic
+            # plans are as flat as their custom ones), and left to choose, Postgres
+            # re-planned the fair claim on every execution: a third more of its CPU
+            # per task (bench-fairness's drain).
+            settings={"plan_cache_mode": "force_generic_plan"},
         )
         if db_metrics is not None:
             db_metrics.pools.add("processor", self.pool)
