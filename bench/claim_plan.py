@@ -7,9 +7,10 @@ user — and runs the processor's claim statements (``claim_tasks_fair``, and
 ``claim_tasks_fifo`` for comparison) under ``EXPLAIN (ANALYZE, BUFFERS)`` in a
 transaction that is rolled back, so every run sees the same backlog. It prints
 the median execution time and buffers per statement and step, both with the
-custom plan (the first executions of a prepared statement) and the generic
-plan (what psycopg's prepared statement may settle on after five), and the
-fair claim's plan at 100,000 tasks across 1,000 users.
+custom plan and the generic plan (what the processor runs: its connections
+set plan_cache_mode=force_generic_plan, and psycopg prepares a statement
+after five runs), and the fair claim's plan at 100,000 tasks across 1,000
+users.
 """
 
 from __future__ import annotations

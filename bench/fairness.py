@@ -236,7 +236,7 @@ def report(args: argparse.Namespace, fair: Scenario, fifo: Scenario, theirs: flo
         f"   `python -m server.processor`, concurrency {args.concurrency}, {args.workers} "
         "workers; create->start = started_at - created_at (Postgres's clock)"
     )
-    row = "   {:<34}{:>10}{:>10}{:>10}"
+    row = "   {:<34}{:>11}{:>11}{:>11}"
     print(row.format("B's create->start", "p50", "p99", "max"))
     idle = fair.idle + fifo.idle
     for name, values in (
