@@ -19,7 +19,7 @@ CALLER_URLS_ONLY := env $(if $(filter file,$(origin TASKGATE_DATABASE_URL)),-u T
 
 .PHONY: help install run migrate migrate-check migrate-schema proto proto-check buf-lint \
         lint fmt test test-only bench bench-auth bench-abuse bench-tasks bench-gateway bench-replicas \
-        bench-events bench-tracing \
+        bench-events bench-tracing bench-fairness bench-claim-plan \
         run-gateway demo up down clean
 
 help:
@@ -35,6 +35,8 @@ help:
 	@echo "make migrate-schema rewrite db/schema.sql from the migrations"
 	@echo "make bench-auth     GetUser (through auth) vs health Check, calls/s"
 	@echo "make bench-tasks    task drain rate vs procrastinate, end to end, latency, image work"
+	@echo "make bench-fairness one user's backlog vs another's tasks, fairness on/off, vs procrastinate"
+	@echo "make bench-claim-plan  EXPLAIN ANALYZE of the claim as the backlog grows to 100,000"
 	@echo "make bench-abuse    server RSS under anonymous max-size floods; login latency under an argon2 flood"
 	@echo "make bench-gateway  GetTask over HTTP through the gateway vs gRPC, calls/s and CPU"
 	@echo "make bench-replicas read-after-write load: primary alone vs primary + a streaming replica"
@@ -96,7 +98,8 @@ test: install lint
 test-only: $(VENV)/.installed
 	$(BIN)/pytest --cov --cov-report=term --cov-fail-under=85 $(PYTEST_ARGS)
 
-bench: bench-auth bench-abuse bench-tasks bench-gateway bench-replicas bench-events bench-tracing
+bench: bench-auth bench-abuse bench-tasks bench-gateway bench-replicas bench-events bench-tracing \
+       bench-fairness bench-claim-plan
 
 bench-auth: $(VENV)/.installed
 	$(BIN)/python -m bench.auth $(BENCH_ARGS)
@@ -126,6 +129,12 @@ bench-tasks: $(VENV)/.bench-installed
 
 bench-events: $(VENV)/.bench-installed
 	$(BIN)/python -m bench.events $(BENCH_ARGS)
+
+bench-fairness: $(VENV)/.bench-installed
+	$(BIN)/python -m bench.fairness $(BENCH_ARGS)
+
+bench-claim-plan: $(VENV)/.installed
+	$(BIN)/python -m bench.claim_plan $(BENCH_ARGS)
 
 # The whole stack in Docker, with Prometheus and Grafana (needs Docker with compose v2).
 up:

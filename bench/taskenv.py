@@ -198,6 +198,9 @@ def _task_params(batch: TaskBatch, request_id: str) -> dict[str, Any]:
         "height": batch.info.height,
         "size_bytes": batch.info.size_bytes,
         "max_attempts": batch.max_attempts,
+        "priority": 0,
+        "max_pending": 0,  # the bench's backlogs are not limited
+        "trace_context": None,
     }
 
 

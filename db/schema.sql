@@ -12,6 +12,118 @@ SET client_min_messages = warning;
 SET row_security = off;
 
 --
+-- Name: taskgate_add_to_queue(uuid, bigint, bigint, bigint, bigint); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.taskgate_add_to_queue(queue_user uuid, pending_delta bigint, running_delta bigint, claimed_delta bigint, new_turn bigint) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    -- plpgsql: its plan is cached for the session (a SQL function's is not).
+    IF pending_delta <> 0 OR running_delta <> 0 OR claimed_delta <> 0 OR new_turn IS NOT NULL THEN
+        UPDATE user_queues
+        SET pending = pending + pending_delta,
+            running = running + running_delta,
+            claimed = claimed + claimed_delta,
+            active = pending + pending_delta > 0,
+            turn = coalesce(new_turn, turn)
+        WHERE user_id = queue_user;
+    END IF;
+END;
+$$;
+
+
+--
+-- Name: taskgate_count_queue(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.taskgate_count_queue() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    change record;
+    base bigint;
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        FOR change IN
+            SELECT user_id, count(*) FILTER (WHERE status = 'pending') AS pending,
+                   count(*) FILTER (WHERE status = 'running') AS running
+            FROM new_rows GROUP BY user_id ORDER BY user_id
+        LOOP
+            PERFORM taskgate_add_to_queue(change.user_id, change.pending, change.running, 0, NULL);
+        END LOOP;
+    ELSIF TG_OP = 'UPDATE' THEN
+        -- A claim: its users go to the back, in the order it served them (the
+        -- fewest tasks first, then the older turn, then the user id: the order
+        -- of their last tasks in the batch). A user alone keeps their turn.
+        IF EXISTS (SELECT FROM new_rows AS n JOIN old_rows AS o ON o.id = n.id
+                   WHERE o.status = 'pending' AND n.status = 'running')
+           AND (SELECT count(*) FROM (SELECT FROM user_queues WHERE active
+                                      ORDER BY turn, user_id LIMIT 2) AS two) > 1 THEN
+            base := nextval('task_queue_turns') * 1000;
+        END IF;
+        FOR change IN
+            SELECT d.*, CASE WHEN d.claimed > 0 THEN
+                   base + row_number() OVER (PARTITION BY d.claimed > 0
+                                             ORDER BY d.claimed, q.turn, d.user_id) END AS turn
+            FROM (SELECT n.user_id,
+                         sum((n.status = 'pending')::int - (o.status = 'pending')::int) AS pending,
+                         sum((n.status = 'running')::int - (o.status = 'running')::int) AS running,
+                         count(*) FILTER (WHERE o.status = 'pending' AND n.status = 'running')
+                             AS claimed
+                  FROM new_rows AS n JOIN old_rows AS o ON o.id = n.id
+                  WHERE n.status IS DISTINCT FROM o.status
+                  GROUP BY n.user_id) AS d
+            JOIN user_queues AS q ON q.user_id = d.user_id
+            ORDER BY d.user_id
+        LOOP
+            PERFORM taskgate_add_to_queue(change.user_id, change.pending, change.running,
+                                          change.claimed, change.turn);
+        END LOOP;
+    ELSE
+        FOR change IN
+            SELECT user_id, count(*) FILTER (WHERE status = 'pending') AS pending,
+                   count(*) FILTER (WHERE status = 'running') AS running
+            FROM old_rows GROUP BY user_id ORDER BY user_id
+        LOOP
+            PERFORM taskgate_add_to_queue(change.user_id, -change.pending, -change.running, 0,
+                                          NULL);
+        END LOOP;
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+
+--
+-- Name: FUNCTION taskgate_count_queue(); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.taskgate_count_queue() IS 'Keeps user_queues.pending, running and claimed in step with tasks and moves the users a claim served to the back (turn), once per statement, rows locked in user_id order.';
+
+
+--
+-- Name: taskgate_create_user_queue(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.taskgate_create_user_queue() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    INSERT INTO user_queues (user_id) VALUES (NEW.id);
+    RETURN NULL;
+END;
+$$;
+
+
+--
+-- Name: FUNCTION taskgate_create_user_queue(); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.taskgate_create_user_queue() IS 'Every user gets a user_queues row.';
+
+
+--
 -- Name: taskgate_fan_out_webhooks(); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -177,6 +289,25 @@ COMMENT ON COLUMN public.task_attempts.outcome IS 'running; completed, failed or
 
 
 --
+-- Name: task_claims; Type: SEQUENCE; Schema: public; Owner: -
+--
+
+CREATE SEQUENCE public.task_claims
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+
+--
+-- Name: SEQUENCE task_claims; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON SEQUENCE public.task_claims IS 'One value per claimed task: the global count of claims.';
+
+
+--
 -- Name: task_events; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -233,6 +364,25 @@ ALTER SEQUENCE public.task_events_id_seq OWNED BY public.task_events.id;
 
 
 --
+-- Name: task_queue_turns; Type: SEQUENCE; Schema: public; Owner: -
+--
+
+CREATE SEQUENCE public.task_queue_turns
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+
+--
+-- Name: SEQUENCE task_queue_turns; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON SEQUENCE public.task_queue_turns IS 'One value per claim that rotates users: user_queues.turn is 1000 times it plus the order served.';
+
+
+--
 -- Name: tasks; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -270,12 +420,16 @@ CREATE TABLE public.tasks (
     request_id text,
     images_pruned_at timestamp with time zone,
     trace_context jsonb,
+    priority smallint DEFAULT 0 NOT NULL,
+    claims_mark bigint DEFAULT 0 NOT NULL,
+    user_claims_mark bigint DEFAULT 0 NOT NULL,
     CONSTRAINT tasks_attempts_check CHECK ((attempts >= 0)),
     CONSTRAINT tasks_filters_array_check CHECK ((jsonb_typeof(filters) = 'array'::text)),
     CONSTRAINT tasks_idempotency_key_hash_check CHECK (((idempotency_key IS NULL) OR (request_hash IS NOT NULL))),
     CONSTRAINT tasks_input_kept_while_open_check CHECK (((status <> ALL (ARRAY['pending'::text, 'running'::text])) OR (input_image IS NOT NULL))),
     CONSTRAINT tasks_max_attempts_check CHECK ((max_attempts > 0)),
     CONSTRAINT tasks_output_format_check CHECK ((output_format = ANY (ARRAY['png'::text, 'jpeg'::text, 'webp'::text]))),
+    CONSTRAINT tasks_priority_check CHECK (((priority >= '-10'::integer) AND (priority <= 10))),
     CONSTRAINT tasks_progress_check CHECK (((progress >= 0) AND (progress <= jsonb_array_length(filters)))),
     CONSTRAINT tasks_running_has_lease_check CHECK (((status <> 'running'::text) OR ((lease_owner IS NOT NULL) AND (lease_expires_at IS NOT NULL)))),
     CONSTRAINT tasks_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'running'::text, 'completed'::text, 'failed'::text, 'cancelled'::text])))
@@ -386,6 +540,93 @@ COMMENT ON COLUMN public.tasks.images_pruned_at IS 'When input_image and result_
 --
 
 COMMENT ON COLUMN public.tasks.trace_context IS 'The W3C trace context (traceparent, tracestate) of the CreateTask call; the processor''s attempt spans join that trace.';
+
+
+--
+-- Name: COLUMN tasks.priority; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.tasks.priority IS 'Orders the user''s own pending tasks: higher first (-10..10, default 0); never other users'' tasks.';
+
+
+--
+-- Name: COLUMN tasks.claims_mark; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.tasks.claims_mark IS 'Claims made (task_claims) when the task was created: with user_claims_mark, how many other users'' tasks started while it waited.';
+
+
+--
+-- Name: COLUMN tasks.user_claims_mark; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.tasks.user_claims_mark IS 'user_queues.claimed of its user when the task was created.';
+
+
+--
+-- Name: user_limits; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.user_limits (
+    user_id uuid NOT NULL,
+    max_pending integer,
+    max_running integer,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT user_limits_max_pending_check CHECK ((max_pending >= 0)),
+    CONSTRAINT user_limits_max_running_check CHECK ((max_running >= 0))
+);
+
+
+--
+-- Name: TABLE user_limits; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.user_limits IS 'Per-user overrides of TASKGATE_USER_MAX_PENDING and TASKGATE_USER_MAX_RUNNING; NULL keeps the setting, 0 means no limit.';
+
+
+--
+-- Name: user_queues; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.user_queues (
+    user_id uuid NOT NULL,
+    pending integer DEFAULT 0 NOT NULL,
+    running integer DEFAULT 0 NOT NULL,
+    claimed bigint DEFAULT 0 NOT NULL,
+    turn bigint DEFAULT 0 NOT NULL,
+    active boolean DEFAULT false NOT NULL,
+    CONSTRAINT user_queues_active_check CHECK ((active = (pending > 0))),
+    CONSTRAINT user_queues_pending_check CHECK ((pending >= 0)),
+    CONSTRAINT user_queues_running_check CHECK ((running >= 0))
+);
+
+
+--
+-- Name: TABLE user_queues; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.user_queues IS 'One row per user: their pending and running tasks (kept by triggers on tasks) and their turn in the fair claim. Claims lock the rows of the users they serve.';
+
+
+--
+-- Name: COLUMN user_queues.claimed; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.user_queues.claimed IS 'Tasks of the user ever claimed (pending -> running).';
+
+
+--
+-- Name: COLUMN user_queues.turn; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.user_queues.turn IS 'When the user was last served (task_queue_turns): the smallest goes next; 0 for a user never served.';
+
+
+--
+-- Name: COLUMN user_queues.active; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.user_queues.active IS 'pending > 0, as a column of its own: the turn index covers only active users, and a count that changes without crossing zero is a HOT update (no index touched).';
 
 
 --
@@ -586,6 +827,22 @@ ALTER TABLE ONLY public.tasks
 
 
 --
+-- Name: user_limits user_limits_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.user_limits
+    ADD CONSTRAINT user_limits_pkey PRIMARY KEY (user_id);
+
+
+--
+-- Name: user_queues user_queues_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.user_queues
+    ADD CONSTRAINT user_queues_pkey PRIMARY KEY (user_id);
+
+
+--
 -- Name: users users_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -655,6 +912,13 @@ CREATE INDEX tasks_lease_expiry_idx ON public.tasks USING btree (lease_expires_a
 
 
 --
+-- Name: tasks_pending_created_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX tasks_pending_created_idx ON public.tasks USING btree (created_at, id) WHERE (status = 'pending'::text);
+
+
+--
 -- Name: tasks_prunable_idx; Type: INDEX; Schema: public; Owner: -
 --
 
@@ -673,6 +937,20 @@ CREATE INDEX tasks_user_created_idx ON public.tasks USING btree (user_id, create
 --
 
 CREATE UNIQUE INDEX tasks_user_idempotency_key ON public.tasks USING btree (user_id, idempotency_key) WHERE (idempotency_key IS NOT NULL);
+
+
+--
+-- Name: tasks_user_queue_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX tasks_user_queue_idx ON public.tasks USING btree (user_id, priority DESC, created_at, id) WHERE (status = 'pending'::text);
+
+
+--
+-- Name: user_queues_turn_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX user_queues_turn_idx ON public.user_queues USING btree (turn, user_id) WHERE active;
 
 
 --
@@ -739,6 +1017,27 @@ CREATE TRIGGER task_events_sequence BEFORE INSERT ON public.task_events FOR EACH
 
 
 --
+-- Name: tasks tasks_count_queue_delete; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER tasks_count_queue_delete AFTER DELETE ON public.tasks REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION public.taskgate_count_queue();
+
+
+--
+-- Name: tasks tasks_count_queue_insert; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER tasks_count_queue_insert AFTER INSERT ON public.tasks REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION public.taskgate_count_queue();
+
+
+--
+-- Name: tasks tasks_count_queue_update; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER tasks_count_queue_update AFTER UPDATE ON public.tasks REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION public.taskgate_count_queue();
+
+
+--
 -- Name: tasks tasks_notify_change; Type: TRIGGER; Schema: public; Owner: -
 --
 
@@ -760,6 +1059,13 @@ CREATE TRIGGER tasks_notify_pending_update AFTER UPDATE ON public.tasks FOR EACH
 
 
 --
+-- Name: users users_create_queue; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER users_create_queue AFTER INSERT ON public.users FOR EACH ROW EXECUTE FUNCTION public.taskgate_create_user_queue();
+
+
+--
 -- Name: task_attempts task_attempts_task_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -773,6 +1079,22 @@ ALTER TABLE ONLY public.task_attempts
 
 ALTER TABLE ONLY public.tasks
     ADD CONSTRAINT tasks_user_id_fkey FOREIGN KEY (user_id) REFERENCES public.users(id) ON DELETE CASCADE;
+
+
+--
+-- Name: user_limits user_limits_user_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.user_limits
+    ADD CONSTRAINT user_limits_user_id_fkey FOREIGN KEY (user_id) REFERENCES public.users(id) ON DELETE CASCADE;
+
+
+--
+-- Name: user_queues user_queues_user_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.user_queues
+    ADD CONSTRAINT user_queues_user_id_fkey FOREIGN KEY (user_id) REFERENCES public.users(id) ON DELETE CASCADE;
 
 
 --
@@ -817,4 +1139,5 @@ INSERT INTO public.schema_migrations (version) VALUES
     ('20261203000001'),
     ('20261203000002'),
     ('20261203070000'),
-    ('20261203070100');
+    ('20261203070100'),
+    ('20261203080000');

@@ -194,7 +194,9 @@ class App:
             wakeups=feed_wakeups,
             poll_interval=settings.watch_poll_interval,
         )
-        task_repository = TaskRepository(database=database, reads=self.reads)
+        task_repository = TaskRepository(
+            database=database, reads=self.reads, fair=settings.queue_fairness
+        )
         self.tasks = TaskService(
             tasks=task_repository,
             events=events,
@@ -204,6 +206,7 @@ class App:
                 max_attempts=settings.task_max_attempts,
                 watch_poll_interval=settings.watch_poll_interval,
                 result_chunk_bytes=result_chunk_bytes(settings.max_message_bytes),
+                max_pending=settings.user_max_pending,
             ),
             metrics=self.task_metrics,
         )

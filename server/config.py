@@ -96,6 +96,7 @@ class Settings(LoggingSettings, DatabaseSettings, ReplicaSettings, RedisSettings
 
     # Tasks.
     max_image_bytes: Count = 10 * 1024 * 1024
+    user_max_pending: NonNegative = 10_000
     task_max_attempts: Count = 3
     watch_poll_interval: Duration = 5.0
 

@@ -8,8 +8,8 @@
     ├── NotFound                    NOT_FOUND
     ├── AlreadyExists               ALREADY_EXISTS
     ├── FailedPrecondition          FAILED_PRECONDITION
-    ├── ResourceExhausted           RESOURCE_EXHAUSTED, with a retry delay
-    │   └── QuotaExceeded           ... and the quota that was reached (google.rpc.QuotaFailure)
+    ├── ResourceExhausted           RESOURCE_EXHAUSTED, with a retry delay (and quota violations)
+    │   └── QuotaExceeded           ... a limit on what is held at once (google.rpc.QuotaFailure)
     ├── MessageTooLarge             RESOURCE_EXHAUSTED (a request past its method's limit)
     ├── Unavailable                 UNAVAILABLE (Postgres or Redis unreachable)
     ├── DeadlineExceeded            DEADLINE_EXCEEDED (the caller's deadline came first)
@@ -31,6 +31,14 @@ class FieldViolation:
     """One bad field of a request: its path (``filters[2].blur.radius``) and why."""
 
     field: str
+    description: str
+
+
+@dataclass(frozen=True)
+class QuotaViolation:
+    """One quota a request ran into (a google.rpc.QuotaFailure violation)."""
+
+    subject: str
     description: str
 
 
@@ -75,9 +83,12 @@ class FailedPrecondition(TaskgateError):
 class ResourceExhausted(TaskgateError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
-    def __init__(self, message: str, *, retry_after: float) -> None:
+    def __init__(
+        self, message: str, *, retry_after: float, quota: tuple[QuotaViolation, ...] = ()
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.quota = quota
 
 
 class QuotaExceeded(ResourceExhausted):
@@ -88,7 +99,8 @@ class QuotaExceeded(ResourceExhausted):
     """
 
     def __init__(self, message: str, *, subject: str, description: str, retry_after: float) -> None:
-        super().__init__(message, retry_after=retry_after)
+        violation = QuotaViolation(subject, description)
+        super().__init__(message, retry_after=retry_after, quota=(violation,))
         self.subject = subject
         self.description = description
 

@@ -73,6 +73,7 @@ class NewTask:
     request_id: str | None
     max_attempts: int
     trace_context: dict[str, str] | None = None  # W3C traceparent/tracestate of the call
+    priority: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,11 +93,14 @@ class Task:
     max_attempts: int
     progress: int
     cancel_requested: bool
+    priority: int
     created_at: datetime
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
     images_pruned_at: datetime | None
+    # While PENDING, when asked for: an estimate of the tasks that start before it.
+    queue_position: int | None = None
 
     def duration(self, now: datetime) -> timedelta | None:
         """How long it has run: up to ``now`` while RUNNING, up to its end once ended."""
@@ -130,6 +134,7 @@ class Job:
     started_at: datetime
     run_after: datetime
     user_id: UUID | None = None
+    overtaken: int | None = None  # other users' tasks started while it waited (first attempt)
     trace_context: dict[str, str] | None = None  # of the call that created the task
 
 

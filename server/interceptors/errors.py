@@ -15,7 +15,7 @@ import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
-from server.errors import InvalidArgument, QuotaExceeded, ResourceExhausted, TaskgateError
+from server.errors import InvalidArgument, ResourceExhausted, TaskgateError
 from server.interceptors.wrap import Context, Scope, ScopedInterceptor, call_is_over
 
 log = logging.getLogger(__name__)
@@ -39,11 +39,16 @@ def status_details(error: TaskgateError) -> list[any_pb2.Any]:
         )
         details.append(_pack(bad_request))
     elif isinstance(error, ResourceExhausted):
-        if isinstance(error, QuotaExceeded):
-            violation = error_details_pb2.QuotaFailure.Violation(
-                subject=error.subject, description=error.description
+        if error.quota:
+            quota = error_details_pb2.QuotaFailure(
+                violations=[
+                    error_details_pb2.QuotaFailure.Violation(
+                        subject=v.subject, description=v.description
+                    )
+                    for v in error.quota
+                ]
             )
-            details.append(_pack(error_details_pb2.QuotaFailure(violations=[violation])))
+            details.append(_pack(quota))
         delay = duration_pb2.Duration()
         delay.FromNanoseconds(int(error.retry_after * 1e9))
         details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))

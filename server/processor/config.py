@@ -35,6 +35,8 @@ class ProcessorTuning(WebhookTuning):
     processor_stats_interval: Duration = 5.0
     max_image_pixels: Count = 40_000_000
     max_result_bytes: Count = 32 * 1024 * 1024
+    queue_fairness: bool = True
+    user_max_running: NonNegative = 0
     task_lease: Duration = 30.0
     task_retry_backoff: Duration = 2.0
     task_retry_backoff_max: Duration = 300.0

@@ -4,8 +4,9 @@
   at a time: it ends every attempt that finished since its last round trip
   (one fenced statement for them all, like River's batch completer) and, in
   the same round trip and transaction, claims up to the free concurrency
-  (``FOR UPDATE SKIP LOCKED``, attempts counted and recorded in the same
-  statement) and reads the claimed tasks' inputs. A busy queue costs about
+  (``FOR UPDATE SKIP LOCKED``, in turns across users, attempts counted and
+  recorded in the same statement: see ``QueueRepository``) and reads the
+  claimed tasks' inputs. A busy queue costs about
   one round trip per task, fewer when endings pile up during one. When idle
   it claims whenever a task becomes pending (LISTEN taskgate_tasks), a retry's
   backoff ends, or at the latest every ``poll_interval``.
@@ -276,6 +277,8 @@ class Processor:
         self._metrics.queue_wait.observe(
             max(0.0, (job.started_at - max(job.created_at, job.run_after)).total_seconds())
         )
+        if job.overtaken is not None:
+            self._metrics.overtaken.observe(job.overtaken)
         control = JobControl()
         task = asyncio.create_task(
             self._execute(claimed, control, window), name=f"task-{job.task_id}"
@@ -526,6 +529,8 @@ class Processor:
         self._metrics.queue_depth.set(stats.pending)
         self._metrics.running.set(stats.running)
         self._metrics.oldest_pending_age.set(stats.oldest_pending_seconds)
+        self._metrics.users_pending.set(stats.users_pending)
+        self._metrics.largest_backlog.set(stats.largest_backlog)
 
 
 class ProgressRecorder:

@@ -92,9 +92,12 @@ def task_to_proto(task: Task, now: datetime) -> pb.Task:
         attempts=task.attempts,
         progress=task.progress,
         cancel_requested=task.cancel_requested,
+        priority=task.priority,
         create_time=timestamp(task.created_at),
         update_time=timestamp(task.updated_at),
     )
+    if task.queue_position is not None:
+        message.queue_position = task.queue_position
     if task.result is not None:
         message.result.CopyFrom(image_info(task.result))
     if task.started_at is not None:

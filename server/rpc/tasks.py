@@ -40,6 +40,7 @@ class TaskServicer(pb_grpc.TaskServiceServicer):
             filters=[convert.step_from_proto(f) for f in request.filters],
             output_format=convert.output_format_from_proto(request.output_format),
             idempotency_key=request.idempotency_key,
+            priority=request.priority,
         )
         task = await self._tasks.create(current_user(), submission)
         return pb.CreateTaskResponse(task=self._proto(task))

@@ -3,9 +3,11 @@
 Everything a submission must satisfy is checked here before it is stored:
 the image (format, bytes, pixels and colour mode, from its header alone: the
 processor decodes it, so a call costs a few kilobytes of parsing whatever the
-image declares) and the pipeline (1-20 filters, each parameter in range, and no step producing more
-pixels than allowed), with one field violation per bad field. Another user's
-task is NOT_FOUND, as if it did not exist.
+image declares), the pipeline (1-20 filters, each parameter in range, and no
+step producing more pixels than allowed) and the priority, with one field
+violation per bad field. A user with their limit of pending tasks is refused
+(RESOURCE_EXHAUSTED with the quota and when to retry). Another user's task is
+NOT_FOUND, as if it did not exist.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import asyncio
 import hashlib
 import json
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from uuid import UUID
 
@@ -25,6 +27,8 @@ from server.errors import (
     FieldViolation,
     InvalidArgument,
     NotFound,
+    QuotaViolation,
+    ResourceExhausted,
 )
 from server.imaging.filters import CATALOGUE, FilterSpec, FilterStep
 from server.imaging.images import probe
@@ -35,7 +39,7 @@ from server.request_rules import declared, field_rule
 from server.services import page_tokens
 from server.services.rules import parse_uuid, string_violations
 from server.services.task_events import TaskEvents
-from server.storage.postgres.tasks import Cursor, StoredResult, TaskRepository
+from server.storage.postgres.tasks import Cursor, Inserted, StoredResult, TaskRepository
 from taskgate.v1 import task_service_pb2
 from taskgate_runtime import telemetry
 
@@ -55,6 +59,11 @@ def result_chunk_bytes(max_send_bytes: int) -> int:
     return max(1, min(RESULT_CHUNK_BYTES, max_send_bytes - _HTTP_BODY_OVERHEAD))
 
 
+PRIORITY = field_rule(task_service_pb2.CreateTaskRequest, "priority")
+PRIORITY_MIN = int(declared(PRIORITY.minimum, "priority's minimum"))
+PRIORITY_MAX = int(declared(PRIORITY.maximum, "priority's maximum"))
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -66,6 +75,8 @@ class TaskLimits:
     max_attempts: int
     watch_poll_interval: float
     result_chunk_bytes: int = RESULT_CHUNK_BYTES
+    max_pending: int = 0  # each user's pending tasks (0: no limit; user_limits overrides)
+    pending_retry_after: float = 5.0  # what a refusal at max_pending suggests
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +87,7 @@ class Submission:
     filters: Sequence[FilterStep]
     output_format: str
     idempotency_key: str
+    priority: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,11 +106,24 @@ def output_format_violations(output_format: str) -> list[FieldViolation]:
     return []
 
 
+def priority_violations(priority: int) -> list[FieldViolation]:
+    if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+        return [
+            FieldViolation(
+                "priority", f"must be from {PRIORITY_MIN} to {PRIORITY_MAX} (higher runs first)"
+            )
+        ]
+    return []
+
+
 def request_hash(submission: Submission) -> bytes:
     """The fingerprint that tells a retried submission from another one with the same key."""
     digest = hashlib.sha256()
     steps = [step.to_json() for step in submission.filters]
-    digest.update(json.dumps([steps, submission.output_format or "png"], sort_keys=True).encode())
+    fields: list[object] = [steps, submission.output_format or "png"]
+    if submission.priority:  # left out at the default: keys stored before priorities still match
+        fields.append(submission.priority)
+    digest.update(json.dumps(fields, sort_keys=True).encode())
     digest.update(submission.image)
     return digest.digest()
 
@@ -138,21 +163,40 @@ class TaskService:
             request_id=context.request_id.get(),
             max_attempts=self._limits.max_attempts,
             trace_context=telemetry.carrier() or None,
+            priority=submission.priority,
         )
-        task = await self._tasks.insert(new)
-        if task is not None:
-            context.task_id.set(task.id)
+        inserted = await self._tasks.insert(new, max_pending=self._limits.max_pending)
+        if inserted is None:
+            raise NotFound("the user no longer exists")
+        if inserted.task is not None:
+            context.task_id.set(inserted.task.id)
             self._metrics.created.inc()
-            return task
-        assert key is not None  # only a repeated key inserts nothing
-        earlier = await self._earlier(caller, key, fingerprint)
-        context.task_id.set(earlier.id)
-        return earlier
+            return inserted.task
+        if key is not None and (earlier := await self._earlier(caller, key, fingerprint)):
+            context.task_id.set(earlier.id)
+            return earlier
+        raise self._refused(caller, inserted)
 
-    async def _earlier(self, caller: UUID, key: str, fingerprint: bytes) -> Task:
+    def _refused(self, caller: UUID, inserted: Inserted) -> ResourceExhausted:
+        self._metrics.refused.labels("max_pending").inc()
+        limit = inserted.max_pending
+        return ResourceExhausted(
+            f"you have {inserted.queued} tasks waiting, the most allowed is {limit}; "
+            "submit more once some have started",
+            retry_after=self._limits.pending_retry_after,
+            quota=(
+                QuotaViolation(
+                    f"user:{caller}", f"at most {limit} pending tasks per user (max_pending)"
+                ),
+            ),
+        )
+
+    async def _earlier(self, caller: UUID, key: str, fingerprint: bytes) -> Task | None:
+        """The task made earlier with this key; None if there is none (the insert was
+        refused by the pending limit)."""
         keyed = await self._tasks.get_by_idempotency_key(caller, key)
-        if keyed is None:  # pragma: no cover - the user was deleted in between
-            raise NotFound("the task of this idempotency_key is gone")
+        if keyed is None:
+            return None
         if keyed.request_hash != fingerprint:
             raise AlreadyExists(
                 "idempotency_key was already used for a different submission "
@@ -164,6 +208,7 @@ class TaskService:
         """The input image's metadata, or INVALID_ARGUMENT with every bad field."""
         violations = output_format_violations(submission.output_format)
         violations += idempotency_key_violations(submission.idempotency_key)
+        violations += priority_violations(submission.priority)
         info = None
         try:
             # The header only (no pixels): a thread, as a TIFF's or a PNG's
@@ -190,7 +235,13 @@ class TaskService:
         return ImageMeta(info.content_type, info.width, info.height, info.size_bytes)
 
     async def get(self, caller: UUID, task_id: str) -> Task:
-        return await self._get(caller, _task_id(task_id), task_id)
+        """The task; while PENDING with its estimated ``queue_position``."""
+        task = await self._get(caller, _task_id(task_id), task_id)
+        if task.status is TaskStatus.PENDING:
+            position = await self._tasks.position(caller, task.id)
+            if position is not None:  # else it started in between
+                task = replace(task, queue_position=position)
+        return task
 
     async def _get(self, caller: UUID, task_id: UUID, given: str, *, latest: bool = False) -> Task:
         task = await self._tasks.get(caller, task_id, latest=latest)

@@ -186,7 +186,7 @@ async def test_each_process_exports_its_families_after_real_traffic(
     assert one(processor, "filters_used_total", filter="blur") == 1
     assert one(processor, "task_queue_wait_seconds_count") == 1
     assert one(processor, "db_pool_connections_max", pool="processor") == 3  # concurrency + 2
-    claim = "claim_tasks+claimed_inputs"  # one round trip: the claim, then the inputs
+    claim = "claim_tasks_fair+claimed_inputs"  # one round trip: the claim, then the inputs
     assert one(processor, "db_query_duration_seconds_count", operation=claim) >= 1
     assert one(processor, "process_resident_memory_bytes") > 0
 

@@ -70,6 +70,22 @@ def rich_status(error: grpc.aio.AioRpcError) -> status_pb2.Status:
     raise AssertionError("no grpc-status-details-bin in the trailers")
 
 
+def quota_violations(error: grpc.aio.AioRpcError) -> dict[str, str]:
+    for detail in rich_status(error).details:
+        quota = error_details_pb2.QuotaFailure()
+        if detail.Unpack(quota):
+            return {v.subject: v.description for v in quota.violations}
+    raise AssertionError("no google.rpc.QuotaFailure detail")
+
+
+def retry_delay(error: grpc.aio.AioRpcError) -> float:
+    for detail in rich_status(error).details:
+        info = error_details_pb2.RetryInfo()
+        if detail.Unpack(info):
+            return float(info.retry_delay.ToTimedelta().total_seconds())
+    raise AssertionError("no google.rpc.RetryInfo detail")
+
+
 def field_violations(error: grpc.aio.AioRpcError) -> dict[str, str]:
     for detail in rich_status(error).details:
         bad_request = error_details_pb2.BadRequest()
@@ -92,6 +108,7 @@ class Tasks:
         *,
         output_format: int = 0,
         idempotency_key: str = "",
+        priority: int = 0,
     ) -> task_pb.Task:
         response = await self.stub.CreateTask(
             task_pb.CreateTaskRequest(
@@ -99,6 +116,7 @@ class Tasks:
                 filters=filters,
                 output_format=output_format,  # type: ignore[arg-type]
                 idempotency_key=idempotency_key,
+                priority=priority,
             ),
             metadata=self.metadata,
         )

@@ -25,6 +25,10 @@ TASK_FAMILIES: dict[str, set[str]] = {
     "tasks_queue_depth": set(),
     "tasks_running": set(),
     "tasks_oldest_pending_age_seconds": set(),
+    "task_limit_refusals_total": {"limit"},
+    "task_claim_overtaken_bucket": {"le"},
+    "tasks_queue_users": set(),
+    "tasks_queue_largest_user_backlog": set(),
 }
 # The webhook dispatcher every processor runs (TASKGATE_WEBHOOK_DISPATCHER).
 WEBHOOK_FAMILIES: dict[str, set[str]] = {

@@ -18,9 +18,10 @@ def test_every_query_has_a_known_category() -> None:
         ("insert_task", "insert"),
         ("delete_user", "delete"),
         ("cancel_task", "update"),
-        ("claim_tasks", "update"),  # WITH ... FOR UPDATE SKIP LOCKED ... UPDATE
+        ("claim_tasks_fair", "update"),  # WITH ... FOR UPDATE SKIP LOCKED ... UPDATE
+        ("claim_tasks_fifo", "update"),
         ("queue_stats", "select"),
-        ("claim_tasks+claimed_inputs", "update"),  # pipelined: the write names them
+        ("claim_tasks_fair+claimed_inputs", "update"),  # pipelined: the write names them
         ("claimed_inputs+get_task", "select"),
     ],
 )

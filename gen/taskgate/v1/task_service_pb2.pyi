@@ -548,6 +548,8 @@ class Task(_message.Message):
     END_TIME_FIELD_NUMBER: _builtins.int
     DURATION_FIELD_NUMBER: _builtins.int
     PROGRESS_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    QUEUE_POSITION_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     """The task's id, a UUID assigned by the server."""
     status: Global___TaskStatus.ValueType
@@ -567,6 +569,18 @@ class Task(_message.Message):
     progress: _builtins.int
     """How many filters of the pipeline the current (or last) attempt has done:
     from 0 to the number of filters, which it reaches when the task COMPLETES.
+    """
+    priority: _builtins.int
+    """The priority given at submission: it orders only the caller's own
+    pending tasks (higher first), never other users'.
+    """
+    queue_position: _builtins.int
+    """Set by GetTask while the task is PENDING: an estimate of how many tasks
+    (anyone's) will start before it if no more arrive. Processors take users
+    in turns, so it counts the caller's own tasks ahead of it (higher
+    priority, or as high and older) and, from each other user with pending
+    work, as many as the turns before this one. Per-user running limits and
+    retry backoffs can make the real wait differ. 0: it is next.
     """
     @_builtins.property
     def filters(self) -> _containers.RepeatedCompositeFieldContainer[Global___Filter]:
@@ -621,12 +635,16 @@ class Task(_message.Message):
         end_time: _timestamp_pb2.Timestamp | None = ...,
         duration: _duration_pb2.Duration | None = ...,
         progress: _builtins.int = ...,
+        priority: _builtins.int = ...,
+        queue_position: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "duration", b"duration", "end_time", b"end_time", "input", b"input", "result", b"result", "start_time", b"start_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_queue_position", b"_queue_position", "create_time", b"create_time", "duration", b"duration", "end_time", b"end_time", "input", b"input", "queue_position", b"queue_position", "result", b"result", "start_time", b"start_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "cancel_requested", b"cancel_requested", "create_time", b"create_time", "duration", b"duration", "end_time", b"end_time", "error", b"error", "filters", b"filters", "idempotency_key", b"idempotency_key", "input", b"input", "output_format", b"output_format", "progress", b"progress", "result", b"result", "start_time", b"start_time", "status", b"status", "task_id", b"task_id", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_queue_position", b"_queue_position", "attempts", b"attempts", "cancel_requested", b"cancel_requested", "create_time", b"create_time", "duration", b"duration", "end_time", b"end_time", "error", b"error", "filters", b"filters", "idempotency_key", b"idempotency_key", "input", b"input", "output_format", b"output_format", "priority", b"priority", "progress", b"progress", "queue_position", b"queue_position", "result", b"result", "start_time", b"start_time", "status", b"status", "task_id", b"task_id", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__queue_position: _TypeAlias = _typing.Literal["queue_position"]  # noqa: Y015
+    _WhichOneofArgType__queue_position: _TypeAlias = _typing.Literal["_queue_position", b"_queue_position"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__queue_position) -> _WhichOneofReturnType__queue_position | None: ...
 
 Global___Task: _TypeAlias = Task  # noqa: Y015
 
@@ -743,6 +761,7 @@ class CreateTaskRequest(_message.Message):
     FILTERS_FIELD_NUMBER: _builtins.int
     OUTPUT_FORMAT_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
     image: _builtins.bytes
     """The input image: PNG, JPEG, WebP, GIF, BMP or TIFF. Base64 in JSON."""
     output_format: Global___ImageFormat.ValueType
@@ -750,6 +769,11 @@ class CreateTaskRequest(_message.Message):
     idempotency_key: _builtins.str
     """An optional key, unique per user, that makes a retried submission safe:
     up to 128 printable characters.
+    """
+    priority: _builtins.int
+    """Orders the caller's own pending tasks: -10 to 10, higher first, 0 when not
+    given. It never puts the task ahead of other users' tasks: processors
+    take users in turns whatever their priorities.
     """
     @_builtins.property
     def filters(self) -> _containers.RepeatedCompositeFieldContainer[Global___Filter]:
@@ -762,10 +786,11 @@ class CreateTaskRequest(_message.Message):
         filters: _abc.Iterable[Global___Filter] | None = ...,
         output_format: Global___ImageFormat.ValueType = ...,
         idempotency_key: _builtins.str = ...,
+        priority: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["filters", b"filters", "idempotency_key", b"idempotency_key", "image", b"image", "output_format", b"output_format"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filters", b"filters", "idempotency_key", b"idempotency_key", "image", b"image", "output_format", b"output_format", "priority", b"priority"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

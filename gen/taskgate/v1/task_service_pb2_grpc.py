@@ -108,7 +108,9 @@ class TaskServiceServicer:
 
     def CreateTask(self, request, context):
         """Submits a task. The image and every filter's parameters are validated
-        before the task is accepted (INVALID_ARGUMENT with field violations).
+        before the task is accepted (INVALID_ARGUMENT with field violations). A
+        caller with the most pending tasks allowed gets RESOURCE_EXHAUSTED, with
+        a google.rpc.QuotaFailure and a google.rpc.RetryInfo.
         With an idempotency_key, a repeated submission returns the task the first
         one created instead of creating another.
         """

@@ -45,7 +45,9 @@ class TaskServiceStub:
     """Lists the filters a pipeline may use and their parameters. Public."""
     CreateTask: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.CreateTaskRequest, _task_service_pb2.CreateTaskResponse]
     """Submits a task. The image and every filter's parameters are validated
-    before the task is accepted (INVALID_ARGUMENT with field violations).
+    before the task is accepted (INVALID_ARGUMENT with field violations). A
+    caller with the most pending tasks allowed gets RESOURCE_EXHAUSTED, with
+    a google.rpc.QuotaFailure and a google.rpc.RetryInfo.
     With an idempotency_key, a repeated submission returns the task the first
     one created instead of creating another.
     """
@@ -102,7 +104,9 @@ class TaskServiceAsyncStub(TaskServiceStub):
     """Lists the filters a pipeline may use and their parameters. Public."""
     CreateTask: _aio.UnaryUnaryMultiCallable[_task_service_pb2.CreateTaskRequest, _task_service_pb2.CreateTaskResponse]  # type: ignore[assignment]
     """Submits a task. The image and every filter's parameters are validated
-    before the task is accepted (INVALID_ARGUMENT with field violations).
+    before the task is accepted (INVALID_ARGUMENT with field violations). A
+    caller with the most pending tasks allowed gets RESOURCE_EXHAUSTED, with
+    a google.rpc.QuotaFailure and a google.rpc.RetryInfo.
     With an idempotency_key, a repeated submission returns the task the first
     one created instead of creating another.
     """
@@ -168,7 +172,9 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_task_service_pb2.CreateTaskResponse, _abc.Awaitable[_task_service_pb2.CreateTaskResponse]]:
         """Submits a task. The image and every filter's parameters are validated
-        before the task is accepted (INVALID_ARGUMENT with field violations).
+        before the task is accepted (INVALID_ARGUMENT with field violations). A
+        caller with the most pending tasks allowed gets RESOURCE_EXHAUSTED, with
+        a google.rpc.QuotaFailure and a google.rpc.RetryInfo.
         With an idempotency_key, a repeated submission returns the task the first
         one created instead of creating another.
         """

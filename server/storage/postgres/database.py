@@ -42,6 +42,7 @@ def create_pool(
     reconnect_timeout: float,
     name: str = "taskgate",
     check_on_checkout: bool = True,
+    settings: Mapping[str, str] | None = None,
 ) -> AsyncConnectionPool:
     """A pool that is opened later (``await pool.open(wait=False)``) by the app.
 
@@ -52,7 +53,11 @@ def create_pool(
     call (or health probe) starts a fresh one at once. Connections are checked
     on checkout, so one broken by the outage is replaced, not handed out
     (unless ``check_on_checkout`` is off: the check costs a round trip each time).
+    ``settings`` are Postgres settings for every connection (libpq ``options``).
     """
+    kwargs: dict[str, Any] = {"autocommit": True, "connect_timeout": max(1, math.ceil(timeout))}
+    if settings:
+        kwargs["options"] = " ".join(f"-c {key}={value}" for key, value in settings.items())
     return AsyncConnectionPool(
         conninfo,
         min_size=min_size,
@@ -62,7 +67,7 @@ def create_pool(
         reconnect_timeout=reconnect_timeout,
         check=_check_quietly if check_on_checkout else None,
         name=name,
-        kwargs={"autocommit": True, "connect_timeout": max(1, math.ceil(timeout))},
+        kwargs=kwargs,
     )
 
 

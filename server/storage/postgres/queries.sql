@@ -38,7 +38,7 @@ SELECT 1;
 id, user_id, status, filters, output_format, idempotency_key,
 input_content_type, input_width, input_height, input_size_bytes,
 result_content_type, result_width, result_height, result_size_bytes,
-error, attempts, max_attempts, progress, cancel_requested,
+error, attempts, max_attempts, progress, cancel_requested, priority,
 created_at, updated_at, started_at, finished_at, images_pruned_at
 
 -- fragment: task_snapshot
@@ -53,33 +53,48 @@ jsonb_build_object(
     'result_height', tasks.result_height, 'result_size_bytes', tasks.result_size_bytes,
     'error', tasks.error, 'attempts', tasks.attempts, 'max_attempts', tasks.max_attempts,
     'progress', tasks.progress, 'cancel_requested', tasks.cancel_requested,
-    'created_at', tasks.created_at, 'updated_at', tasks.updated_at,
+    'priority', tasks.priority, 'created_at', tasks.created_at, 'updated_at', tasks.updated_at,
     'started_at', tasks.started_at, 'finished_at', tasks.finished_at,
     'images_pruned_at', tasks.images_pruned_at
 )
 
 -- name: insert_task
--- A repeated idempotency key inserts nothing (and returns no row); a
--- concurrent insert with the same key waits for the first to commit. The new
--- task's task.created event is written by the same statement.
-WITH inserted AS (
+-- A repeated idempotency key inserts nothing; a concurrent insert with the
+-- same key waits for the first to commit. Neither does a user with
+-- max_pending tasks pending (0: no limit; user_limits overrides the
+-- setting): the user's queue row is locked first, so two submissions at the
+-- edge cannot both pass. Always one row: the task's columns (NULL when
+-- nothing was inserted), the pending count before it and the limit; no row
+-- when the user is gone. The new task's task.created event is written by the
+-- same statement.
+WITH gate AS (
+    SELECT q.pending, q.claimed, coalesce(l.max_pending, %(max_pending)s) AS max_pending
+    FROM user_queues AS q LEFT JOIN user_limits AS l ON l.user_id = q.user_id
+    WHERE q.user_id = %(user_id)s
+    FOR UPDATE OF q
+), inserted AS (
     INSERT INTO tasks (
         user_id, filters, output_format, idempotency_key, request_hash, request_id,
         input_image, input_content_type, input_width, input_height, input_size_bytes,
-        max_attempts, trace_context
+        max_attempts, priority, claims_mark, user_claims_mark, trace_context
     )
-    VALUES (
+    SELECT
         %(user_id)s, %(filters)s, %(output_format)s, %(idempotency_key)s, %(request_hash)s,
         %(request_id)s, %(image)s, %(content_type)s, %(width)s, %(height)s, %(size_bytes)s,
-        %(max_attempts)s, %(trace_context)s
-    )
+        %(max_attempts)s, %(priority)s, (SELECT last_value FROM task_claims), gate.claimed,
+        %(trace_context)s
+    FROM gate
+    WHERE gate.max_pending = 0 OR gate.pending < gate.max_pending
     ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING {task_columns}, {task_snapshot} AS snapshot
 ), events AS (
     INSERT INTO task_events (task_id, user_id, type, payload)
     SELECT id, user_id, 'task.created', snapshot FROM inserted
+), shown AS (
+    SELECT {task_columns} FROM inserted
 )
-SELECT {task_columns} FROM inserted;
+SELECT shown.*, gate.pending AS queued, gate.max_pending
+FROM gate LEFT JOIN shown ON true;
 
 -- name: get_task_by_idempotency_key
 SELECT {task_columns}, request_hash
@@ -143,17 +158,59 @@ SELECT {task_columns} FROM cancelled;
 -- on (lease_owner, attempts, status = 'running'): only the holder of the
 -- current attempt's lease can record progress or finish it.
 
--- name: claim_tasks
--- Claims up to %(limit)s due tasks, oldest first, skipping rows other
--- processors hold; counts the attempt and records it (and its task.started
--- event) in the same statement.
-WITH due AS (
-    SELECT id AS due_id
-    FROM tasks
-    WHERE status = 'pending' AND run_after <= now()
-    ORDER BY run_after, created_at
+-- name: claim_tasks_fair
+-- Claims up to %(limit)s due tasks in turns across users (round-robin): the
+-- users with pending work are walked by turn, the one served longest ago
+-- first (user_queues_turn_idx), skipping those at their running limit and
+-- those whose queue row another claim holds; each gives the head of its
+-- queue (tasks_user_queue_idx: priority, then oldest first), up to what could
+-- fill the batch. Everyone's first task comes before anyone's second.
+-- The users served get new turns in the order they were served (unless one
+-- user alone has pending work), by the trigger that counts the claim: an
+-- UPDATE of user_queues in this statement made it much slower. The attempt
+-- is counted and recorded (with its task.started event) in the same statement. Cost: the users walked
+-- (at most %(limit)s with due work) and their heads, whatever the backlog.
+WITH turns AS (
+    SELECT q.user_id, q.turn, q.claimed,
+           CASE WHEN coalesce(l.max_running, %(max_running)s) = 0 THEN %(limit)s
+                ELSE least(%(limit)s, coalesce(l.max_running, %(max_running)s) - q.running)
+           END AS room
+    FROM user_queues AS q LEFT JOIN user_limits AS l ON l.user_id = q.user_id
+    WHERE q.active
+      AND (coalesce(l.max_running, %(max_running)s) = 0
+           OR q.running < coalesce(l.max_running, %(max_running)s))
+      -- A due task, looked up per user in tasks_user_queue_idx (a scalar
+      -- subquery with LIMIT: never turned into a join over the whole backlog).
+      AND (SELECT true FROM tasks AS t
+           WHERE t.user_id = q.user_id AND t.status = 'pending' AND t.run_after <= now()
+           ORDER BY t.priority DESC, t.created_at, t.id
+           LIMIT 1)
+    ORDER BY q.turn, q.user_id
     LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
+    FOR UPDATE OF q SKIP LOCKED
+), share AS (
+    -- Enough from each user to fill the batch when the others have one task
+    -- each; the picks below keep the rounds.
+    SELECT %(limit)s - greatest(count(*), 1) + 1 AS per_user FROM turns
+), heads AS (
+    SELECT turns.user_id, turns.turn, turns.claimed, head.id, head.priority, head.created_at
+    FROM turns CROSS JOIN share CROSS JOIN LATERAL (
+        SELECT t.id, t.priority, t.created_at
+        FROM tasks AS t
+        WHERE t.user_id = turns.user_id AND t.status = 'pending' AND t.run_after <= now()
+        ORDER BY t.priority DESC, t.created_at, t.id
+        LIMIT least(turns.room, share.per_user)
+        FOR UPDATE OF t SKIP LOCKED
+    ) AS head
+), ranked AS (
+    SELECT heads.*,
+           row_number() OVER (PARTITION BY user_id ORDER BY priority DESC, created_at, id) AS rank
+    FROM heads
+), picked AS (
+    SELECT ranked.*, row_number() OVER (ORDER BY rank, turn, user_id) AS position
+    FROM ranked
+    ORDER BY rank, turn, user_id
+    LIMIT %(limit)s
 ), claimed AS (
     UPDATE tasks
     SET status = 'running',
@@ -164,10 +221,13 @@ WITH due AS (
         heartbeat_at = now(),
         started_at = now(),
         updated_at = now()
-    FROM due
-    WHERE id = due_id
-    RETURNING id, attempts, filters, output_format, input_width, input_height, request_id,
-              created_at, started_at, run_after, user_id, trace_context,
+    -- = ANY(ARRAY(...)): primary key lookups, whatever the plan guesses of the
+    -- batch's size (a join could hash the whole table in a generic plan).
+    WHERE tasks.id = ANY(ARRAY(SELECT id FROM picked))
+    RETURNING tasks.id, tasks.attempts, tasks.filters, tasks.output_format, tasks.input_width,
+              tasks.input_height, tasks.request_id, tasks.created_at, tasks.started_at,
+              tasks.run_after, tasks.user_id, tasks.claims_mark, tasks.user_claims_mark,
+              tasks.trace_context, nextval('task_claims') AS claim_number,
               {task_snapshot} AS snapshot
 ), recorded AS (
     INSERT INTO task_attempts (task_id, attempt, processor_id, started_at)
@@ -182,9 +242,68 @@ WITH due AS (
     FROM claimed
 )
 SELECT id AS task_id, attempts AS attempt, filters, output_format, input_width, input_height,
-       request_id, created_at, started_at, run_after, user_id, trace_context
+       request_id, created_at, started_at, run_after, user_id, trace_context,
+       -- Other users' tasks claimed since it was created: every claim since
+       -- then, less its own user's (approximate within one batch).
+       CASE WHEN attempts = 1
+            THEN greatest(0, claim_number - claims_mark - 1 - (own_claims - user_claims_mark))
+       END AS overtaken
 FROM claimed CROSS JOIN noted
-ORDER BY run_after, created_at;
+     JOIN (SELECT id AS picked_id, position, claimed + rank - 1 AS own_claims FROM picked) AS p
+       ON p.picked_id = claimed.id
+ORDER BY position;
+
+-- name: claim_tasks_fifo
+-- Fairness off: up to %(limit)s due tasks, oldest first across everyone
+-- (tasks_pending_created_idx; a rescued task keeps its place); priorities
+-- and running limits are not applied. The attempt and its task.started event
+-- are recorded in the same statement.
+WITH due AS (
+    SELECT id AS due_id
+    FROM tasks
+    WHERE status = 'pending' AND run_after <= now()
+    ORDER BY created_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE tasks
+    SET status = 'running',
+        attempts = attempts + 1,
+        progress = 0,
+        lease_owner = %(owner)s,
+        lease_expires_at = now() + make_interval(secs => %(lease)s),
+        heartbeat_at = now(),
+        started_at = now(),
+        updated_at = now()
+    WHERE id = ANY(ARRAY(SELECT due_id FROM due))
+    RETURNING tasks.id, tasks.attempts, tasks.filters, tasks.output_format, tasks.input_width,
+              tasks.input_height, tasks.request_id, tasks.created_at, tasks.started_at,
+              tasks.run_after, tasks.user_id, tasks.claims_mark, tasks.user_claims_mark,
+              tasks.trace_context, nextval('task_claims') AS claim_number,
+              {task_snapshot} AS snapshot
+), recorded AS (
+    INSERT INTO task_attempts (task_id, attempt, processor_id, started_at)
+    SELECT id, attempts, %(owner)s, started_at FROM claimed
+), events AS (
+    -- ORDER BY: every row is locked before the first event takes the events lock.
+    INSERT INTO task_events (task_id, user_id, type, payload)
+    SELECT id, user_id, 'task.started', snapshot FROM claimed ORDER BY id
+), noted AS (
+    -- For claimed_inputs, later in the same transaction.
+    SELECT set_config('taskgate.claimed', coalesce(array_agg(id)::text, '{}'), true)
+    FROM claimed
+)
+SELECT id AS task_id, attempts AS attempt, filters, output_format, input_width, input_height,
+       request_id, created_at, started_at, run_after, user_id, trace_context,
+       -- Other users' tasks claimed since it was created: every claim since
+       -- then, less its own user's (approximate within one batch).
+       CASE WHEN attempts = 1
+            THEN greatest(0, claim_number - claims_mark - 1 - (queue.claimed - user_claims_mark))
+       END AS overtaken
+FROM claimed CROSS JOIN noted
+     CROSS JOIN LATERAL (SELECT q.claimed FROM user_queues AS q
+                         WHERE q.user_id = claimed.user_id) AS queue
+ORDER BY created_at, id;
 
 -- name: next_run_after
 -- When the next pending task that is not due yet becomes due (a retry waiting
@@ -371,13 +490,51 @@ FROM old
 WHERE id = old_id;
 
 -- name: queue_stats
--- Served by tasks_claimable_idx (pending) and tasks_lease_expiry_idx (running).
+-- Served by tasks_claimable_idx (pending), tasks_lease_expiry_idx (running),
+-- tasks_pending_created_idx (oldest) and user_queues_turn_idx (users).
 SELECT
     (SELECT count(*) FROM tasks WHERE status = 'pending') AS pending,
     (SELECT count(*) FROM tasks WHERE status = 'running') AS running,
     coalesce(extract(epoch FROM now() - (SELECT min(created_at) FROM tasks
                                          WHERE status = 'pending')), 0)::float8
-        AS oldest_pending_seconds;
+        AS oldest_pending_seconds,
+    (SELECT count(*) FROM user_queues WHERE active) AS users_pending,
+    (SELECT coalesce(max(pending), 0) FROM user_queues WHERE active) AS largest_backlog;
+
+-- name: queue_position_fair
+-- An estimate of how many tasks start before a pending one, if no more
+-- arrive: its user's tasks ahead of it (r: higher priority, or as high and
+-- older), and from every other user with pending work as many as the turns
+-- before this one's: r, one more when that user's turn comes first (ties
+-- by user id, as the claim breaks them), never more than they have pending.
+-- Exact for one processor and no new arrivals; running limits, retry
+-- backoffs and the tasks a claim holds are left out. Cost: the user's own
+-- pending tasks and the users with pending work.
+WITH me AS (
+    SELECT t.user_id, t.priority, t.created_at, t.id, q.turn
+    FROM tasks AS t JOIN user_queues AS q ON q.user_id = t.user_id
+    WHERE t.id = %(id)s AND t.user_id = %(user_id)s AND t.status = 'pending'
+), own AS (
+    SELECT count(*) AS ahead
+    FROM tasks AS t, me
+    WHERE t.user_id = me.user_id AND t.status = 'pending'
+      AND (t.priority > me.priority
+           OR (t.priority = me.priority AND (t.created_at, t.id) < (me.created_at, me.id)))
+)
+SELECT (own.ahead + coalesce((
+           SELECT sum(least(q.pending,
+                            own.ahead + ((q.turn, q.user_id) < (me.turn, me.user_id))::int))
+           FROM user_queues AS q
+           WHERE q.active AND q.user_id <> me.user_id), 0))::bigint AS position
+FROM me, own;
+
+-- name: queue_position_fifo
+-- Fairness off: the pending tasks older than this one, everyone's.
+SELECT count(*) AS position
+FROM tasks AS t,
+     (SELECT created_at, id FROM tasks
+      WHERE id = %(id)s AND user_id = %(user_id)s AND status = 'pending') AS me
+WHERE t.status = 'pending' AND (t.created_at, t.id) < (me.created_at, me.id);
 
 -- ---------------------------------------------------------------------------
 -- Replicas: WAL positions as byte offsets (pg_lsn - '0/0'), for read-your-writes.
@@ -397,6 +554,8 @@ SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint AS position;
 -- name: replica_status
 SELECT pg_is_in_recovery() AS in_recovery,
        COALESCE((pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::bigint, 0) AS replayed;
+
+-- ---------------------------------------------------------------------------
 -- The outbox. Events are written by the statements above that change tasks;
 -- their ids increase in commit order (see taskgate_sequence_task_event), so a
 -- reader that saw id N will never see a smaller id appear.

@@ -1,9 +1,13 @@
 """The task queue in Postgres, as processors use it.
 
 Claims take due tasks with ``FOR UPDATE SKIP LOCKED`` and count the attempt in
-the same statement (their inputs are read in the same round trip, by a
-statement of their own); every later change is fenced on the job's lease (owner,
-attempt, still running), so a processor that lost its lease can change nothing.
+the same statement: fairly (``claim_tasks_fair``: in turns across users, each
+user's tasks by priority then age, within the user's running limit) or, with
+fairness off, oldest first (``claim_tasks_fifo``); their inputs are read in the
+same round trip, by a statement of their own. Every later change is fenced on
+the job's lease (owner, attempt, still running), so a processor that lost its
+lease can change nothing. The users' pending and running counts (user_queues)
+are kept by triggers on tasks.
 """
 
 from __future__ import annotations
@@ -51,6 +55,8 @@ class QueueStats:
     pending: int
     running: int
     oldest_pending_seconds: float
+    users_pending: int  # users with at least one pending task
+    largest_backlog: int  # the most pending tasks of one user
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,11 +100,23 @@ def _value(**columns: Any) -> Any:
 
 
 class QueueRepository:
-    def __init__(self, *, database: Database, owner: str, lease: float) -> None:
-        """``owner`` names this processor in leases and attempt rows."""
+    def __init__(
+        self,
+        *,
+        database: Database,
+        owner: str,
+        lease: float,
+        fair: bool = True,
+        max_running: int = 0,
+    ) -> None:
+        """``owner`` names this processor in leases and attempt rows; ``fair`` claims in
+        turns across users (else oldest first); ``max_running`` is the default of
+        each user's running tasks at once (0: no limit; user_limits overrides it)."""
         self._db = database
         self.owner = owner
         self._lease = lease
+        self._claim = "claim_tasks_fair" if fair else "claim_tasks_fifo"
+        self._max_running = max_running
 
     def _fence(self, job: Job) -> dict[str, Any]:
         return {"id": job.task_id, "owner": self.owner, "attempt": job.attempt}
@@ -142,8 +160,8 @@ class QueueRepository:
             statements.append(("finish_tasks", self._endings(endings), _value))
         if claim > 0:
             owner = {"owner": self.owner}
-            limits = {"limit": claim, "lease": self._lease}
-            statements.append(("claim_tasks", {**owner, **limits}, _job))
+            limits = {"limit": claim, "lease": self._lease, "max_running": self._max_running}
+            statements.append((self._claim, {**owner, **limits}, _job))
             statements.append(("claimed_inputs", owner, _Input))
         if not statements:
             return set(), []

@@ -17,6 +17,10 @@ from server.storage.postgres.queue import QueueStats
 from server.storage.postgres.replicas import ReadRouter
 
 
+def _position(*, position: int) -> int:
+    return position
+
+
 def task_from_row(
     *,
     id: UUID,
@@ -60,6 +64,25 @@ def _keyed_task(*, request_hash: bytes, **columns: Any) -> KeyedTask:
 
 
 @dataclass(frozen=True, slots=True)
+class Inserted:
+    """What an insert did: the new task (None: a repeated idempotency key, or the user's
+    pending limit reached), the user's pending tasks before it, and their limit (0: none)."""
+
+    task: Task | None
+    queued: int
+    max_pending: int
+
+    @property
+    def full(self) -> bool:
+        return self.max_pending > 0 and self.queued >= self.max_pending
+
+
+def _inserted(*, queued: int, max_pending: int, **columns: Any) -> Inserted:
+    task = None if columns["id"] is None else task_from_row(**columns)
+    return Inserted(task, queued, max_pending)
+
+
+@dataclass(frozen=True, slots=True)
 class StoredResult:
     """A task's result, but its bytes (``stored``: whether they are there)."""
 
@@ -86,9 +109,13 @@ class TaskRepository:
     """Writes on the primary; the owner's reads through ``reads`` (a replica when it is
     fresh enough for the owner, see :mod:`server.storage.postgres.replicas`)."""
 
-    def __init__(self, *, database: Database, reads: ReadRouter | None = None) -> None:
+    def __init__(
+        self, *, database: Database, reads: ReadRouter | None = None, fair: bool = True
+    ) -> None:
+        """``fair``: positions are estimated for the fair claim (else oldest first)."""
         self._db = database
         self._reads = reads or ReadRouter(primary=database)
+        self._position = "queue_position_fair" if fair else "queue_position_fifo"
 
     async def queue_stats(self) -> QueueStats:
         """Pending and running tasks, and the oldest pending one's age (the queue gauges)."""
@@ -96,9 +123,11 @@ class TaskRepository:
         assert stats is not None  # an aggregate always returns a row
         return stats
 
-    async def insert(self, task: NewTask) -> Task | None:
-        """The new task; None when the user already has a task with its idempotency key."""
-        created = await self._db.fetch_one(
+    async def insert(self, task: NewTask, *, max_pending: int) -> Inserted | None:
+        """Inserts the task unless its idempotency key was used or the user has
+        ``max_pending`` tasks pending (0: no limit; user_limits overrides it); None
+        when the user is gone."""
+        inserted = await self._db.fetch_one(
             "insert_task",
             {
                 "user_id": task.user_id,
@@ -114,12 +143,21 @@ class TaskRepository:
                 "height": task.input.height,
                 "size_bytes": task.input.size_bytes,
                 "max_attempts": task.max_attempts,
+                "priority": task.priority,
+                "max_pending": max_pending,
             },
-            task_from_row,
+            _inserted,
         )
-        if created is not None:
+        if inserted is not None and inserted.task is not None:
             await self._reads.wrote(task.user_id)
-        return created
+        return inserted
+
+    async def position(self, user_id: UUID, task_id: UUID) -> int | None:
+        """An estimate of the tasks that start before this pending one; None if not pending."""
+        value: int | None = await self._db.fetch_one(
+            self._position, {"id": task_id, "user_id": user_id}, _position
+        )
+        return value
 
     async def get_by_idempotency_key(self, user_id: UUID, key: str) -> KeyedTask | None:
         return await self._db.fetch_one(
