@@ -25,7 +25,11 @@ DONE = Output(b"x", "image/png", 1, 1)
 @asynccontextmanager
 async def queue_database(settings: Settings, size: int = 4) -> AsyncIterator[Database]:
     pool = create_pool(
-        settings.database_url.get_secret_value(), min_size=1, max_size=size, timeout=5, reconnect_timeout=2
+        settings.database_url.get_secret_value(),
+        min_size=1,
+        max_size=size,
+        timeout=5,
+        reconnect_timeout=2,
     )
     await pool.open()
     database = Database(pool=pool, timeout=5)
