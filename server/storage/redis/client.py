@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from redis import exceptions as redis_errors
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -14,8 +14,9 @@ from redis.retry import Retry
 
 from server.context import time_budget
 from server.errors import DeadlineExceeded
-from server.metrics_storage import Timed
+from server.metrics_storage import RedisMetrics, Timed
 from server.storage.errors import StorageUnavailable, timed_out
+from server.storage.redis.keys import RedisKeys
 
 
 def create_client(url: str, *, timeout: float, pool_size: int = 64) -> Redis:
@@ -75,3 +76,27 @@ async def _translated(limit: float) -> AsyncIterator[None]:
         raise timed_out("redis") from exc
     except (redis_errors.ConnectionError, redis_errors.BusyLoadingError, OSError) as exc:
         raise StorageUnavailable("redis is unavailable") from exc
+
+
+class RedisRepository:
+    """The base of the Redis repositories: the client, the key names, and each call's
+    time budget and timing (:meth:`_call`)."""
+
+    def __init__(
+        self,
+        *,
+        redis: Redis,
+        keys: RedisKeys,
+        timeout: float,
+        metrics: RedisMetrics | None = None,
+    ) -> None:
+        """``metrics`` times each call, by the names given to :meth:`_call`."""
+        self._redis = redis
+        self._keys = keys
+        self._timeout = timeout
+        self._metrics = metrics
+
+    def _call(self, command: str) -> AbstractAsyncContextManager[None]:
+        """The time budget (and timing, as ``command``) of one Redis call or pipeline."""
+        timed: Timed | None = None if self._metrics is None else self._metrics.commands[command]
+        return redis_call(self._timeout, timed)

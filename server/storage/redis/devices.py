@@ -2,34 +2,12 @@
 
 from __future__ import annotations
 
-from contextlib import AbstractAsyncContextManager
 from uuid import UUID
 
-from redis.asyncio import Redis
-
-from server.metrics_storage import RedisMetrics, Timed
-from server.storage.redis.client import redis_call
-from server.storage.redis.keys import RedisKeys
+from server.storage.redis.client import RedisRepository
 
 
-class DeviceTokenRepository:
-    def __init__(
-        self,
-        *,
-        redis: Redis,
-        keys: RedisKeys,
-        timeout: float,
-        metrics: RedisMetrics | None = None,
-    ) -> None:
-        self._redis = redis
-        self._keys = keys
-        self._timeout = timeout
-        self._metrics = metrics
-
-    def _call(self, command: str) -> AbstractAsyncContextManager[None]:
-        timed: Timed | None = None if self._metrics is None else self._metrics.commands[command]
-        return redis_call(self._timeout, timed)
-
+class DeviceTokenRepository(RedisRepository):
     async def owner(self, token: str) -> UUID | None:
         """The user ``token`` was issued to, or None when it is unknown or expired."""
         async with self._call("device_token_get"):

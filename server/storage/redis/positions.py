@@ -10,14 +10,12 @@ leaves the rotation).
 
 from __future__ import annotations
 
-from contextlib import AbstractAsyncContextManager
+import functools
 from uuid import UUID
 
-from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 
-from server.metrics_storage import RedisMetrics, Timed
-from server.storage.redis.client import redis_call
-from server.storage.redis.keys import RedisKeys
+from server.storage.redis.client import RedisRepository
 
 POSITION_TTL_SECONDS = 3600
 
@@ -33,24 +31,10 @@ return 0
 """
 
 
-class WalPositions:
-    def __init__(
-        self,
-        *,
-        redis: Redis,
-        keys: RedisKeys,
-        timeout: float,
-        metrics: RedisMetrics | None = None,
-    ) -> None:
-        self._redis = redis
-        self._keys = keys
-        self._timeout = timeout
-        self._metrics = metrics
-        self._advance = redis.register_script(_ADVANCE)
-
-    def _call(self, command: str) -> AbstractAsyncContextManager[None]:
-        timed: Timed | None = None if self._metrics is None else self._metrics.commands[command]
-        return redis_call(self._timeout, timed)
+class WalPositions(RedisRepository):
+    @functools.cached_property
+    def _advance(self) -> AsyncScript:
+        return self._redis.register_script(_ADVANCE)
 
     async def get(self, user_id: UUID) -> int:
         """The user's position (a byte offset in the WAL); 0 when none is known."""

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from contextlib import AbstractAsyncContextManager
+import functools
 from datetime import datetime
 from uuid import UUID
 
-from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 
-from server.metrics_storage import RedisMetrics, Timed
 from server.models import Session
-from server.storage.redis.client import redis_call
-from server.storage.redis.keys import RedisKeys
+from server.storage.redis.client import RedisRepository
 
 REFUND = """
 -- One count handed back, never below zero, and never a key the window already expired.
@@ -21,26 +19,10 @@ return count
 """
 
 
-class SessionRepository:
-    def __init__(
-        self,
-        *,
-        redis: Redis,
-        keys: RedisKeys,
-        timeout: float,
-        metrics: RedisMetrics | None = None,
-    ) -> None:
-        """``metrics`` times each call, by the names given to :meth:`_call`."""
-        self._redis = redis
-        self._keys = keys
-        self._timeout = timeout
-        self._metrics = metrics
-        self._refund = redis.register_script(REFUND)
-
-    def _call(self, command: str) -> AbstractAsyncContextManager[None]:
-        """The time budget (and timing, as ``command``) of one Redis call or pipeline."""
-        timed: Timed | None = None if self._metrics is None else self._metrics.commands[command]
-        return redis_call(self._timeout, timed)
+class SessionRepository(RedisRepository):
+    @functools.cached_property
+    def _refund(self) -> AsyncScript:
+        return self._redis.register_script(REFUND)
 
     async def create(self, session: Session) -> None:
         ttl_ms = max(1, int((session.expires_at - session.created_at).total_seconds() * 1000))
