@@ -11,10 +11,11 @@ import pytest
 from psycopg.rows import TupleRow
 
 from server.config import Settings
-from server.storage.postgres.database import Database, create_pool
+from server.storage.postgres.database import Database
 from server.storage.postgres.webhooks import Delivery, DeliveryQueue, Result
 from tests.support.clients import grayscale, task_user
 from tests.support.images import image_bytes
+from tests.support.queue import queue_database
 from tests.support.servers import serving
 
 pytestmark = pytest.mark.timeout(60)
@@ -24,19 +25,8 @@ SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 @pytest.fixture
 async def database(settings: Settings) -> AsyncIterator[Database]:
-    pool = create_pool(
-        settings.database_url.get_secret_value(),
-        min_size=1,
-        max_size=2,
-        timeout=2,
-        reconnect_timeout=2,
-    )
-    await pool.open()
-    database = Database(pool=pool, timeout=2)
-    try:
+    async with queue_database(settings, size=2) as database:
         yield database
-    finally:
-        await database.close()
 
 
 def queue(database: Database, owner: str = "claims") -> DeliveryQueue:

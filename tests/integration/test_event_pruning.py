@@ -10,10 +10,10 @@ import pytest
 from psycopg.rows import TupleRow
 
 from server.config import Settings
-from server.storage.postgres.database import Database, create_pool
 from server.storage.postgres.webhooks import DeliveryQueue
 from tests.support.clients import grayscale, task_user
 from tests.support.images import image_bytes
+from tests.support.queue import queue_database
 from tests.support.servers import serving
 
 pytestmark = pytest.mark.timeout(60)
@@ -22,21 +22,10 @@ Db = psycopg.AsyncConnection[TupleRow]
 
 @pytest.fixture
 async def deliveries(settings: Settings) -> AsyncIterator[DeliveryQueue]:
-    pool = create_pool(
-        settings.database_url.get_secret_value(),
-        min_size=1,
-        max_size=2,
-        timeout=2,
-        reconnect_timeout=2,
-    )
-    await pool.open()
-    database = Database(pool=pool, timeout=2)
-    try:
+    async with queue_database(settings, size=2) as database:
         yield DeliveryQueue(
             database=database, owner="pruner", lease=5, max_attempts=3, disable_after=60
         )
-    finally:
-        await database.close()
 
 
 async def event_ids(db: Db) -> list[int]:

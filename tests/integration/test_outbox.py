@@ -19,12 +19,12 @@ from psycopg.rows import TupleRow
 
 from server.config import Settings
 from server.models import TaskStatus
-from server.storage.postgres.database import Database, create_pool
 from server.storage.postgres.queue import Claimed, Ending, Output, QueueRepository
 from taskgate.v1 import user_service_pb2 as user_pb
 from tests.support.clients import Tasks, grayscale, task_user
 from tests.support.images import image_bytes
 from tests.support.outbox import events_of, events_refused, inconsistencies
+from tests.support.queue import queue_database
 from tests.support.servers import serving
 
 pytestmark = pytest.mark.timeout(60)
@@ -34,19 +34,8 @@ DONE = Output(b"x", "image/png", 1, 1)
 
 @pytest.fixture
 async def queue(settings: Settings) -> AsyncIterator[QueueRepository]:
-    pool = create_pool(
-        settings.database_url.get_secret_value(),
-        min_size=1,
-        max_size=2,
-        timeout=2,
-        reconnect_timeout=2,
-    )
-    await pool.open()
-    database = Database(pool=pool, timeout=2)
-    try:
+    async with queue_database(settings, size=2) as database:
         yield QueueRepository(database=database, owner="outbox-test", lease=30)
-    finally:
-        await database.close()
 
 
 async def status_of(db: Db, task_id: str) -> tuple[object, ...]:
