@@ -10,6 +10,7 @@ hand-back at shutdown, and the rescuer (back to pending, and failed).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
@@ -223,3 +224,29 @@ async def test_deleting_a_user_deletes_their_events(settings: Settings, db: Db) 
         )
     cursor = await db.execute("SELECT task_id::text FROM task_events")
     assert await cursor.fetchall() == [(kept.task_id,)]
+
+
+async def test_one_users_concurrent_submissions_and_cancellations_never_deadlock(
+    settings: Settings, db: Db
+) -> None:
+    """A submission locks its user's queue row and then takes the events lock; a
+    cancellation, once, took the events lock and then waited for that queue row (the
+    counting trigger runs at the end of its statement): a deadlock, which ended at the
+    database timeout as UNAVAILABLE. Every event-writing statement now locks its queue
+    rows first."""
+    async with serving(settings, embedded_processor=False, db_timeout=2.0) as (_, client):
+        tasks = await task_user(client)
+
+        async def create_and_cancel() -> str:
+            task = await tasks.create(image_bytes(8, 8), [grayscale()])
+            await tasks.cancel(task.task_id)
+            return task.task_id
+
+        for _ in range(3):
+            ids = await asyncio.gather(*(create_and_cancel() for _ in range(25)))
+            for task_id in ids:
+                assert [kind for kind, _ in await events_of(db, task_id)] == [
+                    "task.created",
+                    "task.cancelled",
+                ]
+    assert await inconsistencies(db) == []

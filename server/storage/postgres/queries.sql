@@ -134,6 +134,12 @@ WHERE user_id = %(user_id)s
 ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s;
 
+-- Lock order: a statement that writes events locks the task rows it changes,
+-- then the queue rows (user_queues, in user order) its counting trigger will
+-- update, and only then takes the events lock; the trigger runs at the end of
+-- the statement, and waiting for a queue row while holding the events lock
+-- would deadlock with a submission holding that row (insert_task's gate).
+
 -- name: cancel_task
 -- A pending task ends at once (and gets its task.cancelled event); a running
 -- one is asked to stop (its processor hears of it through
@@ -147,9 +153,16 @@ WITH cancelled AS (
         updated_at = now()
     WHERE id = %(id)s AND user_id = %(user_id)s AND status IN ('pending', 'running')
     RETURNING {task_columns}, {task_snapshot} AS snapshot
+), queues AS (
+    SELECT q.user_id FROM user_queues AS q
+    WHERE q.user_id IN (SELECT user_id FROM cancelled)
+    ORDER BY q.user_id
+    FOR UPDATE OF q
 ), events AS (
     INSERT INTO task_events (task_id, user_id, type, payload)
-    SELECT id, user_id, 'task.cancelled', snapshot FROM cancelled WHERE status = 'cancelled'
+    SELECT id, user_id, 'task.cancelled', snapshot
+    FROM cancelled CROSS JOIN (SELECT count(*) FROM queues) AS held
+    WHERE status = 'cancelled'
 )
 SELECT {task_columns} FROM cancelled;
 
@@ -284,10 +297,18 @@ WITH due AS (
 ), recorded AS (
     INSERT INTO task_attempts (task_id, attempt, processor_id, started_at)
     SELECT id, attempts, %(owner)s, started_at FROM claimed
+), queues AS (
+    SELECT q.user_id FROM user_queues AS q
+    WHERE q.user_id IN (SELECT user_id FROM claimed)
+    ORDER BY q.user_id
+    FOR UPDATE OF q
 ), events AS (
-    -- ORDER BY: every row is locked before the first event takes the events lock.
+    -- ORDER BY, and the queue rows first: every row is locked before the first
+    -- event takes the events lock.
     INSERT INTO task_events (task_id, user_id, type, payload)
-    SELECT id, user_id, 'task.started', snapshot FROM claimed ORDER BY id
+    SELECT id, user_id, 'task.started', snapshot
+    FROM claimed CROSS JOIN (SELECT count(*) FROM queues) AS held
+    ORDER BY id
 ), noted AS (
     -- For claimed_inputs, later in the same transaction.
     SELECT set_config('taskgate.claimed', coalesce(array_agg(id)::text, '{}'), true)
@@ -378,10 +399,18 @@ WITH ending AS (
     SET ended_at = finished.finished_at, outcome = finished.status, error = finished.error
     FROM finished
     WHERE task_id = finished.id AND attempt = finished.attempts
+), queues AS (
+    SELECT q.user_id FROM user_queues AS q
+    WHERE q.user_id IN (SELECT user_id FROM finished)
+    ORDER BY q.user_id
+    FOR UPDATE OF q
 ), events AS (
-    -- ORDER BY: every row is locked before the first event takes the events lock.
+    -- ORDER BY, and the queue rows first: every row is locked before the first
+    -- event takes the events lock.
     INSERT INTO task_events (task_id, user_id, type, payload)
-    SELECT id, user_id, 'task.' || status, snapshot FROM finished ORDER BY id
+    SELECT id, user_id, 'task.' || status, snapshot
+    FROM finished CROSS JOIN (SELECT count(*) FROM queues) AS held
+    ORDER BY id
 )
 SELECT id AS task_id FROM finished;
 
@@ -410,11 +439,16 @@ WITH requeued AS (
     SET ended_at = now(), outcome = %(outcome)s, error = %(error)s
     FROM requeued
     WHERE task_id = requeued.id AND attempt = requeued.attempts
+), queues AS (
+    SELECT q.user_id FROM user_queues AS q
+    WHERE q.user_id IN (SELECT user_id FROM requeued)
+    ORDER BY q.user_id
+    FOR UPDATE OF q
 ), events AS (
     INSERT INTO task_events (task_id, user_id, type, payload)
     SELECT id, user_id, CASE WHEN status = 'failed' THEN 'task.failed' ELSE 'task.retried' END,
            snapshot
-    FROM requeued
+    FROM requeued CROSS JOIN (SELECT count(*) FROM queues) AS held
 )
 SELECT status FROM requeued;
 
@@ -461,12 +495,19 @@ WITH expired AS (
     SET ended_at = now(), outcome = 'lost', error = 'the lease expired'
     FROM rescued
     WHERE task_id = rescued.id AND attempt = rescued.attempts AND outcome = 'running'
+), queues AS (
+    SELECT q.user_id FROM user_queues AS q
+    WHERE q.user_id IN (SELECT user_id FROM rescued)
+    ORDER BY q.user_id
+    FOR UPDATE OF q
 ), events AS (
-    -- ORDER BY: every row is locked before the first event takes the events lock.
+    -- ORDER BY, and the queue rows first: every row is locked before the first
+    -- event takes the events lock.
     INSERT INTO task_events (task_id, user_id, type, payload)
     SELECT id, user_id, CASE WHEN status = 'failed' THEN 'task.failed' ELSE 'task.retried' END,
            snapshot
-    FROM rescued ORDER BY id
+    FROM rescued CROSS JOIN (SELECT count(*) FROM queues) AS held
+    ORDER BY id
 )
 SELECT id AS task_id, status, user_id, request_id, attempts AS attempt, trace_context,
        started_at, lost_owner
