@@ -212,15 +212,22 @@ def with_requests(
     return call
 
 
+DEADLINE_SLACK = 0.1
+"""Seconds before the server's deadline within which a cancellation counts as it."""
+
+
 def final_code(context: Context, error: BaseException | None) -> grpc.StatusCode:
     """The status a call ended with, given what escaped it (None when it returned).
 
     A cancellation is the caller's deadline or the caller going away; so is a
-    response stream closed while it waited at a ``yield`` (GeneratorExit).
+    response stream closed while it waited at a ``yield`` (GeneratorExit). A client
+    cancels at its deadline, which it counts from when it sent the call: the
+    cancellation reaches the server up to a transit time before the server's own
+    count of the deadline ends, so one that close to it is the deadline.
     """
     if isinstance(error, asyncio.CancelledError | GeneratorExit):
         remaining = context.time_remaining()
-        if remaining is not None and remaining <= 0:
+        if remaining is not None and remaining <= DEADLINE_SLACK:
             return grpc.StatusCode.DEADLINE_EXCEEDED
         return grpc.StatusCode.CANCELLED
     code: object = context.code()  # None until a status is set
