@@ -19,6 +19,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
+import io
 import os
 import secrets
 import statistics
@@ -30,6 +32,7 @@ from pathlib import Path
 
 import grpc
 import psycopg
+from PIL import Image
 from pydantic import SecretStr
 
 from bench.infra import process_cpu_seconds
@@ -51,21 +54,14 @@ RANK = {
     task_pb.TASK_STATUS_RUNNING: 1,
     task_pb.TASK_STATUS_COMPLETED: 2,
 }
-# An 8x8 PNG: the smallest work, so the reads dominate.
-_IMAGE: bytes | None = None
 
 
+@functools.cache
 def tiny_png() -> bytes:
-    global _IMAGE
-    if _IMAGE is None:
-        import io
-
-        from PIL import Image
-
-        out = io.BytesIO()
-        Image.new("RGB", (8, 8), "teal").save(out, "PNG")
-        _IMAGE = out.getvalue()
-    return _IMAGE
+    """An 8x8 PNG: the smallest work, so the reads dominate."""
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), "teal").save(out, "PNG")
+    return out.getvalue()
 
 
 @dataclass
