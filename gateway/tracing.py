@@ -20,6 +20,7 @@ with instrumentation suppressed below it (:func:`taskgate_runtime.telemetry.with
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -75,6 +76,12 @@ def middleware() -> Middleware:
             response = await handler(request)
         except web.HTTPException as exc:
             _status(span, exc.status)
+            raise
+        except asyncio.CancelledError:
+            # The client went away (or the gateway is stopping): no answer, and no fault of
+            # the request's. No exception event either: formatting its traceback would cost
+            # each hang-up a millisecond.
+            span.set_attribute("error.type", "cancelled")
             raise
         except BaseException as exc:
             span.record_exception(exc)

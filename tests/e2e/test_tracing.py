@@ -299,3 +299,45 @@ async def _no_running_attempt_left(database_url: str, task_id: str) -> None:
             (task_id,),
         )
         assert await cursor.fetchall() == [(1, "lost"), (2, "completed")]
+
+
+async def test_a_client_that_hangs_up_ends_its_span_without_an_error(
+    database_url: str, redis_prefix: str, tmp_path: Path, receiver: Collector
+) -> None:
+    """A live stream the client walks away from: the gateway's span ends, cancelled,
+    and neither it nor the server's call counts as a fault of ours."""
+    async with running_stack(
+        database_url=database_url,
+        redis_url=TEST_REDIS_URL,
+        redis_prefix=redis_prefix,
+        log_dir=tmp_path,
+        **_tracing(receiver),
+    ) as stack:
+        trace_id, client_span, traceparent = _traceparent()
+        async with aiohttp.ClientSession(base_url=stack.http) as http:
+            auth = await _login(http)
+            body = {"image": base64.b64encode(image_bytes(8, 8)).decode(),
+                    "filters": [{"grayscale": {}}]}  # fmt: skip
+            await _json(http, "POST", "/v1/tasks", body, auth)  # an event to begin with
+            headers = {**auth, "traceparent": traceparent}
+            watch = await http.get("/v1/taskEvents:watch", headers=headers)
+            assert watch.status == 200
+            async with asyncio.timeout(10):
+                assert b"TASK_EVENT_TYPE_CREATED" in await watch.content.readline()
+            watch.close()  # and so the connection: the stream was following live
+
+        async def both_ended() -> bool:
+            kinds = {(s.service, s.kind) for s in receiver.trace(trace_id)}
+            return {("taskgate-gateway", "server"), ("taskgate-server", "server")} <= kinds
+
+        await eventually(both_ended, within=20, interval=0.1)
+        spans = receiver.trace(trace_id)
+        http_span = _one(spans, service="taskgate-gateway", kind="server")
+        assert http_span.parent_id == client_span
+        assert http_span.name == "GET /v1/taskEvents:watch"
+        assert http_span.attributes["error.type"] == "cancelled"
+        assert "http.response.status_code" not in http_span.attributes
+        rpc = _one(spans, service="taskgate-server", kind="server")
+        assert rpc.attributes["rpc.grpc.status_code"] == 1  # CANCELLED: the caller's doing
+        assert not http_span.error
+        assert not rpc.error
