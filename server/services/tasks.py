@@ -16,7 +16,7 @@ import asyncio
 import hashlib
 import json
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from uuid import UUID
 
@@ -236,11 +236,9 @@ class TaskService:
 
     async def get(self, caller: UUID, task_id: str) -> Task:
         """The task; while PENDING with its estimated ``queue_position``."""
-        task = await self._get(caller, _task_id(task_id), task_id)
-        if task.status is TaskStatus.PENDING:
-            position = await self._tasks.position(caller, task.id)
-            if position is not None:  # else it started in between
-                task = replace(task, queue_position=position)
+        task = await self._tasks.get_positioned(caller, _task_id(task_id))
+        if task is None:
+            raise NotFound(f"task {task_id!r} not found")
         return task
 
     async def _get(self, caller: UUID, task_id: UUID, given: str, *, latest: bool = False) -> Task:

@@ -183,8 +183,8 @@ def test_the_position_estimate_is_exact_without_new_arrivals(
     tasks = [(users[index], submit(conn, users[index], priority)) for index, priority in backlog]
     positions = {
         task_id: conn.execute(
-            QUERIES["queue_position_fair"], {"id": task_id, "user_id": user}
-        ).fetchone()["position"]  # type: ignore[index]
+            QUERIES["get_task_positioned_fair"], {"id": task_id, "user_id": user}
+        ).fetchone()["queue_position"]  # type: ignore[index]
         for user, task_id in tasks
     }
     order: list[UUID] = []

@@ -542,40 +542,49 @@ SELECT
     (SELECT count(*) FROM user_queues WHERE active) AS users_pending,
     (SELECT coalesce(max(pending), 0) FROM user_queues WHERE active) AS largest_backlog;
 
--- name: queue_position_fair
--- An estimate of how many tasks start before a pending one, if no more
--- arrive: its user's tasks ahead of it (r: higher priority, or as high and
--- older), and from every other user with pending work as many as the turns
--- before this one's: r, one more when that user's turn comes first (ties
--- by user id, as the claim breaks them), never more than they have pending.
--- Exact for one processor and no new arrivals; running limits, retry
--- backoffs and the tasks a claim holds are left out. Cost: the user's own
+-- name: get_task_positioned_fair
+-- The task (get_task), and while it is pending its queue_position: an
+-- estimate of how many tasks start before it, if no more arrive: its user's
+-- tasks ahead of it (r: higher priority, or as high and older), and from
+-- every other user with pending work as many as the turns before this one's:
+-- r, one more when that user's turn comes first (ties by user id, as the
+-- claim breaks them), never more than they have pending. Exact for one
+-- processor and no new arrivals; running limits, retry backoffs and the tasks
+-- a claim holds are left out. One statement (one snapshot, one round trip);
+-- the CASE runs the estimate only for a pending task. Cost: the user's own
 -- pending tasks and the users with pending work.
-WITH me AS (
-    SELECT t.user_id, t.priority, t.created_at, t.id, q.turn
-    FROM tasks AS t JOIN user_queues AS q ON q.user_id = t.user_id
-    WHERE t.id = %(id)s AND t.user_id = %(user_id)s AND t.status = 'pending'
-), own AS (
-    SELECT count(*) AS ahead
-    FROM tasks AS t, me
-    WHERE t.user_id = me.user_id AND t.status = 'pending'
-      AND (t.priority > me.priority
-           OR (t.priority = me.priority AND (t.created_at, t.id) < (me.created_at, me.id)))
-)
-SELECT (own.ahead + coalesce((
-           SELECT sum(least(q.pending,
-                            own.ahead + ((q.turn, q.user_id) < (me.turn, me.user_id))::int))
-           FROM user_queues AS q
-           WHERE q.active AND q.user_id <> me.user_id), 0))::bigint AS position
-FROM me, own;
+SELECT t.*,
+       CASE WHEN t.status = 'pending' THEN (
+           SELECT (own.ahead + coalesce((
+                      SELECT sum(least(q.pending,
+                                       own.ahead + ((q.turn, q.user_id) < (me.turn, me.user_id))::int))
+                      FROM user_queues AS q
+                      WHERE q.active AND q.user_id <> me.user_id), 0))::bigint
+           FROM user_queues AS me,
+                LATERAL (SELECT count(*) AS ahead
+                         FROM tasks AS o
+                         WHERE o.user_id = t.user_id AND o.status = 'pending'
+                           AND (o.priority > t.priority
+                                OR (o.priority = t.priority
+                                    AND (o.created_at, o.id) < (t.created_at, t.id)))) AS own
+           WHERE me.user_id = t.user_id)
+       END AS queue_position
+FROM (SELECT {task_columns}
+      FROM tasks
+      WHERE id = %(id)s AND user_id = %(user_id)s) AS t;
 
--- name: queue_position_fifo
--- Fairness off: the pending tasks older than this one, everyone's.
-SELECT count(*) AS position
-FROM tasks AS t,
-     (SELECT created_at, id FROM tasks
-      WHERE id = %(id)s AND user_id = %(user_id)s AND status = 'pending') AS me
-WHERE t.status = 'pending' AND (t.created_at, t.id) < (me.created_at, me.id);
+-- name: get_task_positioned_fifo
+-- Fairness off: the task, and while it is pending the pending tasks older
+-- than it, everyone's.
+SELECT t.*,
+       CASE WHEN t.status = 'pending' THEN (
+           SELECT count(*)
+           FROM tasks AS o
+           WHERE o.status = 'pending' AND (o.created_at, o.id) < (t.created_at, t.id))
+       END AS queue_position
+FROM (SELECT {task_columns}
+      FROM tasks
+      WHERE id = %(id)s AND user_id = %(user_id)s) AS t;
 
 -- ---------------------------------------------------------------------------
 -- Replicas: WAL positions as byte offsets (pg_lsn - '0/0'), for read-your-writes.

@@ -17,10 +17,6 @@ from server.storage.postgres.queue import QueueStats
 from server.storage.postgres.replicas import ReadRouter
 
 
-def _position(*, position: int) -> int:
-    return position
-
-
 def task_from_row(
     *,
     id: UUID,
@@ -115,7 +111,7 @@ class TaskRepository:
         """``fair``: positions are estimated for the fair claim (else oldest first)."""
         self._db = database
         self._reads = reads or ReadRouter(primary=database)
-        self._position = "queue_position_fair" if fair else "queue_position_fifo"
+        self._positioned = "get_task_positioned_fair" if fair else "get_task_positioned_fifo"
 
     async def queue_stats(self) -> QueueStats:
         """Pending and running tasks, and the oldest pending one's age (the queue gauges)."""
@@ -152,13 +148,6 @@ class TaskRepository:
             await self._reads.wrote(task.user_id)
         return inserted
 
-    async def position(self, user_id: UUID, task_id: UUID) -> int | None:
-        """An estimate of the tasks that start before this pending one; None if not pending."""
-        value: int | None = await self._db.fetch_one(
-            self._position, {"id": task_id, "user_id": user_id}, _position
-        )
-        return value
-
     async def get_by_idempotency_key(self, user_id: UUID, key: str) -> KeyedTask | None:
         return await self._db.fetch_one(
             "get_task_by_idempotency_key",
@@ -171,6 +160,13 @@ class TaskRepository:
         change, whose position nobody knows)."""
         return await self._reads.fetch_one(
             user_id, "get_task", {"id": task_id, "user_id": user_id}, task_from_row, latest=latest
+        )
+
+    async def get_positioned(self, user_id: UUID, task_id: UUID) -> Task | None:
+        """The owner's task, with its ``queue_position`` while it is pending: an estimate of
+        the tasks that start before it (in the same statement, so the same snapshot)."""
+        return await self._reads.fetch_one(
+            user_id, self._positioned, {"id": task_id, "user_id": user_id}, task_from_row
         )
 
     async def get_result(self, user_id: UUID, task_id: UUID) -> StoredResult | None:
