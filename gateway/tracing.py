@@ -14,8 +14,7 @@ Why not opentelemetry-instrumentation-aiohttp-server's middleware: it collects
 every attribute before the sampler decides, so each request costs that work
 even when it is not sampled (99 % of them by default). ``make bench-tracing``
 measured it at 60-100 us of gateway CPU per request; this one does the
-attribute work only for a sampled request. A request that is not sampled runs
-with instrumentation suppressed below it (:func:`taskgate_runtime.telemetry.within`).
+attribute work only for a sampled request.
 """
 
 from __future__ import annotations
@@ -28,8 +27,6 @@ from aiohttp.typedefs import Middleware
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
-
-from taskgate_runtime import telemetry
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 QUIET_PATHS = frozenset({"/metrics", "/live", "/ready"})
@@ -71,7 +68,7 @@ def middleware() -> Middleware:
         )
         if span.is_recording():
             span.set_attributes(_request_attributes(request))
-        token = otel_context.attach(telemetry.within(span, parent))
+        token = otel_context.attach(trace.set_span_in_context(span, parent))
         try:
             response = await handler(request)
         except web.HTTPException as exc:

@@ -34,7 +34,6 @@ def main() -> int:
         service="taskgate-server",
         load=Settings.from_env,
         serve=serve,
-        traced=("psycopg", "redis"),
     )
 
 

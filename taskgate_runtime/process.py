@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine
 from typing import Any, Protocol, TypeVar
 
 from taskgate_runtime import logs, telemetry
@@ -40,19 +40,15 @@ def main(
     service: str,
     load: Callable[[], S],
     serve: Callable[[S], Coroutine[Any, Any, bool]],
-    traced: Iterable[str] = (),
 ) -> int:
-    """Exit status: 0 after a clean stop, 1 when ``serve`` could not start, 2 for bad settings.
-
-    ``traced``: the libraries whose calls make spans (``telemetry.LIBRARIES``).
-    """
+    """Exit status: 0 after a clean stop, 1 when ``serve`` could not start, 2 for bad settings."""
     try:
         settings = load()
     except ConfigError as exc:
         print(f"{service}: configuration error: {exc}", file=sys.stderr)
         return 2
     logs.configure(service=service, level=settings.log_level, fmt=settings.log_format)
-    tracing = telemetry.configure(service=service, libraries=traced)
+    tracing = telemetry.configure(service=service)
     try:
         return 0 if asyncio.run(serve(settings)) else 1
     finally:

@@ -13,9 +13,9 @@ that mean the server failed (UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED,
 INTERNAL, UNAVAILABLE, DATA_LOSS) mark the span as an error.
 
 It is the outermost interceptor, so every log line of the call (the access
-log included) and every statement and Redis command below it are in the span.
-A call that is not sampled runs with the libraries' instrumentation
-suppressed (:func:`taskgate_runtime.telemetry.within`).
+log included) and every statement and Redis command below it are in the span
+(their spans, :func:`taskgate_runtime.telemetry.client_span`, are made only
+below a recorded span: a call that is not sampled costs them one lookup).
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from server.interceptors.wrap import Context, Scope, ScopedInterceptor, final_code
-from taskgate_runtime import telemetry
 
 SERVER_ERRORS = frozenset({
     grpc.StatusCode.UNKNOWN, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNIMPLEMENTED,
@@ -72,18 +71,17 @@ class _Traced:
                    if isinstance(value, str)}  # fmt: skip
         parent = propagate.extract(carrier)
         span = self._tracer.start_span(
-            f"{self._service}/{self._method}",
-            context=parent,
-            kind=SpanKind.SERVER,
-            attributes={
+            f"{self._service}/{self._method}", context=parent, kind=SpanKind.SERVER
+        )
+        if span.is_recording():  # the attribute work for a sampled call only
+            span.set_attributes({
                 "rpc.system": "grpc",
                 "rpc.service": self._service,
                 "rpc.method": self._method,
                 **_peer(self._context),
-            },
-        )
+            })  # fmt: skip
         self._span = span
-        self._token = otel_context.attach(telemetry.within(span, parent))
+        self._token = otel_context.attach(trace.set_span_in_context(span, parent))
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, error: BaseException | None, tb: object

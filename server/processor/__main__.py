@@ -58,7 +58,6 @@ def main() -> int:
         service="taskgate-processor",
         load=ProcessorSettings.from_env,
         serve=run,
-        traced=("psycopg",),
     )
 
 

@@ -24,7 +24,7 @@ the database recorded it to the rescue, outcome ``lost``, with the dead
 processor's id.
 
 The processor's background loops (the exchange, heartbeats, rescues, samples)
-run with instrumentation suppressed (:func:`taskgate_runtime.telemetry.quiet`):
+run :func:`taskgate_runtime.telemetry.quiet` (no store spans):
 they would otherwise make a trace of a few statements every second.
 """
 
@@ -68,7 +68,7 @@ def attempt(job: Job, *, processor: str, claim_sent: int, claimed: int) -> Itera
                 "taskgate.processor.id": processor,
             },
         )
-        inner = otel_context.attach(telemetry.within(span, parent))
+        inner = otel_context.attach(trace.set_span_in_context(span, parent))
         try:
             if span.is_recording():
                 _tracer.start_span("task.claim", start_time=claim_sent).end(end_time=claimed)

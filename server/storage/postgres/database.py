@@ -16,8 +16,10 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import psycopg
+from opentelemetry.util.types import AttributeValue
 from psycopg import AsyncConnection
 from psycopg import errors as pg_errors
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import kwargs_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
@@ -31,6 +33,29 @@ from taskgate_runtime import telemetry
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 Params = Mapping[str, Any]
+# An answer, or the caller's own deadline: not the store's fault.
+_ANSWERS = (UniqueViolation, DeadlineExceeded)
+
+
+def _server_attributes(conninfo: str) -> dict[str, AttributeValue]:
+    """``db.namespace``, ``server.address`` and ``server.port`` of a DSN (nothing else of it:
+    it may hold a password)."""
+    if not conninfo:
+        return {}
+    try:
+        parts = conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError:
+        return {}
+    attributes: dict[str, AttributeValue] = {}
+    if dbname := parts.get("dbname"):
+        attributes["db.namespace"] = str(dbname)
+    host = str(parts.get("host") or "")
+    if host and "," not in host and not host.startswith("/"):
+        attributes["server.address"] = host
+        port = str(parts.get("port") or "5432")
+        if port.isdigit():
+            attributes["server.port"] = int(port)
+    return attributes
 
 
 def create_pool(
@@ -65,16 +90,10 @@ def create_pool(
         open=False,
         timeout=timeout,
         reconnect_timeout=reconnect_timeout,
-        check=_check_quietly if check_on_checkout else None,
+        check=AsyncConnectionPool.check_connection if check_on_checkout else None,
         name=name,
         kwargs=kwargs,
     )
-
-
-async def _check_quietly(conn: AsyncConnection[Any]) -> None:
-    """psycopg_pool's check on checkout (an empty statement), making no span of its own."""
-    with telemetry.quiet():
-        await AsyncConnectionPool.check_connection(conn)
 
 
 @asynccontextmanager
@@ -112,6 +131,8 @@ class Database:
         self._timeout = timeout
         self._metrics = metrics
         self._abandoned: set[asyncio.Task[Any]] = set()
+        self._server = _server_attributes(pool.conninfo if isinstance(pool.conninfo, str) else "")
+        self._span_attributes: dict[str, dict[str, AttributeValue]] = {}
 
     async def fetch_one(
         self, query: str, params: Params, row: Callable[..., T], *, binary: bool = False
@@ -189,20 +210,44 @@ class Database:
         statement: Callable[[AsyncConnection[Any]], Awaitable[T]],
         extra_time: float = 0.0,
     ) -> T:
-        """Runs ``statement`` under its time budget, timed as ``operation``."""
-        if self._metrics is None:
-            return await self._within_budget(statement, extra_time)
-        timed = self._metrics.queries[operation, category(operation)]
-        started = time.perf_counter()
-        try:
-            return await self._within_budget(statement, extra_time)
-        except (UniqueViolation, DeadlineExceeded):
-            raise  # an answer, or the caller's own deadline: not the store's fault
-        except Exception:
-            timed.failed()
-            raise
-        finally:
-            timed.observe(time.perf_counter() - started)
+        """Runs ``statement`` under its time budget, timed as ``operation`` (and traced as
+        it, when the call is: :func:`taskgate_runtime.telemetry.client_span`)."""
+        attributes = self._attributes(operation)
+        summary = attributes["db.query.summary"]
+        with telemetry.client_span(str(summary), attributes, answers=_ANSWERS):
+            if self._metrics is None:
+                return await self._within_budget(statement, extra_time)
+            timed = self._metrics.queries[operation, category(operation)]
+            started = time.perf_counter()
+            try:
+                return await self._within_budget(statement, extra_time)
+            except _ANSWERS:
+                raise
+            except Exception:
+                timed.failed()
+                raise
+            finally:
+                timed.observe(time.perf_counter() - started)
+
+    def _attributes(self, operation: str) -> dict[str, AttributeValue]:
+        """The database span's attributes (stable semantic conventions): the statement's
+        text, never its parameters. The span is named by ``db.query.summary``: the
+        statement's category and the query's name in ``queries.sql`` (``SELECT get_task``;
+        statements pipelined together are joined by ``+``)."""
+        attributes = self._span_attributes.get(operation)
+        if attributes is None:
+            names = operation.split("+")
+            attributes = {
+                "db.system.name": "postgresql",
+                **self._server,
+                "db.operation.name": category(operation).upper(),
+                "db.query.summary": f"{category(operation).upper()} {operation}",
+                "db.query.text": ";\n".join(QUERIES[name].as_string() for name in names),
+            }
+            if len(names) > 1:
+                attributes["db.operation.batch.size"] = len(names)
+            self._span_attributes[operation] = attributes
+        return attributes
 
     async def _within_budget(
         self, statement: Callable[[AsyncConnection[Any]], Awaitable[T]], extra_time: float = 0.0

@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
+from opentelemetry.util.types import AttributeValue
 from redis import exceptions as redis_errors
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from server.context import time_budget
 from server.errors import DeadlineExceeded
 from server.metrics_storage import RedisMetrics, Timed
 from server.storage.errors import StorageUnavailable, timed_out
 from server.storage.redis.keys import RedisKeys
+from taskgate_runtime import telemetry
+
+_ANSWERS = (DeadlineExceeded,)  # the caller's own deadline passed: not the store's fault
 
 
 def create_client(url: str, *, timeout: float, pool_size: int = 64) -> Redis:
@@ -43,28 +47,70 @@ def create_client(url: str, *, timeout: float, pool_size: int = 64) -> Redis:
     return Redis.from_pool(pool)  # the client owns the pool: aclose() closes it
 
 
+# What each call of the repositories sends, for its span's db.operation.name: the
+# command, or BATCH for a pipeline (or a command and a pipeline).
+OPERATIONS = {
+    "session_create": "BATCH",
+    "session_get": "HGETALL",
+    "session_owner": "HMGET",
+    "session_delete": "BATCH",
+    "sessions_delete_all": "BATCH",
+    "counter_refund": "EVALSHA",
+    "counter_hit": "BATCH",
+    "counter_read": "BATCH",
+    "ping": "PING",
+    "device_token_get": "GET",
+    "device_token_set": "BATCH",
+    "device_token_delete": "DEL",
+    "wal_position_get": "GET",
+    "wal_position_advance": "EVALSHA",
+}
+
+
+def span_attributes(redis: Redis, call: str) -> dict[str, AttributeValue]:
+    """The attributes of a Redis call's span (stable database semantic conventions):
+    the command and the server; never a key or a value (keys hold session ids)."""
+    kwargs = redis.connection_pool.connection_kwargs
+    attributes: dict[str, AttributeValue] = {
+        "db.system.name": "redis",
+        "db.operation.name": OPERATIONS.get(call, "BATCH"),
+        "db.namespace": str(kwargs.get("db", 0)),
+        "taskgate.redis.call": call,
+    }
+    if host := kwargs.get("host"):
+        attributes["server.address"] = str(host)
+        attributes["server.port"] = int(kwargs.get("port", 6379))
+    return attributes
+
+
 @asynccontextmanager
-async def redis_call(limit: float, timed: Timed | None = None) -> AsyncIterator[None]:
+async def redis_call(
+    limit: float, timed: Timed | None = None, span: Mapping[str, AttributeValue] | None = None
+) -> AsyncIterator[None]:
     """Bound a Redis call by the time budget; connection trouble → StorageUnavailable.
 
     ``timed`` (a :class:`~server.metrics_storage.RedisMetrics` command) records
-    the call's duration, and its failure.
+    the call's duration, and its failure; ``span`` (:func:`span_attributes`)
+    traces it when the call is traced.
     """
-    if timed is None:
-        async with _translated(limit):
-            yield
-        return
-    started = time.perf_counter()
-    try:
-        async with _translated(limit):
-            yield
-    except DeadlineExceeded:
-        raise  # the caller's own deadline passed: not the store's fault
-    except Exception:
-        timed.failed()
-        raise
-    finally:
-        timed.observe(time.perf_counter() - started)
+    with telemetry.client_span(
+        str(span["db.operation.name"]) if span else "redis", span or {}, answers=_ANSWERS
+    ):
+        if timed is None:
+            async with _translated(limit):
+                yield
+            return
+        started = time.perf_counter()
+        try:
+            async with _translated(limit):
+                yield
+        except _ANSWERS:
+            raise
+        except Exception:
+            timed.failed()
+            raise
+        finally:
+            timed.observe(time.perf_counter() - started)
 
 
 @asynccontextmanager
@@ -95,8 +141,13 @@ class RedisRepository:
         self._keys = keys
         self._timeout = timeout
         self._metrics = metrics
+        self._spans: dict[str, dict[str, AttributeValue]] = {}
 
     def _call(self, command: str) -> AbstractAsyncContextManager[None]:
-        """The time budget (and timing, as ``command``) of one Redis call or pipeline."""
+        """The time budget (and timing and span, as ``command``) of one Redis call or
+        pipeline."""
         timed: Timed | None = None if self._metrics is None else self._metrics.commands[command]
-        return redis_call(self._timeout, timed)
+        span = self._spans.get(command)
+        if span is None:
+            span = self._spans[command] = span_attributes(self._redis, command)
+        return redis_call(self._timeout, timed, span)
