@@ -1,6 +1,6 @@
 """``python -m bench.events``: the outbox and its webhooks.
 
-Three parts, each in fresh databases on the same Postgres, dropped at the end:
+Four parts, each in fresh databases on the same Postgres, dropped at the end:
 
 1. **Commit → receiver latency** on an idle system: a webhook dispatcher alone
    (``python -m server.webhooks``) and one endpoint, an aiohttp receiver in
@@ -14,18 +14,34 @@ Three parts, each in fresh databases on the same Postgres, dropped at the end:
 3. **Drain with and without the outbox**: ``make bench-tasks``'s drain (N tiny
    tasks inserted in one transaction, ``python -m server.processor`` drains
    them; N / (first start → last end), Postgres's clock), rounds rotating, in
-   the same run, three ways:
+   the same run, every processor started afresh each round (one process can
+   run a few per cent faster or slower than an identical one for its whole
+   life), four ways:
    - this tree;
    - this tree with the events not written: its database has a trigger that
      drops each task_events row before it is numbered, so the statements are
-     the same and the outbox's own work (the id lock, the row, its index, its
-     WAL, the notification) is what differs: what the outbox costs;
+     the same and the outbox's writes (the id lock, the row, its index, its
+     WAL, the notification) are what differs;
+   - this tree without the outbox: the same trigger, and a copy of the tree
+     whose statements build no payload (the ``task_snapshot`` fragment of
+     ``queries.sql`` is ``'{}'``): everything the outbox adds to the drain,
+     what the aim judges;
    - the tree just before the outbox (``git archive`` of the parent of the
      commit that added the task_events migration, or ``--baseline``: its
      migrations, its processor): the last figures, which differ in more than
-     the outbox (the fair queue and tracing came later);
-   - this tree, events not written and fairness off (FIFO claims): what of
-     the rest the fair claim costs.
+     the outbox (the fair queue and tracing came later).
+
+4. **The outbox's statements alone**: the processor's claim (10 tasks) and its
+   batched finish (those 10), 20 of each per transaction, rolled back so
+   every round sees the same 3,000 pending tasks, on one connection with the
+   processor's generic plans; the Postgres backend's CPU time per task (from
+   /proc, when Postgres runs on this machine) and the wall time, rounds
+   rotating, three ways: with the outbox, events not written (the trigger
+   above, enabled inside the transaction), and without the outbox (no payload
+   built either: the statements of the copy above). No processor, no
+   scheduling: far steadier than the drain's rates, which swing by a tenth or
+   more between identical setups on a shared machine. With the drain part in
+   the same run, the cost is also put as a share of the drain's time per task.
 
 Exit status: 0 when everything ran and every delivery and task arrived (aims
 met or not), 1 otherwise.
@@ -49,7 +65,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from aiohttp import web
+from psycopg.rows import dict_row
 from standardwebhooks.webhooks import Webhook
 
 from bench.infra import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL, ROOT, BenchError, run_bench
@@ -78,13 +96,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 2
     parser = argparse.ArgumentParser(prog="python -m bench.events", description=__doc__)
     add = parser.add_argument
-    add("--parts", default="latency,throughput,drain", help="comma-separated subset")
+    add("--parts", default="latency,throughput,drain,statements", help="comma-separated subset")
     add("--samples", type=int, default=200, help="latency: tasks one at a time (200)")
     add("--spacing", type=float, default=0.05, help="latency: seconds between tasks (0.05)")
     add("--endpoints", type=int, default=8, help="throughput: endpoints (8)")
     add("--deliveries", type=int, default=4000, help="throughput: deliveries in all (4000)")
     add("--tasks", type=int, default=2000, help="drain: tasks per round (2000)")
-    add("--rounds", type=int, default=2, help="drain: rounds of each tree (2)")
+    add("--rounds", type=int, default=4, help="drain: rounds of each tree (4)")
+    add("--statement-rounds", type=int, default=30, help="statements: rounds of each way (30)")
     add("--concurrency", type=int, default=cpus, help=f"processor concurrency ({cpus})")
     add("--workers", type=int, default=cpus, help=f"worker processes ({cpus})")
     add("--baseline", default="", help="drain: the git ref to compare with (before the outbox)")
@@ -92,9 +111,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--database-url", default=os.environ.get("TASKGATE_DATABASE_URL", DEFAULT_DATABASE_URL))
     args = parser.parse_args(argv)
     args.parts = [p.strip() for p in args.parts.split(",") if p.strip()]
-    if not set(args.parts) <= {"latency", "throughput", "drain"} or not args.parts:
-        parser.error("--parts: choose from latency, throughput, drain")
-    for name in ("samples", "endpoints", "deliveries", "tasks", "rounds"):
+    if not set(args.parts) <= {"latency", "throughput", "drain", "statements"} or not args.parts:
+        parser.error("--parts: choose from latency, throughput, drain, statements")
+    for name in ("samples", "endpoints", "deliveries", "tasks", "rounds", "statement_rounds"):
         if getattr(args, name) <= 0:
             parser.error(f"--{name} must be greater than 0")
     return args
@@ -172,6 +191,7 @@ class Context:
     args: argparse.Namespace
     envs: list[TaskEnv] = field(default_factory=list)
     report: list[str] = field(default_factory=list)
+    drain_per_task: float = 0.0  # seconds, with the outbox (set by the drain part)
 
     def env(self, part: str, root: Path = ROOT, extra: dict[str, str] | None = None) -> TaskEnv:
         env = TaskEnv(
@@ -321,34 +341,59 @@ CREATE TRIGGER task_events_0_bench_skip BEFORE INSERT ON task_events
 """
 
 
+def without_payloads() -> Path:
+    """A copy of this tree's tracked files whose statements build no event payload."""
+    target = Path(tempfile.mkdtemp(prefix="taskgate-bench-no-outbox-"))
+    files = (
+        subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True)
+        .stdout.decode()
+        .split("\0")
+    )
+    for name in filter(None, files):
+        source = ROOT / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+    queries = target / "server/storage/postgres/queries.sql"
+    text = queries.read_text()
+    head, _, rest = text.partition("-- fragment: task_snapshot\n")
+    if not rest:
+        raise BenchError("queries.sql has no task_snapshot fragment")
+    _, _, after = rest.partition("\n\n")  # the fragment runs to the first blank line
+    queries.write_text(f"{head}-- fragment: task_snapshot\n'{{}}'::jsonb\n\n{after}")
+    return target
+
+
 async def drain(ctx: Context) -> None:
     baseline, ref = baseline_tree(ctx.args.baseline)
-    fifo = {"TASKGATE_QUEUE_FAIRNESS": "false"}
-    # name: (tree, database set-up after its migrations, processor environment)
-    trees: dict[str, tuple[Path, str, dict[str, str]]] = {
-        "with the outbox": (ROOT, "", {}),
-        "events not written": (ROOT, SKIP_EVENTS, {}),
-        f"before the outbox ({ref})": (baseline, "", {}),
-        "events not written, FIFO claims": (ROOT, SKIP_EVENTS, fifo),
+    bare = without_payloads()
+    # name: (tree, database set-up after its migrations)
+    trees: dict[str, tuple[Path, str]] = {
+        "with the outbox": (ROOT, ""),
+        "events not written": (ROOT, SKIP_EVENTS),
+        "without the outbox": (bare, SKIP_EVENTS),
+        f"before the outbox ({ref})": (baseline, ""),
     }
     setups: dict[str, Tree] = {}
-    for number, (name, (root, setup, extra)) in enumerate(trees.items()):
-        env = ctx.env(f"drain_{number}", root=root, extra=extra)
+    for number, (name, (root, setup)) in enumerate(trees.items()):
+        env = ctx.env(f"drain_{number}", root=root)
         env.migrate()
         conn = await connect(env.database_url)
         if setup:
             await conn.execute(setup)
         user_id = await insert_user(conn, "bench-drain")
-        env.start_processor()
         statements = parse((root / "server/storage/postgres/queries.sql").read_text())
         setups[name] = Tree(env, conn, tiny_batch(user_id), statements["insert_task"])
-    await asyncio.sleep(3.0)
     rates: dict[str, list[float]] = {name: [] for name in trees}
     for number in range(ctx.args.rounds):
         # The order rotates: no setup always runs first (or right after another's drain).
         names = list(setups)[number % len(setups) :] + list(setups)[: number % len(setups)]
         for name in names:
-            rate = await drain_once(setups[name], f"drain-{number}", ctx.args.tasks)
+            tree = setups[name]
+            tree.env._stop_server()
+            tree.env.start_processor()
+            await asyncio.sleep(2.0)  # started and listening before the batch commits
+            rate = await drain_once(tree, f"drain-{number}", ctx.args.tasks)
             rates[name].append(rate)
             ctx.say(f"drain round {number + 1}, {name}: {rate:.0f} tasks/s")
     for tree in setups.values():
@@ -356,8 +401,9 @@ async def drain(ctx: Context) -> None:
         if has["t"]:
             events = await one(tree.conn, "SELECT count(*) AS n FROM task_events", ())
             tree.events = int(events["n"])
-    on, off, before, unfair = rates
+    on, unwritten, bare_rates, before = rates
     medians = {name: statistics.median(values) for name, values in rates.items()}
+    ctx.drain_per_task = 1 / medians[on]
     ctx.say(
         f"drain of {ctx.args.tasks} tiny tasks, medians of {ctx.args.rounds} rounds: "
         + ", ".join(f"{name} {rate:.0f}/s" for name, rate in medians.items())
@@ -365,24 +411,133 @@ async def drain(ctx: Context) -> None:
         + ", ".join(f"{name} {tree.events}" for name, tree in setups.items())
     )
     # Each round's runs are minutes apart at most: their ratio is less exposed to the load.
-    for other, what in ((off, "its writes (same tree, events not written)"),
-                        (before, f"against the tree before it ({ref})")):  # fmt: skip
+    for other, what, judged in (
+        (bare_rates, "all of it (same tree, no payload built, no event written)", True),
+        (unwritten, "its writes alone (same tree, payloads built, events not written)", False),
+        (before, f"against the tree before it ({ref}; more than the outbox differs)", False),
+    ):
         ratios = [a / b for a, b in zip(rates[on], rates[other], strict=True)]
         cost = 1 - statistics.median(ratios)
-        aim = "met" if cost <= DRAIN_COST_AIM else "NOT met"
+        met = "met" if cost <= DRAIN_COST_AIM else "NOT met"
+        aim = f" (aim <= {DRAIN_COST_AIM * 100:.0f} %: {met})" if judged else ""
         ctx.say(
             f"  the outbox costs {cost * 100:.1f} % of the drain, {what}; per-round ratios "
-            f"{', '.join(f'{r:.2f}' for r in ratios)} (aim <= {DRAIN_COST_AIM * 100:.0f} %: {aim})"
+            f"{', '.join(f'{r:.2f}' for r in ratios)}{aim}"
         )
-    ratios = [a / b for a, b in zip(rates[off], rates[unfair], strict=True)]
-    ctx.say(
-        f"  (not the outbox's: the fair claim costs {(1 - statistics.median(ratios)) * 100:.1f} % "
-        f"against FIFO claims, events not written in both; per-round ratios "
-        f"{', '.join(f'{r:.2f}' for r in ratios)})"
-    )
     for tree in setups.values():
         await tree.conn.close()
     shutil.rmtree(baseline, ignore_errors=True)
+    shutil.rmtree(bare, ignore_errors=True)
+
+
+def _finish_params(owner: str, claimed: list[dict[str, Any]]) -> dict[str, Any]:
+    count = len(claimed)
+    output = tiny_png()
+    return {
+        "owner": owner,
+        "running": "running",
+        "ids": [row["task_id"] for row in claimed],
+        "attempts": [row["attempt"] for row in claimed],
+        "statuses": ["completed"] * count,
+        "errors": [None] * count,
+        "images": [output] * count,
+        "content_types": ["image/png"] * count,
+        "widths": [8] * count,
+        "heights": [8] * count,
+    }
+
+
+def _backend_cpu(pid: int) -> float | None:
+    """utime + stime of a Postgres backend on this machine, in seconds (None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _claim_and_finish(
+    runner: Conn, queries: dict[str, Any], skip: bool, batches: int, per_batch: int
+) -> None:
+    """``batches`` claims of ``per_batch`` tasks, each finished, in a rolled-back transaction."""
+    async with runner.transaction(force_rollback=True):
+        if skip:
+            await runner.execute("ALTER TABLE task_events ENABLE TRIGGER task_events_0_bench_skip")
+        for _ in range(batches):
+            cursor = await runner.execute(
+                queries["claim_tasks_fair"],
+                {"owner": "bench", "limit": per_batch, "lease": 30, "max_running": 0},
+            )
+            claimed = await cursor.fetchall()
+            if len(claimed) != per_batch:
+                raise BenchError(f"claimed {len(claimed)} of {per_batch}")
+            cursor = await runner.execute(queries["finish_tasks"], _finish_params("bench", claimed))
+            if len(await cursor.fetchall()) != per_batch:
+                raise BenchError("a finish did not end its tasks")
+
+
+async def statements(ctx: Context) -> None:
+    bare = without_payloads()
+    this = QUERIES
+    none = parse((bare / "server/storage/postgres/queries.sql").read_text())
+    shutil.rmtree(bare, ignore_errors=True)
+    env = ctx.env("statements")
+    env.migrate()
+    conn = await connect(env.database_url)
+    await conn.execute(SKIP_EVENTS)
+    await conn.execute("ALTER TABLE task_events DISABLE TRIGGER task_events_0_bench_skip")
+    user_id = await insert_user(conn, "bench-statements")
+    await insert_tasks(conn, tiny_batch(user_id), 3000, "statements")
+    runner: Conn = await psycopg.AsyncConnection.connect(  # the processor's plans
+        env.database_url,
+        autocommit=True,
+        row_factory=dict_row,
+        options="-c plan_cache_mode=force_generic_plan",
+    )
+    pid = int((await one(runner, "SELECT pg_backend_pid() AS pid", ()))["pid"])
+    # name: (statements, events dropped by the trigger)
+    variants = {
+        "with the outbox": (this, False),
+        "events not written": (this, True),
+        "without the outbox": (none, True),
+    }
+    batches, per_batch = 20, 10
+    walls: dict[str, list[float]] = {name: [] for name in variants}
+    cpus: dict[str, list[float]] = {name: [] for name in variants}
+    for number in range(ctx.args.statement_rounds):
+        names = list(variants)[number % len(variants) :] + list(variants)[: number % len(variants)]
+        for name in names:
+            queries, skip = variants[name]
+            started, cpu = time.perf_counter(), _backend_cpu(pid)
+            await _claim_and_finish(runner, queries, skip, batches, per_batch)
+            tasks = batches * per_batch
+            walls[name].append((time.perf_counter() - started) / tasks)
+            after = _backend_cpu(pid)
+            if cpu is not None and after is not None:
+                cpus[name].append((after - cpu) / tasks)
+    await runner.close()
+    await conn.close()
+    ctx.say(
+        f"statements: claim {per_batch} + finish {per_batch}, {batches} of each per rolled-back "
+        f"transaction, {ctx.args.statement_rounds} rounds; per task:"
+    )
+    for name in variants:
+        cpu_part = (
+            f", Postgres CPU {statistics.fmean(cpus[name]) * 1e6:.0f} us (mean)"
+            if cpus[name]
+            else ""
+        )
+        ctx.say(f"  {name}: wall {statistics.median(walls[name]) * 1e6:.0f} us (median){cpu_part}")
+    figures = cpus if all(cpus.values()) else walls
+    kind = "Postgres CPU" if figures is cpus else "wall time"
+    on = statistics.fmean(figures["with the outbox"])
+    for other, what in (("without the outbox", "all of it"), ("events not written", "its writes")):
+        cost = max(0.0, on - statistics.fmean(figures[other]))
+        share = ""
+        if ctx.drain_per_task:
+            share = f": {cost / ctx.drain_per_task * 100:.1f} % of the drain's time per task"
+            share += f" ({ctx.drain_per_task * 1e6:.0f} us)"
+        ctx.say(f"  the outbox, {what}: {cost * 1e6:.0f} us of {kind} per task{share}")
 
 
 async def bench(ctx: Context) -> None:
@@ -392,6 +547,7 @@ async def bench(ctx: Context) -> None:
         "latency": lambda: latency(ctx, receiver),
         "throughput": lambda: throughput(ctx, receiver),
         "drain": lambda: drain(ctx),
+        "statements": lambda: statements(ctx),
     }
     try:
         for part in ctx.args.parts:
