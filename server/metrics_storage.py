@@ -28,7 +28,9 @@ still is.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -56,6 +58,21 @@ class Timed:
 
     def observe(self, seconds: float) -> None:
         self._observe(seconds, telemetry.exemplar())
+
+    @contextmanager
+    def timing(self, answers: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
+        """Times the block; an exception counts as a failure unless it is one of
+        ``answers`` (a unique violation, the caller's own deadline) or a cancellation."""
+        started = time.perf_counter()
+        try:
+            yield
+        except answers:
+            raise
+        except Exception:
+            self.failed()
+            raise
+        finally:
+            self.observe(time.perf_counter() - started)
 
 
 class TimedFamily:

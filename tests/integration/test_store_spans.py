@@ -22,11 +22,12 @@ from opentelemetry.trace import SpanKind, StatusCode
 from server.config import Settings
 from server.errors import DeadlineExceeded
 from server.storage.errors import StorageUnavailable, UniqueViolation
-from server.storage.postgres.database import Database, create_pool
+from server.storage.postgres.database import Database
 from server.storage.redis.client import create_client
 from server.storage.redis.keys import RedisKeys
 from server.storage.redis.sessions import SessionRepository
 from taskgate_runtime import telemetry
+from tests.support.queue import queue_database
 
 
 @pytest.fixture
@@ -42,19 +43,8 @@ def spans(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[trace.Tracer, InMem
 
 @pytest.fixture
 async def database(settings: Settings) -> AsyncIterator[Database]:
-    pool = create_pool(
-        settings.database_url.get_secret_value(),
-        min_size=1,
-        max_size=2,
-        timeout=2,
-        reconnect_timeout=2,
-    )
-    await pool.open()
-    db = Database(pool=pool, timeout=2)
-    try:
+    async with queue_database(settings, size=2) as db:
         yield db
-    finally:
-        await db.close()
 
 
 def _below(exporter: InMemorySpanExporter, parent: ReadableSpan) -> list[ReadableSpan]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -217,17 +216,8 @@ class Database:
         with telemetry.client_span(str(summary), attributes, answers=_ANSWERS):
             if self._metrics is None:
                 return await self._within_budget(statement, extra_time)
-            timed = self._metrics.queries[operation, category(operation)]
-            started = time.perf_counter()
-            try:
+            with self._metrics.queries[operation, category(operation)].timing(_ANSWERS):
                 return await self._within_budget(statement, extra_time)
-            except _ANSWERS:
-                raise
-            except Exception:
-                timed.failed()
-                raise
-            finally:
-                timed.observe(time.perf_counter() - started)
 
     def _attributes(self, operation: str) -> dict[str, AttributeValue]:
         """The database span's attributes (stable semantic conventions): the statement's

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
@@ -100,17 +99,9 @@ async def redis_call(
             async with _translated(limit):
                 yield
             return
-        started = time.perf_counter()
-        try:
+        with timed.timing(_ANSWERS):
             async with _translated(limit):
                 yield
-        except _ANSWERS:
-            raise
-        except Exception:
-            timed.failed()
-            raise
-        finally:
-            timed.observe(time.perf_counter() - started)
 
 
 @asynccontextmanager
