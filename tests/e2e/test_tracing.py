@@ -183,7 +183,7 @@ def _check_create_task_trace(
     assert [n for n in names if n.startswith("filter ")] == ["filter grayscale", "filter blur"]
     assert names[-1] == "task.finish"
     assert any(s.service == "taskgate-processor" and s.kind == "client" for s in children), (
-        "the attempt's own statement (its progress or input) as a psycopg span"
+        "the attempt's own statement (its progress or input) as a SQL span"
     )
     assert all(not s.error for s in spans)
     assert not [s for s in spans if s.attributes.get("db.query.text") == ""], "pool checks"

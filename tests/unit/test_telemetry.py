@@ -76,3 +76,20 @@ def test_a_log_line_inside_a_span_carries_its_ids_next_to_the_request_id() -> No
     assert line["trace_id"] == f"{ids.trace_id:032x}"
     assert line["span_id"] == f"{ids.span_id:016x}"
     assert line["request_id"] == "req-1"
+
+
+def test_every_redis_call_names_its_command_for_its_span() -> None:
+    """Each name a Redis repository gives ``_call`` has its db.operation.name."""
+    import re
+    from pathlib import Path
+
+    from server.storage.redis import client
+
+    root = Path(client.__file__).parent
+    names = {
+        name
+        for path in root.glob("*.py")
+        for name in re.findall(r"self\._call\(\"(\w+)\"\)", path.read_text())
+    }
+    assert names  # the pattern still finds the calls
+    assert names <= set(client.OPERATIONS), names - set(client.OPERATIONS)
