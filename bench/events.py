@@ -367,6 +367,23 @@ def without_payloads() -> Path:
 async def drain(ctx: Context) -> None:
     baseline, ref = baseline_tree(ctx.args.baseline)
     bare = without_payloads()
+    try:
+        await _drain(ctx, baseline, ref, bare)
+    finally:
+        shutil.rmtree(baseline, ignore_errors=True)
+        shutil.rmtree(bare, ignore_errors=True)
+
+
+def _restart_processor(env: TaskEnv) -> None:
+    """A fresh processor (the last one's log deleted: only the running one's is kept)."""
+    log = env._log_path
+    env._stop_server()
+    if log is not None:
+        log.unlink(missing_ok=True)
+    env.start_processor()
+
+
+async def _drain(ctx: Context, baseline: Path, ref: str, bare: Path) -> None:
     # name: (tree, database set-up after its migrations)
     trees: dict[str, tuple[Path, str]] = {
         "with the outbox": (ROOT, ""),
@@ -390,8 +407,7 @@ async def drain(ctx: Context) -> None:
         names = list(setups)[number % len(setups) :] + list(setups)[: number % len(setups)]
         for name in names:
             tree = setups[name]
-            tree.env._stop_server()
-            tree.env.start_processor()
+            _restart_processor(tree.env)
             await asyncio.sleep(2.0)  # started and listening before the batch commits
             rate = await drain_once(tree, f"drain-{number}", ctx.args.tasks)
             rates[name].append(rate)
@@ -426,8 +442,6 @@ async def drain(ctx: Context) -> None:
         )
     for tree in setups.values():
         await tree.conn.close()
-    shutil.rmtree(baseline, ignore_errors=True)
-    shutil.rmtree(bare, ignore_errors=True)
 
 
 def _finish_params(owner: str, claimed: list[dict[str, Any]]) -> dict[str, Any]:

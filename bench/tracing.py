@@ -173,9 +173,13 @@ async def start(pair: Pair) -> None:
 
 
 async def restart(pair: Pair) -> None:
-    """New server and gateway processes for the pair (its spans flushed on the way out)."""
+    """New server and gateway processes for the pair (its spans flushed on the way out);
+    the old server's log is deleted (only the running one's is kept)."""
     pair.gateway.stop()
+    log = pair.env._log_path
     pair.env._stop_server()
+    if log is not None:
+        log.unlink(missing_ok=True)
     pair.gateway = GatewayProcess(upstream="", extra_env=pair.gateway.extra_env)
     await start(pair)
 
