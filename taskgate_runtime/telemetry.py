@@ -139,10 +139,9 @@ def client_span(
     the current span, when that one is recorded and not :func:`quiet`; else nothing, at
     the cost of a lookup or two. It ends with the block: an exception marks it as an
     error (``error.type``, and ``db.response.status_code`` from its or its cause's
-    SQLSTATE),
-    but one of ``answers`` (a unique violation, the caller's own deadline) and a
-    cancellation only get their ``error.type``. The span is not made current: nothing
-    runs below a store call."""
+    SQLSTATE), but one of ``answers`` (a unique violation, the caller's own deadline)
+    and a cancellation only get their ``error.type``. The span is not made current:
+    nothing runs below a store call."""
     tracer = _state["tracer"]
     if (
         tracer is None
