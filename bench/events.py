@@ -22,10 +22,10 @@ Four parts, each in fresh databases on the same Postgres, dropped at the end:
      drops each task_events row before it is numbered, so the statements are
      the same and the outbox's writes (the id lock, the row, its index, its
      WAL, the notification) are what differs;
-   - this tree without the outbox: the same trigger, and a copy of the tree
-     whose statements build no payload (the ``task_snapshot`` fragment of
-     ``queries.sql`` is ``'{}'``): everything the outbox adds to the drain,
-     what the aim judges;
+   - this tree without the outbox: a copy of the tree whose statements write
+     no event (their ``events`` CTEs cut out of ``queries.sql``) and build no
+     payload (the ``task_snapshot`` fragment ``'{}'``): everything the outbox
+     adds to the drain, what the aim judges;
    - the tree just before the outbox (``git archive`` of the parent of the
      commit that added the task_events migration, or ``--baseline``: its
      migrations, its processor): the last figures, which differ in more than
@@ -36,11 +36,12 @@ Four parts, each in fresh databases on the same Postgres, dropped at the end:
    every round sees the same 3,000 pending tasks, on one connection with the
    processor's generic plans; the Postgres backend's CPU time per task (from
    /proc, when Postgres runs on this machine) and the wall time, rounds
-   rotating, three ways: with the outbox, events not written (the trigger
-   above, enabled inside the transaction), and without the outbox (no payload
-   built either: the statements of the copy above). No processor, no
-   scheduling: far steadier than the drain's rates, which swing by a tenth or
-   more between identical setups on a shared machine. With the drain part in
+   rotating, four ways: with the outbox, events not written (the trigger
+   above, enabled inside the transaction), without the outbox (the statements
+   of the copy above), and the tree before the outbox (its statements, on a
+   database of its own migrations). No processor, no scheduling: far steadier
+   than the drain's rates, which swing by a tenth or more between identical
+   setups on a shared machine. With the drain part in
    the same run, the cost is also put as a share of the drain's time per task.
 
 Exit status: 0 when everything ran and every delivery and task arrived (aims
@@ -53,6 +54,7 @@ import argparse
 import asyncio
 import io
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -341,8 +343,10 @@ CREATE TRIGGER task_events_0_bench_skip BEFORE INSERT ON task_events
 """
 
 
-def without_payloads() -> Path:
-    """A copy of this tree's tracked files whose statements build no event payload."""
+def without_outbox() -> Path:
+    """A copy of this tree's tracked files whose statements write no event: no
+    ``events`` CTE (the INSERT INTO task_events of each statement that changes a task),
+    and the ``task_snapshot`` fragment (the payload) ``'{}'``."""
     target = Path(tempfile.mkdtemp(prefix="taskgate-bench-no-outbox-"))
     files = (
         subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True)
@@ -360,13 +364,21 @@ def without_payloads() -> Path:
     if not rest:
         raise BenchError("queries.sql has no task_snapshot fragment")
     _, _, after = rest.partition("\n\n")  # the fragment runs to the first blank line
-    queries.write_text(f"{head}-- fragment: task_snapshot\n'{{}}'::jsonb\n\n{after}")
+    text = f"{head}-- fragment: task_snapshot\n'{{}}'::jsonb\n\n{after}"
+    # Each events CTE runs from "), events AS (" to the first line that is ")" alone.
+    text, cut = _EVENTS_CTE.subn(")", text)
+    if not cut or "INSERT INTO task_events" in text:
+        raise BenchError("queries.sql: the events CTEs were not all found")
+    queries.write_text(text)
     return target
+
+
+_EVENTS_CTE = re.compile(r"\), events AS \(\n.*?\n\)", re.DOTALL)
 
 
 async def drain(ctx: Context) -> None:
     baseline, ref = baseline_tree(ctx.args.baseline)
-    bare = without_payloads()
+    bare = without_outbox()
     try:
         await _drain(ctx, baseline, ref, bare)
     finally:
@@ -388,7 +400,7 @@ async def _drain(ctx: Context, baseline: Path, ref: str, bare: Path) -> None:
     trees: dict[str, tuple[Path, str]] = {
         "with the outbox": (ROOT, ""),
         "events not written": (ROOT, SKIP_EVENTS),
-        "without the outbox": (bare, SKIP_EVENTS),
+        "without the outbox": (bare, ""),
         f"before the outbox ({ref})": (baseline, ""),
     }
     setups: dict[str, Tree] = {}
@@ -470,72 +482,120 @@ def _backend_cpu(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def _claim_and_finish(
-    runner: Conn, queries: dict[str, Any], skip: bool, batches: int, per_batch: int
-) -> None:
-    """``batches`` claims of ``per_batch`` tasks, each finished, in a rolled-back transaction."""
-    async with runner.transaction(force_rollback=True):
-        if skip:
-            await runner.execute("ALTER TABLE task_events ENABLE TRIGGER task_events_0_bench_skip")
-        for _ in range(batches):
-            cursor = await runner.execute(
-                queries["claim_tasks_fair"],
-                {"owner": "bench", "limit": per_batch, "lease": 30, "max_running": 0},
-            )
-            claimed = await cursor.fetchall()
-            if len(claimed) != per_batch:
-                raise BenchError(f"claimed {len(claimed)} of {per_batch}")
-            cursor = await runner.execute(queries["finish_tasks"], _finish_params("bench", claimed))
-            if len(await cursor.fetchall()) != per_batch:
-                raise BenchError("a finish did not end its tasks")
+@dataclass
+class Statements:
+    """One way of running the claim and the finish: a database, its statements, and
+    whether that database's trigger drops the events."""
+
+    runner: Conn  # on the processor's generic plans
+    pid: int  # its Postgres backend
+    queries: dict[str, Any]
+    claim: str = "claim_tasks_fair"
+    skip: bool = False
 
 
-async def statements(ctx: Context) -> None:
-    bare = without_payloads()
-    this = QUERIES
-    none = parse((bare / "server/storage/postgres/queries.sql").read_text())
-    shutil.rmtree(bare, ignore_errors=True)
-    env = ctx.env("statements")
+async def _statements_database(ctx: Context, part: str, root: Path, skip: bool) -> Conn:
+    """A fresh database migrated from ``root``'s tree with 3,000 pending tasks (and the
+    events-dropping trigger, disabled, when ``skip``); the runner's connection to it."""
+    env = ctx.env(part, root=root)
     env.migrate()
-    conn = await connect(env.database_url)
-    await conn.execute(SKIP_EVENTS)
-    await conn.execute("ALTER TABLE task_events DISABLE TRIGGER task_events_0_bench_skip")
-    user_id = await insert_user(conn, "bench-statements")
-    await insert_tasks(conn, tiny_batch(user_id), 3000, "statements")
+    queries = parse((root / "server/storage/postgres/queries.sql").read_text())
+    async with await connect(env.database_url) as conn:
+        if skip:
+            await conn.execute(SKIP_EVENTS)
+            await conn.execute("ALTER TABLE task_events DISABLE TRIGGER task_events_0_bench_skip")
+        user_id = await insert_user(conn, "bench-statements")
+        await insert_tasks(conn, tiny_batch(user_id), 3000, "statements", queries["insert_task"])
     runner: Conn = await psycopg.AsyncConnection.connect(  # the processor's plans
         env.database_url,
         autocommit=True,
         row_factory=dict_row,
         options="-c plan_cache_mode=force_generic_plan",
     )
-    pid = int((await one(runner, "SELECT pg_backend_pid() AS pid", ()))["pid"])
-    # name: (statements, events dropped by the trigger)
-    variants = {
-        "with the outbox": (this, False),
-        "events not written": (this, True),
-        "without the outbox": (none, True),
+    return runner
+
+
+async def _claim_and_finish(way: Statements, batches: int, per_batch: int) -> None:
+    """``batches`` claims of ``per_batch`` tasks, each finished, in a rolled-back transaction."""
+    runner = way.runner
+    async with runner.transaction(force_rollback=True):
+        if way.skip:
+            await runner.execute("ALTER TABLE task_events ENABLE TRIGGER task_events_0_bench_skip")
+        for _ in range(batches):
+            cursor = await runner.execute(
+                way.queries[way.claim],
+                {"owner": "bench", "limit": per_batch, "lease": 30, "max_running": 0},
+            )
+            claimed = await cursor.fetchall()
+            if len(claimed) != per_batch:
+                raise BenchError(f"claimed {len(claimed)} of {per_batch}")
+            cursor = await runner.execute(
+                way.queries["finish_tasks"], _finish_params("bench", claimed)
+            )
+            if len(await cursor.fetchall()) != per_batch:
+                raise BenchError("a finish did not end its tasks")
+
+
+async def statements(ctx: Context) -> None:
+    bare = without_outbox()
+    baseline, ref = baseline_tree(ctx.args.baseline)
+    try:
+        none = parse((bare / "server/storage/postgres/queries.sql").read_text())
+        old = parse((baseline / "server/storage/postgres/queries.sql").read_text())
+        here = await _statements_database(ctx, "statements", ROOT, skip=True)
+        before = await _statements_database(ctx, "statements_before", baseline, skip=False)
+    finally:
+        shutil.rmtree(bare, ignore_errors=True)
+        shutil.rmtree(baseline, ignore_errors=True)
+    pids = {}
+    for runner in (here, before):
+        pids[id(runner)] = int((await one(runner, "SELECT pg_backend_pid() AS pid", ()))["pid"])
+    old_claim = "claim_tasks" if "claim_tasks" in old else "claim_tasks_fair"
+    ways = {
+        "with the outbox": Statements(here, pids[id(here)], QUERIES),
+        "events not written": Statements(here, pids[id(here)], QUERIES, skip=True),
+        "without the outbox": Statements(here, pids[id(here)], none),
+        f"before the outbox ({ref})": Statements(before, pids[id(before)], old, old_claim),
     }
-    batches, per_batch = 20, 10
-    walls: dict[str, list[float]] = {name: [] for name in variants}
-    cpus: dict[str, list[float]] = {name: [] for name in variants}
+    try:
+        walls, cpus = await _measure_statements(ctx, ways)
+    finally:
+        await here.close()
+        await before.close()
+    _report_statements(ctx, walls, cpus)
+
+
+BATCHES, PER_BATCH = 20, 10
+
+
+async def _measure_statements(
+    ctx: Context, ways: dict[str, Statements]
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Seconds per task, wall and Postgres CPU, of each way, rounds rotating."""
+    walls: dict[str, list[float]] = {name: [] for name in ways}
+    cpus: dict[str, list[float]] = {name: [] for name in ways}
+    tasks = BATCHES * PER_BATCH
     for number in range(ctx.args.statement_rounds):
-        names = list(variants)[number % len(variants) :] + list(variants)[: number % len(variants)]
+        names = list(ways)[number % len(ways) :] + list(ways)[: number % len(ways)]
         for name in names:
-            queries, skip = variants[name]
-            started, cpu = time.perf_counter(), _backend_cpu(pid)
-            await _claim_and_finish(runner, queries, skip, batches, per_batch)
-            tasks = batches * per_batch
+            way = ways[name]
+            started, cpu = time.perf_counter(), _backend_cpu(way.pid)
+            await _claim_and_finish(way, BATCHES, PER_BATCH)
             walls[name].append((time.perf_counter() - started) / tasks)
-            after = _backend_cpu(pid)
+            after = _backend_cpu(way.pid)
             if cpu is not None and after is not None:
                 cpus[name].append((after - cpu) / tasks)
-    await runner.close()
-    await conn.close()
+    return walls, cpus
+
+
+def _report_statements(
+    ctx: Context, walls: dict[str, list[float]], cpus: dict[str, list[float]]
+) -> None:
     ctx.say(
-        f"statements: claim {per_batch} + finish {per_batch}, {batches} of each per rolled-back "
-        f"transaction, {ctx.args.statement_rounds} rounds; per task:"
+        f"statements: claim {PER_BATCH} + finish {PER_BATCH}, {BATCHES} of each per "
+        f"rolled-back transaction, {ctx.args.statement_rounds} rounds; per task:"
     )
-    for name in variants:
+    for name in walls:
         cpu_part = (
             f", Postgres CPU {statistics.fmean(cpus[name]) * 1e6:.0f} us (mean)"
             if cpus[name]
