@@ -16,7 +16,7 @@ Four parts, each in fresh databases on the same Postgres, dropped at the end:
    them; N / (first start → last end), Postgres's clock), rounds rotating, in
    the same run, every processor started afresh each round (one process can
    run a few per cent faster or slower than an identical one for its whole
-   life), four ways:
+   life), five ways:
    - this tree;
    - this tree with the events not written: its database has a trigger that
      drops each task_events row before it is numbered, so the statements are
@@ -29,7 +29,9 @@ Four parts, each in fresh databases on the same Postgres, dropped at the end:
    - the tree just before the outbox (``git archive`` of the parent of the
      commit that added the task_events migration, or ``--baseline``: its
      migrations, its processor): the last figures, which differ in more than
-     the outbox (the fair queue and tracing came later).
+     the outbox (the fair queue and tracing came later);
+   - this tree again, a database of its own: the control, how far apart two
+     identical setups measure in this run.
 
 4. **The outbox's statements alone**: the processor's claim (10 tasks) and its
    batched finish (those 10), 20 of each per transaction, rolled back so
@@ -92,6 +94,7 @@ from server.webhooks.signing import new_secret
 OUTBOX_MIGRATION = "db/migrations/20261203070000_task_events.sql"
 LATENCY_AIM = 0.020  # p50
 DRAIN_COST_AIM = 0.10
+CONTROL = "with the outbox, again"  # a second identical setup: the drain's noise floor
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -402,6 +405,7 @@ async def _drain(ctx: Context, baseline: Path, ref: str, bare: Path) -> None:
         "events not written": (ROOT, SKIP_EVENTS),
         "without the outbox": (bare, ""),
         f"before the outbox ({ref})": (baseline, ""),
+        CONTROL: (ROOT, ""),
     }
     setups: dict[str, Tree] = {}
     for number, (name, (root, setup)) in enumerate(trees.items()):
@@ -429,7 +433,7 @@ async def _drain(ctx: Context, baseline: Path, ref: str, bare: Path) -> None:
         if has["t"]:
             events = await one(tree.conn, "SELECT count(*) AS n FROM task_events", ())
             tree.events = int(events["n"])
-    on, unwritten, bare_rates, before = rates
+    on, unwritten, bare_rates, before, control = rates
     medians = {name: statistics.median(values) for name, values in rates.items()}
     ctx.drain_per_task = 1 / medians[on]
     ctx.say(
@@ -452,6 +456,13 @@ async def _drain(ctx: Context, baseline: Path, ref: str, bare: Path) -> None:
             f"  the outbox costs {cost * 100:.1f} % of the drain, {what}; per-round ratios "
             f"{', '.join(f'{r:.2f}' for r in ratios)}{aim}"
         )
+    ratios = [a / b for a, b in zip(rates[control], rates[on], strict=True)]
+    ctx.say(
+        f"  control: {control} (the same tree and set-up) at "
+        f"{statistics.median(ratios) * 100:.1f} % of with the outbox; per-round ratios "
+        f"{', '.join(f'{r:.2f}' for r in ratios)}: differences of that size are this "
+        "machine's noise"
+    )
     for tree in setups.values():
         await tree.conn.close()
 
