@@ -47,6 +47,15 @@ async def database(settings: Settings) -> AsyncIterator[Database]:
         yield db
 
 
+@pytest.fixture
+async def sessions(settings: Settings) -> AsyncIterator[SessionRepository]:
+    redis = create_client(settings.redis_url.get_secret_value(), timeout=1)
+    try:
+        yield SessionRepository(redis=redis, keys=RedisKeys(settings.redis_key_prefix), timeout=1)
+    finally:
+        await redis.aclose()
+
+
 def _below(exporter: InMemorySpanExporter, parent: ReadableSpan) -> list[ReadableSpan]:
     return [
         s
@@ -131,57 +140,47 @@ async def test_no_span_below_an_unsampled_span_outside_any_span_or_in_a_quiet_bl
 
 
 async def test_a_redis_call_is_a_client_span_with_its_command_and_no_key(
-    settings: Settings, spans: tuple[trace.Tracer, InMemorySpanExporter]
+    sessions: SessionRepository, spans: tuple[trace.Tracer, InMemorySpanExporter]
 ) -> None:
     tracer, exporter = spans
-    redis = create_client(settings.redis_url.get_secret_value(), timeout=1)
-    sessions = SessionRepository(redis=redis, keys=RedisKeys(settings.redis_key_prefix), timeout=1)
     session_id = secrets.token_urlsafe(16)
-    try:
-        with tracer.start_as_current_span("call") as call:
-            assert await sessions.owner(session_id) is None
-        (span,) = _below(exporter, call)  # type: ignore[arg-type]
-        assert span.kind is SpanKind.CLIENT
-        assert span.name == "HMGET"
-        attributes = dict(span.attributes or {})
-        assert attributes["db.system.name"] == "redis"
-        assert attributes["db.operation.name"] == "HMGET"
-        assert attributes["taskgate.redis.call"] == "session_owner"
-        assert attributes["server.address"] == "127.0.0.1"
-        assert session_id not in " ".join(str(value) for value in attributes.values())
-    finally:
-        await redis.aclose()
+    with tracer.start_as_current_span("call") as call:
+        assert await sessions.owner(session_id) is None
+    (span,) = _below(exporter, call)  # type: ignore[arg-type]
+    assert span.kind is SpanKind.CLIENT
+    assert span.name == "HMGET"
+    attributes = dict(span.attributes or {})
+    assert attributes["db.system.name"] == "redis"
+    assert attributes["db.operation.name"] == "HMGET"
+    assert attributes["taskgate.redis.call"] == "session_owner"
+    assert attributes["server.address"] == "127.0.0.1"
+    assert session_id not in " ".join(str(value) for value in attributes.values())
 
 
 async def test_a_redis_call_past_the_callers_deadline_is_named_not_an_error(
-    settings: Settings, spans: tuple[trace.Tracer, InMemorySpanExporter]
+    sessions: SessionRepository, spans: tuple[trace.Tracer, InMemorySpanExporter]
 ) -> None:
     tracer, exporter = spans
-    redis = create_client(settings.redis_url.get_secret_value(), timeout=1)
-    sessions = SessionRepository(redis=redis, keys=RedisKeys(settings.redis_key_prefix), timeout=1)
-    try:
-        with tracer.start_as_current_span("call") as call:
-            with pytest.raises(DeadlineExceeded):
-                async with sessions._call("session_owner"):
-                    raise DeadlineExceeded("the caller's deadline")
-            with pytest.raises(StorageUnavailable):
-                async with sessions._call("session_get"):
-                    raise OSError("connection refused")
-            with pytest.raises(asyncio.CancelledError):
-                async with sessions._call("ping"):
-                    raise asyncio.CancelledError
-        deadline, outage, cancelled = sorted(
-            _below(exporter, call),  # type: ignore[arg-type]
-            key=lambda s: s.start_time or 0,
-        )
-        assert deadline.attributes is not None
-        assert outage.attributes is not None
-        assert deadline.attributes["error.type"] == "DeadlineExceeded"
-        assert deadline.status.status_code is StatusCode.UNSET
-        assert outage.attributes["error.type"] == "StorageUnavailable"
-        assert outage.status.status_code is StatusCode.ERROR
-        assert cancelled.attributes is not None
-        assert cancelled.attributes["error.type"] == "cancelled"
-        assert cancelled.status.status_code is StatusCode.UNSET
-    finally:
-        await redis.aclose()
+    with tracer.start_as_current_span("call") as call:
+        with pytest.raises(DeadlineExceeded):
+            async with sessions._call("session_owner"):
+                raise DeadlineExceeded("the caller's deadline")
+        with pytest.raises(StorageUnavailable):
+            async with sessions._call("session_get"):
+                raise OSError("connection refused")
+        with pytest.raises(asyncio.CancelledError):
+            async with sessions._call("ping"):
+                raise asyncio.CancelledError
+    deadline, outage, cancelled = sorted(
+        _below(exporter, call),  # type: ignore[arg-type]
+        key=lambda s: s.start_time or 0,
+    )
+    assert deadline.attributes is not None
+    assert outage.attributes is not None
+    assert deadline.attributes["error.type"] == "DeadlineExceeded"
+    assert deadline.status.status_code is StatusCode.UNSET
+    assert outage.attributes["error.type"] == "StorageUnavailable"
+    assert outage.status.status_code is StatusCode.ERROR
+    assert cancelled.attributes is not None
+    assert cancelled.attributes["error.type"] == "cancelled"
+    assert cancelled.status.status_code is StatusCode.UNSET
