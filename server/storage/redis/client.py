@@ -84,7 +84,7 @@ def span_attributes(redis: Redis, call: str) -> dict[str, AttributeValue]:
 
 @asynccontextmanager
 async def redis_call(
-    limit: float, timed: Timed | None = None, span: Mapping[str, AttributeValue] | None = None
+    limit: float, timed: Timed | None, span: Mapping[str, AttributeValue]
 ) -> AsyncIterator[None]:
     """Bound a Redis call by the time budget; connection trouble → StorageUnavailable.
 
@@ -92,9 +92,7 @@ async def redis_call(
     the call's duration, and its failure; ``span`` (:func:`span_attributes`)
     traces it when the call is traced.
     """
-    with telemetry.client_span(
-        str(span["db.operation.name"]) if span else "redis", span or {}, answers=_ANSWERS
-    ):
+    with telemetry.client_span(str(span["db.operation.name"]), span, answers=_ANSWERS):
         if timed is None:
             async with _translated(limit):
                 yield
