@@ -73,6 +73,7 @@ async def serve(settings: Settings) -> bool:
             "TLS" if settings.upstream_uses_tls else "plaintext",
             settings.metrics_addr,
         )
+        process.started()
         await stop.wait()
         log.info("shutting down")
         for runner in reversed(runners):

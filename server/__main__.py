@@ -21,6 +21,7 @@ async def serve(settings: Settings) -> bool:
     except ListenError as exc:
         log.error("%s", exc)
         return False
+    process.started()
     try:
         await stop.wait()
         log.info("shutting down: draining calls for up to %.0fs", settings.shutdown_grace)

@@ -84,6 +84,26 @@ def _sampler(env: Mapping[str, str]) -> Any:
     return sampling.ParentBased(sampling.TraceIdRatioBased(ratio))
 
 
+def _resource(service: str) -> Any:
+    """The process's resource (Resource.create reads ``OTEL_RESOURCE_ATTRIBUTES`` and
+    ``OTEL_SERVICE_NAME``; a name set there wins over ``service``), its hash computed once:
+    the OTLP encoder groups each batch's spans by resource, and the SDK's
+    ``Resource.__hash__`` serializes every attribute to JSON for each span (a tenth of
+    the export's CPU). A resource never changes: one hash holds for its life."""
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+
+    class HashedOnce(Resource):
+        def __init__(self, resource: Resource) -> None:
+            super().__init__(resource.attributes, resource.schema_url)
+            self._hash = super().__hash__()
+
+        def __hash__(self) -> int:
+            return self._hash
+
+    named = os.environ.get("OTEL_SERVICE_NAME", "").strip()
+    return HashedOnce(Resource.create({} if named else {SERVICE_NAME: service}))
+
+
 @dataclass
 class Telemetry:
     """What :func:`configure` set up; ``shutdown`` flushes the spans still buffered."""
@@ -102,15 +122,11 @@ def configure(*, service: str) -> Telemetry:
     if not wanted() or enabled():
         return Telemetry(active=enabled())
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "database")
-    # Resource.create reads OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME; a name set wins.
-    named = os.environ.get("OTEL_SERVICE_NAME", "").strip()
-    resource = Resource.create({} if named else {SERVICE_NAME: service})
-    provider = TracerProvider(resource=resource, sampler=_sampler(os.environ))
+    provider = TracerProvider(resource=_resource(service), sampler=_sampler(os.environ))
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
     _state["provider"] = provider

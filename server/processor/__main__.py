@@ -43,6 +43,7 @@ async def run(settings: ProcessorSettings) -> bool:
     stop = process.stop_requested()
     await runtime.start()
     listener.start()
+    process.started()
     try:
         await stop.wait()
         log.info("shutting down: running tasks get up to %.0fs", settings.shutdown_grace)

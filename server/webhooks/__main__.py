@@ -44,6 +44,7 @@ async def run(settings: WebhookSettings) -> bool:
     await runtime.start()
     listener.start()
     log.info("webhook dispatcher %s started", runtime.queue.owner)
+    process.started()
     try:
         await stop.wait()
     finally:

@@ -134,3 +134,16 @@ def test_webhook_retries_triple_up_to_the_maximum_for_about_a_day() -> None:
         assert len(set(delays)) > 1  # jitter
     total = sum(min(21600.0, 10.0 * 3.0 ** (n - 1)) for n in range(1, tuning.webhook_max_attempts))
     assert 24 * 3600 <= total <= 30 * 3600
+
+
+def test_after_start_up_its_objects_leave_the_collectors_generations() -> None:
+    import gc
+
+    from taskgate_runtime import process
+
+    try:
+        process.started()
+        assert gc.get_freeze_count() > 0
+        assert gc.get_count()[0] < 50  # the young generation starts empty
+    finally:
+        gc.unfreeze()

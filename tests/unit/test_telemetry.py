@@ -93,3 +93,22 @@ def test_every_redis_call_names_its_command_for_its_span() -> None:
     }
     assert names  # the pattern still finds the calls
     assert names <= set(client.OPERATIONS), names - set(client.OPERATIONS)
+
+
+def test_the_resource_names_the_service_and_hashes_as_the_sdks_would(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from opentelemetry.sdk.resources import Resource
+
+    monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
+    monkeypatch.delenv("OTEL_RESOURCE_ATTRIBUTES", raising=False)
+    resource = telemetry._resource("taskgate-server")
+    assert resource.attributes["service.name"] == "taskgate-server"
+    plain = Resource(resource.attributes, resource.schema_url)
+    assert hash(resource) == hash(plain)  # computed once, the same value
+    assert resource == plain
+    # The encoder's grouping: every span of the process lands under one resource.
+    assert len({resource: 1, Resource(resource.attributes, resource.schema_url): 2}) == 1
+
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "taskgate-api-eu")
+    assert telemetry._resource("taskgate-server").attributes["service.name"] == "taskgate-api-eu"
