@@ -106,7 +106,8 @@ class Authority:
         builder = self._builder(_name(common_name), key.public_key(), issuer=self._name)
         usages = [ExtendedKeyUsageOID.SERVER_AUTH] if hosts else []
         usages += [ExtendedKeyUsageOID.CLIENT_AUTH] if client else []
-        builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+        if usages:  # RFC 5280: an extended key usage names one purpose at least
+            builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
         builder = builder.add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
         if hosts:
             builder = builder.add_extension(
