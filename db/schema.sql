@@ -229,7 +229,11 @@ CREATE FUNCTION public.taskgate_sequence_task_event() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
 BEGIN
-    PERFORM pg_advisory_xact_lock(7306086815950189923);
+    -- The owner's lock, held until commit: their events get ids in the order
+    -- their transactions commit. The statements take it after the owner's
+    -- queue row (see "Lock order" in queries.sql), so it is never waited for
+    -- there; it holds for any other writer too.
+    PERFORM pg_advisory_xact_lock(hashtextextended(NEW.user_id::text, 7306086815950189923));
     NEW.id := nextval('task_events_id_seq');
     RETURN NEW;
 END;
@@ -240,7 +244,7 @@ $$;
 -- Name: FUNCTION taskgate_sequence_task_event(); Type: COMMENT; Schema: public; Owner: -
 --
 
-COMMENT ON FUNCTION public.taskgate_sequence_task_event() IS 'Gives a new event its id under an advisory lock held until commit: ids increase in commit order.';
+COMMENT ON FUNCTION public.taskgate_sequence_task_event() IS 'Gives a new event its id under its owner''s advisory lock, held until commit: a user''s event ids increase in commit order.';
 
 
 SET default_tablespace = '';
@@ -334,7 +338,7 @@ COMMENT ON TABLE public.task_events IS 'The outbox: one row per task state chang
 -- Name: COLUMN task_events.id; Type: COMMENT; Schema: public; Owner: -
 --
 
-COMMENT ON COLUMN public.task_events.id IS 'Increases in commit order: taken from task_events_id_seq under a transaction-level advisory lock (taskgate_sequence_task_event), so a reader that has seen id N will never see a smaller id appear later.';
+COMMENT ON COLUMN public.task_events.id IS 'Unique and increasing (task_events_id_seq); one user''s events get theirs in commit order, under a transaction-level advisory lock on the owner (taskgate_sequence_task_event), so a reader of a user''s events that has seen id N will never see a smaller one of theirs appear later.';
 
 
 --
@@ -1140,4 +1144,5 @@ INSERT INTO public.schema_migrations (version) VALUES
     ('20261203000002'),
     ('20261203070000'),
     ('20261203070100'),
-    ('20261203080000');
+    ('20261203080000'),
+    ('20261206000001');

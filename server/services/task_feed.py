@@ -1,9 +1,9 @@
 """The event feed: a user's task events in order, after an offset.
 
 The consumer-offset pattern over the outbox: a consumer keeps the id of the
-last event it handled and asks for what came after it. Event ids increase in
-commit order, so resuming after the last id seen misses nothing and repeats
-nothing. ``watch`` sends what is already there, then follows: it registers for
+last event it handled and asks for what came after it. A user's event ids
+increase in commit order, so resuming after the last id seen misses nothing and
+repeats nothing. ``watch`` sends what is already there, then follows: it registers for
 the user's wake-ups (LISTEN taskgate_task_feed, fanned out in the process)
 before each read, so an event committed during a read wakes it again, and a
 lost notification costs at most one poll interval.

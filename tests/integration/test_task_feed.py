@@ -1,6 +1,6 @@
 """The event feed over gRPC: ListTaskEvents pages in order, WatchTaskEvents replays
-and then follows, a reconnect with the last id resumes exactly, and ids increase
-in commit order."""
+and then follows, a reconnect with the last id resumes exactly, and a user's ids
+increase in commit order."""
 
 from __future__ import annotations
 
@@ -124,25 +124,32 @@ async def test_watch_replays_then_follows_and_resumes_after_the_last_id(
         resumed.cancel()
 
 
-async def test_an_uncommitted_event_holds_back_every_later_id(settings: Settings, db: Db) -> None:
-    """Ids are taken in commit order: while one transaction holds an event, another
-    cannot take an id, so a reader that saw id N never sees a smaller one appear."""
+async def test_an_uncommitted_event_holds_back_its_owners_later_ids_only(
+    settings: Settings, db: Db
+) -> None:
+    """A user's ids are taken in commit order: while one transaction holds an event of
+    theirs, another cannot take an id for them, so a reader of their events that saw id
+    N never sees a smaller one of theirs appear. Another user's events do not wait."""
     async with serving(settings, embedded_processor=False) as (_, client):
         tasks = await task_user(client)
         created = await tasks.create(image_bytes(8, 8), [grayscale()])
+        others = await task_user(client)
+        elsewhere = await others.create(image_bytes(8, 8), [grayscale()])
+    insert = (
+        "INSERT INTO task_events (task_id, user_id, type, payload)"
+        " SELECT id, user_id, %s, '{}' FROM tasks WHERE id = %s RETURNING id"
+    )
     url = settings.database_url.get_secret_value()
     async with await psycopg.AsyncConnection.connect(url) as holder:
-        await holder.execute(
-            "INSERT INTO task_events (task_id, user_id, type, payload)"
-            " SELECT id, user_id, 'task.retried', '{}' FROM tasks WHERE id = %s",
-            (created.task_id,),
-        )
+        cursor = await holder.execute(insert, ("task.retried", created.task_id))
+        held = await cursor.fetchone()
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as other:
             await other.execute("SET lock_timeout = '200ms'")
             with pytest.raises(psycopg.errors.LockNotAvailable):
-                await other.execute(
-                    "INSERT INTO task_events (task_id, user_id, type, payload)"
-                    " SELECT id, user_id, 'task.cancelled', '{}' FROM tasks WHERE id = %s",
-                    (created.task_id,),
-                )
+                await other.execute(insert, ("task.cancelled", created.task_id))
+            cursor = await other.execute(insert, ("task.cancelled", elsewhere.task_id))
+            taken = await cursor.fetchone()
         await holder.rollback()
+    assert held is not None
+    assert taken is not None
+    assert taken[0] > held[0]  # unique and increasing all the same

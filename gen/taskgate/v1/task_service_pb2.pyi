@@ -1053,8 +1053,9 @@ class TaskEvent(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     TASK_FIELD_NUMBER: _builtins.int
     event_id: _builtins.int
-    """The event's id: increases in the order the changes committed, across the
-    whole deployment. The offset to resume a feed from.
+    """The event's id: unique and increasing across the deployment, and in the
+    order the changes committed among one user's events. The offset to resume
+    a feed from.
     """
     task_id: _builtins.str
     """The task that changed."""

@@ -165,9 +165,10 @@ class TaskServiceServicer:
 
     def ListTaskEvents(self, request, context):
         """Lists the caller's task events (the outbox) after the event id `after`,
-        oldest first. Event ids increase in the order the changes committed: a
-        consumer that stores the last id it handled and asks again with it misses
-        nothing and sees nothing twice. An empty page means there is nothing new.
+        oldest first. The caller's event ids increase in the order the changes
+        committed: a consumer that stores the last id it handled and asks again
+        with it misses nothing and sees nothing twice. An empty page means there is
+        nothing new.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -77,9 +77,10 @@ class TaskServiceStub:
     """
     ListTaskEvents: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.ListTaskEventsRequest, _task_service_pb2.ListTaskEventsResponse]
     """Lists the caller's task events (the outbox) after the event id `after`,
-    oldest first. Event ids increase in the order the changes committed: a
-    consumer that stores the last id it handled and asks again with it misses
-    nothing and sees nothing twice. An empty page means there is nothing new.
+    oldest first. The caller's event ids increase in the order the changes
+    committed: a consumer that stores the last id it handled and asks again
+    with it misses nothing and sees nothing twice. An empty page means there is
+    nothing new.
     """
     WatchTaskEvents: _grpc.UnaryStreamMultiCallable[_task_service_pb2.WatchTaskEventsRequest, _task_service_pb2.WatchTaskEventsResponse]
     """Streams the caller's task events after the event id `after`: first those
@@ -136,9 +137,10 @@ class TaskServiceAsyncStub(TaskServiceStub):
     """
     ListTaskEvents: _aio.UnaryUnaryMultiCallable[_task_service_pb2.ListTaskEventsRequest, _task_service_pb2.ListTaskEventsResponse]  # type: ignore[assignment]
     """Lists the caller's task events (the outbox) after the event id `after`,
-    oldest first. Event ids increase in the order the changes committed: a
-    consumer that stores the last id it handled and asks again with it misses
-    nothing and sees nothing twice. An empty page means there is nothing new.
+    oldest first. The caller's event ids increase in the order the changes
+    committed: a consumer that stores the last id it handled and asks again
+    with it misses nothing and sees nothing twice. An empty page means there is
+    nothing new.
     """
     WatchTaskEvents: _aio.UnaryStreamMultiCallable[_task_service_pb2.WatchTaskEventsRequest, _task_service_pb2.WatchTaskEventsResponse]  # type: ignore[assignment]
     """Streams the caller's task events after the event id `after`: first those
@@ -240,9 +242,10 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_task_service_pb2.ListTaskEventsResponse, _abc.Awaitable[_task_service_pb2.ListTaskEventsResponse]]:
         """Lists the caller's task events (the outbox) after the event id `after`,
-        oldest first. Event ids increase in the order the changes committed: a
-        consumer that stores the last id it handled and asks again with it misses
-        nothing and sees nothing twice. An empty page means there is nothing new.
+        oldest first. The caller's event ids increase in the order the changes
+        committed: a consumer that stores the last id it handled and asks again
+        with it misses nothing and sees nothing twice. An empty page means there is
+        nothing new.
         """
 
     @_abc_1.abstractmethod

@@ -136,9 +136,12 @@ LIMIT %(limit)s;
 
 -- Lock order: a statement that writes events locks the task rows it changes,
 -- then the queue rows (user_queues, in user order) its counting trigger will
--- update, and only then takes the events lock; the trigger runs at the end of
--- the statement, and waiting for a queue row while holding the events lock
+-- update, and only then takes its owners' events locks (one per user, in user
+-- order: the events are inserted by owner); the trigger runs at the end of
+-- the statement, and waiting for a queue row while holding an events lock
 -- would deadlock with a submission holding that row (insert_task's gate).
+-- Holding the owner's queue row first, a statement never waits for the
+-- owner's events lock: whoever holds it holds the row too.
 
 -- name: cancel_task
 -- A pending task ends at once (and gets its task.cancelled event); a running
@@ -246,9 +249,10 @@ WITH turns AS (
     INSERT INTO task_attempts (task_id, attempt, processor_id, started_at)
     SELECT id, attempts, %(owner)s, started_at FROM claimed
 ), events AS (
-    -- ORDER BY: every row is locked before the first event takes the events lock.
+    -- ORDER BY: every row is locked before the first event takes its owner's
+    -- events lock, and the owners' locks are taken in user order.
     INSERT INTO task_events (task_id, user_id, type, payload)
-    SELECT id, user_id, 'task.started', snapshot FROM claimed ORDER BY id
+    SELECT id, user_id, 'task.started', snapshot FROM claimed ORDER BY user_id, id
 ), noted AS (
     -- For claimed_inputs, later in the same transaction.
     SELECT set_config('taskgate.claimed', coalesce(array_agg(id)::text, '{}'), true)
@@ -304,11 +308,11 @@ WITH due AS (
     FOR UPDATE OF q
 ), events AS (
     -- ORDER BY, and the queue rows first: every row is locked before the first
-    -- event takes the events lock.
+    -- event takes its owner's events lock, and the owners' in user order.
     INSERT INTO task_events (task_id, user_id, type, payload)
     SELECT id, user_id, 'task.started', snapshot
     FROM claimed CROSS JOIN (SELECT count(*) FROM queues) AS held
-    ORDER BY id
+    ORDER BY user_id, id
 ), noted AS (
     -- For claimed_inputs, later in the same transaction.
     SELECT set_config('taskgate.claimed', coalesce(array_agg(id)::text, '{}'), true)
@@ -406,11 +410,11 @@ WITH ending AS (
     FOR UPDATE OF q
 ), events AS (
     -- ORDER BY, and the queue rows first: every row is locked before the first
-    -- event takes the events lock.
+    -- event takes its owner's events lock, and the owners' in user order.
     INSERT INTO task_events (task_id, user_id, type, payload)
     SELECT id, user_id, 'task.' || status, snapshot
     FROM finished CROSS JOIN (SELECT count(*) FROM queues) AS held
-    ORDER BY id
+    ORDER BY user_id, id
 )
 SELECT id AS task_id FROM finished;
 
@@ -502,12 +506,12 @@ WITH expired AS (
     FOR UPDATE OF q
 ), events AS (
     -- ORDER BY, and the queue rows first: every row is locked before the first
-    -- event takes the events lock.
+    -- event takes its owner's events lock, and the owners' in user order.
     INSERT INTO task_events (task_id, user_id, type, payload)
     SELECT id, user_id, CASE WHEN status = 'failed' THEN 'task.failed' ELSE 'task.retried' END,
            snapshot
     FROM rescued CROSS JOIN (SELECT count(*) FROM queues) AS held
-    ORDER BY id
+    ORDER BY user_id, id
 )
 SELECT id AS task_id, status, user_id, request_id, attempts AS attempt, trace_context,
        started_at, lost_owner
@@ -607,8 +611,9 @@ SELECT pg_is_in_recovery() AS in_recovery,
 
 -- ---------------------------------------------------------------------------
 -- The outbox. Events are written by the statements above that change tasks;
--- their ids increase in commit order (see taskgate_sequence_task_event), so a
--- reader that saw id N will never see a smaller id appear.
+-- a user's event ids increase in commit order (see taskgate_sequence_task_event),
+-- so a reader of a user's events that saw id N will never see a smaller one of
+-- theirs appear.
 
 -- name: list_task_events
 -- A user's events after an id, in order; served by task_events_user_idx.
