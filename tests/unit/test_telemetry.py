@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import pytest
 from opentelemetry.sdk.trace import sampling
 
@@ -57,7 +60,6 @@ def test_outside_a_span_there_are_no_ids_and_no_exemplar() -> None:
 
 
 def test_a_log_line_inside_a_span_carries_its_ids_next_to_the_request_id() -> None:
-    import json
     import logging
 
     from opentelemetry.sdk.trace import TracerProvider
@@ -105,8 +107,23 @@ def test_the_resource_names_the_service_and_hashes_as_the_sdks_would(
     resource = telemetry._resource("taskgate-server")
     assert resource.attributes["service.name"] == "taskgate-server"
     plain = Resource(resource.attributes, resource.schema_url)
-    assert hash(resource) == hash(plain)  # computed once, the same value
+    assert hash(resource) == hash(plain)  # the SDK's value
     assert resource == plain
+    # Computed once: hashing it again serializes nothing (the SDK's dumps each time).
+    from opentelemetry.sdk import resources
+
+    serialized: list[object] = []
+    dumps = json.dumps
+
+    def counted(*args: Any, **kwargs: Any) -> str:
+        serialized.append(args)
+        return dumps(*args, **kwargs)
+
+    monkeypatch.setattr(resources, "dumps", counted)
+    assert len({hash(resource) for _ in range(3)}) == 1
+    assert serialized == []
+    hash(plain)
+    assert len(serialized) == 1  # the check would see a hash made per span
     # The encoder's grouping: every span of the process lands under one resource.
     assert len({resource: 1, Resource(resource.attributes, resource.schema_url): 2}) == 1
 
