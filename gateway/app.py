@@ -407,6 +407,11 @@ class _Streamer:
             await self._pump(response, first)
             await response.write_eof()
             return response
+        except ConnectionError as exc:
+            # The client hung up while a message was on its way to it: the end aiohttp
+            # gives the handler when it notices first (handler_cancellation), so the
+            # call is a 499 and a cancelled span, not a 500 with a traceback.
+            raise asyncio.CancelledError from exc
         finally:
             if not self.rpc.done():
                 self.rpc.cancel()

@@ -8,13 +8,17 @@ open) behind a real gateway on a socket, run as ``python -m gateway`` runs it.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 
 import aiohttp
 import grpc
 import pytest
+from aiohttp import web
 
+from gateway.app import GATEWAY_KEY, Gateway, create_app
 from gateway.config import Settings
 from server.app import App
 from server.config import Settings as ServerSettings
@@ -100,3 +104,48 @@ async def test_streams_past_a_users_limit_are_429_with_the_quota(
             for response in held:
                 response.close()
     await eventually(lambda: as_awaitable(app.stream_limiter.open_streams == 0), within=1.0)
+
+
+async def test_a_client_gone_when_its_next_message_is_written_is_a_hang_up(
+    server: tuple[App, Client], gateway_settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The other way a gone client shows: not the handler's cancellation (aiohttp's
+    handler_cancellation, which usually comes first), but the stream's next message
+    meeting the closed connection. Here the handler is never cancelled, so the write
+    comes first every time: a 499, not a 500 with "Error handling request"."""
+    app, client = server
+    tasks = await task_user(client)
+    task = await tasks.create(image_bytes(), [grayscale()])
+    token = tasks.metadata[0][1].removeprefix("Bearer ")
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        web_app = create_app(gateway_settings, channel)
+        runner = web.AppRunner(web_app, handler_cancellation=False)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            port = int(runner.addresses[0][1])
+            connection = await RawConnection.open(port)
+            path = f"/v1/tasks/{task.task_id}:watch"
+            await connection.send(get_head(path, token=token, accept="application/x-ndjson"))
+            await connection.read_until(b"TASK_STATUS_PENDING")
+            await connection.close()
+            await asyncio.sleep(0.05)  # the gateway has seen the connection close
+            await tasks.cancel(task.task_id)  # the stream's next message
+
+            gateway = web_app[GATEWAY_KEY]
+            assert isinstance(gateway, Gateway)
+            registry = gateway.metrics.registry
+            labels = {"method": "GET", "route": "/v1/tasks/{task_id}:watch"}
+            answered = "taskgate_gateway_http_requests_total"
+            await eventually(
+                lambda: as_awaitable(
+                    registry.get_sample_value(answered, {**labels, "status": "499"}) == 1
+                )
+            )
+            assert registry.get_sample_value(answered, {**labels, "status": "500"}) is None
+            await eventually(lambda: as_awaitable(app.stream_limiter.open_streams == 0))
+        finally:
+            await runner.cleanup()
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [], [r.getMessage() for r in errors]
